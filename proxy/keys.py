@@ -1,0 +1,82 @@
+"""Every Redis key heed uses is built here, and nowhere else.
+
+Keys of one person share the hash tag ``{address}`` so that one pipeline or
+script touches one Redis Cluster slot. The delay queue's keys share the tag
+``{queue}`` so its claim script is atomic on one slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def normalise_address(address: str) -> str:
+    """The form an address is stored under: trimmed, without <>, lower case.
+
+    Local parts are case-sensitive in theory (RFC 5321 §2.4) but no mailbox
+    provider treats them so; one person must not escape a refusal by case.
+    """
+    return address.strip().strip("<>").strip().lower()
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "heed"
+
+    # --- one person (hash tag = the address) ---------------------------------
+    def _person(self, address: str, part: str) -> str:
+        return f"{self.prefix}:p:{{{normalise_address(address)}}}:{part}"
+
+    def consent(self, address: str) -> str:
+        """HASH list -> JSON consent record (active, or revoked with proof)."""
+        return self._person(address, "consent")
+
+    def refusal(self, address: str) -> str:
+        """HASH scope ("*" or list) -> JSON refusal record."""
+        return self._person(address, "refusal")
+
+    def engagement(self, address: str) -> str:
+        """HASH last_engaged, sends_since, first_send, total_sends, last_kind."""
+        return self._person(address, "engage")
+
+    def sends(self, address: str, stream: str) -> str:
+        """ZSET of send ids scored by send time, for frequency caps."""
+        return self._person(address, f"sends:{stream}")
+
+    def prefs(self, address: str) -> str:
+        """HASH of the person's own choices (pause, zone, off, frequency)."""
+        return self._person(address, "prefs")
+
+    def person_audit(self, address: str) -> str:
+        """STREAM of this person's recent decisions and changes (capped), for explain."""
+        return self._person(address, "audit")
+
+    def person_streams(self, address: str) -> str:
+        """SET of stream names this person has send history in."""
+        return self._person(address, "streams")
+
+    # --- global --------------------------------------------------------------
+    @property
+    def audit(self) -> str:
+        """STREAM of every decision (the audit trail)."""
+        return f"{self.prefix}:audit"
+
+    @property
+    def people(self) -> str:
+        """SET of known addresses (for reports and lookups)."""
+        return f"{self.prefix}:people"
+
+    # --- delay queue (hash tag = queue) ---------------------------------------
+    @property
+    def queue_due(self) -> str:
+        """ZSET held-mail id -> due time."""
+        return f"{self.prefix}:{{queue}}:due"
+
+    @property
+    def queue_claimed(self) -> str:
+        """ZSET held-mail id -> lease expiry, for ids a worker has claimed."""
+        return f"{self.prefix}:{{queue}}:claimed"
+
+    def queue_item(self, item_id: str) -> str:
+        """HASH of one held copy: envelope, data, attempts, reasons."""
+        return f"{self.prefix}:{{queue}}:item:{item_id}"

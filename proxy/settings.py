@@ -1,0 +1,345 @@
+"""Typed settings, built once at start-up from config/heed.yaml, environment and flags.
+
+Environment variables override config keys: ``HEED_<SECTION>__<KEY>`` (double
+underscore between levels), e.g. ``HEED_UPSTREAM__HOST=mta.internal``,
+``HEED_REDIS__URL=redis://redis:6379/0``. Values are parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxy.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/heed.yaml")
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``:PORT`` -> (host, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return (host or default_host), int(port)
+
+
+def parse_duration(value: Any) -> float:
+    """``30``, ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"``, ``"1w"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return float(text[:-1]) * units[text[-1]]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    raise ValueError(f"expected a duration like 90s, 15m, 2h, 7d; got {value!r}")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    listen: tuple[str, int] = ("127.0.0.1", 2525)
+    hostname: str = "heed.localdomain"
+    # Clients allowed to relay without AUTH (never 0.0.0.0/0: no open relay).
+    client_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    # username -> "scrypt$..." hash (make one with `heed passwd`)
+    users: Mapping[str, str] = field(default_factory=dict)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_size: int = 25 * 1024 * 1024  # RFC 1870 SIZE
+    max_recipients: int = 1000  # RFC 5321 §4.5.3.1.8 asks servers to take at least 100
+    max_sessions: int = 1000
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: 5 minutes
+    data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes for the whole DATA
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    tls_verify: bool = True
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 60.0
+    pool_size: int = 16
+    # What a temporary upstream failure means to the client: "tempfail" (451,
+    # the client retries) or "queue" (250, heed holds and retries the mail).
+    on_failure: str = "tempfail"
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str | None = None  # None -> embedded private redis-server
+    data_dir: Path = Path("var/redis")
+    prefix: str = "heed"
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    poll_interval: float = 1.0
+    batch: int = 50
+    lease: float = 300.0  # a claim older than this is recovered (its worker died)
+    max_hold: float = 7 * 86400.0
+    backoff: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+
+
+@dataclass(frozen=True)
+class UnsubscribeKey:
+    id: str
+    secret: bytes
+    retired: bool = False
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    domain: str
+    selector: str
+    key_file: Path
+    algorithm: str = "rsa-sha256"  # or "ed25519-sha256" (RFC 8463)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    listen: tuple[str, int] | None = ("127.0.0.1", 8025)
+    public_url: str = "http://127.0.0.1:8025"
+    api_tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnsubscribeSettings:
+    mailto_domain: str = "heed.localdomain"
+    keys: tuple[UnsubscribeKey, ...] = ()
+    token_lifetime: float = 90 * 86400.0  # CASL asks 60 days, CAN-SPAM 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    smtp: SmtpSettings = SmtpSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    redis: RedisSettings = RedisSettings()
+    queue: QueueSettings = QueueSettings()
+    http: HttpSettings = HttpSettings()
+    unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
+    dkim: tuple[DkimKey, ...] = ()
+    policies: Path = Path("policies")
+    log_level: str = "INFO"
+    log_format: str = "json"  # or "text"
+    source: Path | None = None  # the config file these came from
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith("HEED_") or name in ("HEED_CONFIG",):
+            continue
+        path = [p.lower() for p in name[5:].split("__") if p]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else None
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the config file (if any), apply HEED_* environment and flag overrides, validate."""
+    raw: dict[str, Any] = {}
+    where = str(path) if path else "<defaults>"
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError([f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}"])
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}:1: expected a mapping at the top level"])
+        raw = loaded
+    raw = _merge(raw, _env_overrides(os.environ if env is None else env))
+    if overrides:
+        raw = _merge(raw, overrides)
+    base = path.parent.parent if path is not None and path.parent.name == "config" else Path(".")
+    return _build(raw, where, base, path)
+
+
+def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> Settings:
+    errors: list[str] = []
+
+    def section(name: str) -> dict[str, Any]:
+        value = raw.get(name) or {}
+        if not isinstance(value, dict):
+            errors.append(f"{where}: '{name}' must be a mapping")
+            return {}
+        return value
+
+    def rel(p: Any) -> Path:
+        q = Path(str(p))
+        return q if q.is_absolute() else base / q
+
+    def take(cls: type, data: dict[str, Any], name: str, conv: dict[str, Any]) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known and key not in conv:
+                errors.append(f"{where}: unknown key '{name}.{key}'")
+                continue
+            try:
+                kwargs[key] = conv[key](value) if key in conv else value
+            except (ValueError, TypeError) as exc:
+                errors.append(f"{where}: '{name}.{key}': {exc}")
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            errors.append(f"{where}: '{name}': {exc}")
+            return cls()
+
+    smtp_raw = section("smtp")
+    smtp = take(
+        SmtpSettings,
+        smtp_raw,
+        "smtp",
+        {
+            "listen": parse_hostport,
+            "client_networks": lambda v: tuple(ipaddress.ip_network(str(n)) for n in (v or [])),
+            "users": lambda v: dict(v or {}),
+            "tls_cert": lambda v: rel(v) if v else None,
+            "tls_key": lambda v: rel(v) if v else None,
+            "max_message_size": int,
+            "max_recipients": int,
+            "max_sessions": int,
+            "command_timeout": parse_duration,
+            "data_timeout": parse_duration,
+        },
+    )
+    for net in smtp.client_networks:
+        if net.prefixlen == 0:
+            errors.append(f"{where}: 'smtp.client_networks': {net} would make heed an open relay")
+    if smtp.max_recipients < 100:
+        errors.append(f"{where}: 'smtp.max_recipients' must be at least 100 (RFC 5321 §4.5.3.1.8)")
+
+    upstream = take(
+        UpstreamSettings,
+        section("upstream"),
+        "upstream",
+        {"port": int, "timeout": parse_duration, "pool_size": int},
+    )
+    if upstream.on_failure not in ("tempfail", "queue"):
+        errors.append(f"{where}: 'upstream.on_failure' must be 'tempfail' or 'queue'")
+
+    redis = take(
+        RedisSettings,
+        section("redis"),
+        "redis",
+        {"data_dir": rel, "url": lambda v: str(v) if v else None},
+    )
+    queue = take(
+        QueueSettings,
+        section("queue"),
+        "queue",
+        {
+            "poll_interval": parse_duration,
+            "lease": parse_duration,
+            "max_hold": parse_duration,
+            "batch": int,
+            "backoff": lambda v: tuple(parse_duration(x) for x in v),
+        },
+    )
+    http = take(
+        HttpSettings,
+        section("http"),
+        "http",
+        {
+            "listen": lambda v: parse_hostport(v) if v else None,
+            "public_url": lambda v: str(v).rstrip("/"),
+            "api_tokens": lambda v: tuple(str(t) for t in (v or [])),
+        },
+    )
+
+    def keys(v: Any) -> tuple[UnsubscribeKey, ...]:
+        out = []
+        for k in v or []:
+            secret = str(k["secret"]).encode()
+            if len(secret) < 16:
+                raise ValueError(f"key {k.get('id')!r}: secret must be at least 16 bytes")
+            out.append(UnsubscribeKey(str(k["id"]), secret, bool(k.get("retired", False))))
+        return tuple(out)
+
+    unsub = take(
+        UnsubscribeSettings,
+        section("unsubscribe"),
+        "unsubscribe",
+        {"keys": keys, "token_lifetime": parse_duration},
+    )
+    if unsub.token_lifetime < 60 * 86400:
+        errors.append(f"{where}: 'unsubscribe.token_lifetime' must be at least 60d (CASL)")
+
+    dkim: list[DkimKey] = []
+    for i, entry in enumerate(raw.get("dkim") or []):
+        try:
+            dkim.append(
+                DkimKey(
+                    domain=str(entry["domain"]).lower(),
+                    selector=str(entry["selector"]),
+                    key_file=rel(entry["key_file"]),
+                    algorithm=str(entry.get("algorithm", "rsa-sha256")),
+                )
+            )
+        except (KeyError, TypeError) as exc:
+            errors.append(f"{where}: 'dkim[{i}]' needs domain, selector and key_file ({exc})")
+
+    known = {"smtp", "upstream", "redis", "queue", "http", "unsubscribe", "dkim", "policies",
+             "log_level", "log_format"}
+    for key in raw:
+        if key not in known:
+            errors.append(f"{where}: unknown top-level key '{key}'")
+    if errors:
+        raise ConfigError(errors)
+    return Settings(
+        smtp=smtp,
+        upstream=upstream,
+        redis=redis,
+        queue=queue,
+        http=http,
+        unsubscribe=unsub,
+        dkim=tuple(dkim),
+        policies=rel(raw.get("policies", "policies")),
+        log_level=str(raw.get("log_level", "INFO")).upper(),
+        log_format=str(raw.get("log_format", "json")),
+        source=source,
+    )
