@@ -44,17 +44,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ping(where: Path | tuple[str, int]) -> bool:
+    """True when a Redis answers PING at this unix socket or TCP address."""
+    try:
+        if isinstance(where, Path):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(0.5)
+            conn.connect(str(where))
+        else:
+            conn = socket.create_connection(where, timeout=0.5)
+        with conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 class EmbeddedRedis:
     """Start and stop a redis-server bound to 127.0.0.1, with its files in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True,
+                 unix: bool = False) -> None:
         self.data_dir = data_dir
-        self.port = port or free_port()
         self.durable = durable
+        # A unix socket in the data folder lets `heed consent …` find the Redis
+        # that `heed serve` started, with no port to configure or collide.
+        self.socket = (data_dir / "redis.sock").resolve() if unix else None
+        if self.socket is not None and len(str(self.socket)) > 100:  # sun_path limit
+            self.socket = None
+        self.port = 0 if self.socket else (port or free_port())
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.socket is not None:
+            return f"unix://{self.socket}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def args(self) -> list[str]:
@@ -68,6 +92,8 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             "--logfile", "redis.log",
         ]
+        if self.socket is not None:
+            args += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         if self.durable:
             # The delay queue's 250 promises durability: every write is fsynced
             # before Redis answers (Redis 7.0 has no WAITAOF).
@@ -88,13 +114,8 @@ class EmbeddedRedis:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
                 raise ConfigError([f"embedded redis-server exited: {err or tail}".strip()])
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self.url
-            except OSError:
-                pass
+            if ping(self.socket if self.socket else ("127.0.0.1", self.port)):
+                return self.url
             time.sleep(0.05)
         self.stop()
         raise ConfigError([f"embedded redis-server did not answer on port {self.port}"])

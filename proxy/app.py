@@ -1,0 +1,96 @@
+"""heed wired together: SMTP edge, mail path, scheduler and HTTP side in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from proxy.audit import Audit
+from proxy.clock import Clock, SystemClock
+from proxy.finish import Finisher, PassThrough
+from proxy.keys import Keys
+from proxy.mailpath import MailPath
+from proxy.policy_store import PolicyStore
+from proxy.queue import DelayQueue
+from proxy.relay import SmtpUpstream
+from proxy.scheduler import Scheduler
+from proxy.settings import Settings
+from proxy.smtp.access import Access
+from proxy.smtp.handler import Handler, LocalMail
+from proxy.smtp.server import start_smtp
+from proxy.state import State
+
+log = logging.getLogger("heed")
+
+
+def connect_redis(url: str) -> Any:
+    """A Redis client that fails fast: a paused Redis must become a 451, not a hung session."""
+    return aioredis.Redis.from_url(
+        url, socket_timeout=3.0, socket_connect_timeout=3.0, health_check_interval=30
+    )
+
+
+class Heed:
+    """All of heed's parts; ``await start()`` inside a running loop, ``await stop()`` to end."""
+
+    def __init__(self, settings: Settings, *, redis_url: str, clock: Clock | None = None,
+                 policies: PolicyStore | None = None, finisher: Finisher | None = None,
+                 scheduler: bool = True) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.policies = policies or PolicyStore(settings.policies)
+        self.redis = connect_redis(redis_url)
+        self.keys = Keys(settings.redis.prefix)
+        self.state = State(self.redis, self.keys, self.clock)
+        self.audit = Audit(self.redis, self.keys)
+        self.queue = DelayQueue(self.redis, self.keys)
+        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname)
+        self.finisher = finisher or PassThrough()
+        self.access = Access(settings.smtp.client_networks, settings.smtp.users)
+        self.mailpath = MailPath(
+            policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
+            upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.redis,
+            on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
+        )
+        self.local: LocalMail | None = None
+        self.scheduler = Scheduler(
+            self.queue, self.mailpath.release, self.clock, settings.queue,
+            on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,
+        ) if scheduler else None
+        self._smtp: asyncio.Server | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        handler = Handler(self.mailpath, self.access,
+                          max_recipients=self.settings.smtp.max_recipients, local=self.local)
+        self._smtp = await start_smtp(handler, self.settings.smtp, self.access)
+        if self.scheduler is not None:
+            self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
+        host, port = self.settings.smtp.listen
+        log.info("heed listening for SMTP on %s:%d, upstream %s:%d, policy %s", host, port,
+                 self.settings.upstream.host, self.settings.upstream.port,
+                 self.policies.current.version)
+
+    @property
+    def smtp_port(self) -> int:
+        assert self._smtp is not None
+        return int(self._smtp.sockets[0].getsockname()[1])
+
+    def reload(self) -> bool:
+        return self.policies.reload()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._smtp is not None:
+            self._smtp.close()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        await self.upstream.close()
+        await self.redis.aclose()

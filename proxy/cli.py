@@ -1,0 +1,250 @@
+"""The `heed` command: serve, check, policy test, consent, refuse, engage, explain, dkim, passwd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from proxy.errors import ConfigError, HeedError, PolicyError
+from proxy.settings import DEFAULT_CONFIG, Settings, load_settings, parse_hostport
+
+REFUSAL_REASONS = ("unsubscribe", "complaint", "bounce", "manual")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"service config (default: {DEFAULT_CONFIG} when it exists)")
+    p.add_argument("--redis", metavar="URL", help="Redis URL (replaces the embedded default)")
+    p.add_argument("--policies", type=Path, metavar="DIR", help="policy directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the SMTP proxy, its scheduler and HTTP side")
+    _common(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", help="SMTP listen address")
+    serve.add_argument("--upstream", metavar="HOST:PORT", help="the real MTA")
+    serve.add_argument("--http", metavar="HOST:PORT", help="HTTP listen address")
+    serve.add_argument("--public-url", metavar="URL", help="base of the links heed writes")
+
+    check = sub.add_parser("check", help="validate config and policies; non-zero on errors")
+    _common(check)
+
+    policy = sub.add_parser("policy", help="policy tools")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    ptest = psub.add_parser("test", help="dry run: the decision for a message, without sending")
+    _common(ptest)
+    ptest.add_argument("message", type=Path, metavar="MESSAGE.eml")
+    ptest.add_argument("--to", required=True, action="append", metavar="ADDRESS")
+    ptest.add_argument("--from", dest="sender", metavar="SENDER",
+                       help="envelope sender (default: the From header's address)")
+
+    consent = sub.add_parser("consent", help="grant, revoke or import consent")
+    csub = consent.add_subparsers(dest="consent_command", required=True)
+    for name in ("grant", "revoke"):
+        c = csub.add_parser(name)
+        _common(c)
+        c.add_argument("address")
+        c.add_argument("--list", required=True, dest="list_name", metavar="L")
+        c.add_argument("--source", default="cli", metavar="S")
+        if name == "grant":
+            c.add_argument("--ip", default="")
+            c.add_argument("--text", default="", help="the consent wording or its version")
+    cimp = csub.add_parser("import", help="import consent records from CSV")
+    _common(cimp)
+    cimp.add_argument("file", type=Path, metavar="FILE.csv")
+
+    refuse = sub.add_parser("refuse", help="record a refusal (a no)")
+    _common(refuse)
+    refuse.add_argument("address")
+    refuse.add_argument("--list", dest="list_name", metavar="L", help="default: every list")
+    refuse.add_argument("--reason", required=True, choices=REFUSAL_REASONS)
+
+    engage = sub.add_parser("engage", help="record an engagement (click, reply, …)")
+    _common(engage)
+    engage.add_argument("address")
+    engage.add_argument("--kind", default="manual")
+
+    explain = sub.add_parser("explain", help="why did / didn't this person get mail")
+    _common(explain)
+    explain.add_argument("address")
+
+    dkim = sub.add_parser("dkim", help="DKIM keys")
+    dsub = dkim.add_subparsers(dest="dkim_command", required=True)
+    keygen = dsub.add_parser("keygen", help="write a key and print the DNS TXT record")
+    keygen.add_argument("domain")
+    keygen.add_argument("selector")
+    keygen.add_argument("--dir", type=Path, default=Path("config/dkim"))
+    keygen.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa")
+    keygen.add_argument("--bits", type=int, default=2048)
+
+    passwd = sub.add_parser("passwd", help="hash an SMTP client password for config")
+    passwd.add_argument("--password", help="(default: ask on the terminal)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Config file (explicit, or config/heed.yaml when present), env, then flags."""
+    path = args.config
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    overrides: dict[str, Any] = {}
+    if getattr(args, "redis", None):
+        overrides.setdefault("redis", {})["url"] = args.redis
+    if getattr(args, "policies", None):
+        overrides["policies"] = str(args.policies.resolve())
+    if getattr(args, "listen", None):
+        overrides.setdefault("smtp", {})["listen"] = args.listen
+    if getattr(args, "upstream", None):
+        host, port = parse_hostport(args.upstream)
+        overrides.setdefault("upstream", {}).update(host=host, port=port)
+    if getattr(args, "http", None):
+        overrides.setdefault("http", {})["listen"] = args.http
+    if getattr(args, "public_url", None):
+        overrides.setdefault("http", {})["public_url"] = args.public_url
+    return load_settings(path, overrides=overrides)
+
+
+@contextlib.asynccontextmanager
+async def redis_for(settings: Settings) -> AsyncIterator[Any]:
+    """A client for the configured Redis, or for the embedded one (started if not running)."""
+    from proxy.app import connect_redis
+    from proxy.embedded_redis import EmbeddedRedis, ping
+
+    embedded = None
+    url = settings.redis.url
+    if url is None:
+        candidate = EmbeddedRedis(settings.redis.data_dir, unix=True)
+        if candidate.socket is not None and ping(candidate.socket):
+            url = candidate.url  # `heed serve` is running: use its Redis
+        else:
+            embedded = candidate
+            url = await asyncio.to_thread(embedded.start)
+    client = connect_redis(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _manage(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.audit import Audit
+    from proxy.clock import SystemClock
+    from proxy.explain import explain
+    from proxy.keys import Keys
+    from proxy.state import State
+
+    clock = SystemClock()
+    keys = Keys(settings.redis.prefix)
+    async with redis_for(settings) as redis:
+        state = State(redis, keys, clock)
+        if args.command == "consent" and args.consent_command == "grant":
+            await state.grant(args.address, args.list_name, source=args.source, ip=args.ip,
+                              text=args.text)
+            print(f"consent granted: {args.address} -> {args.list_name}")
+        elif args.command == "consent" and args.consent_command == "revoke":
+            await state.revoke(args.address, args.list_name, source=args.source)
+            print(f"consent revoked: {args.address} -> {args.list_name}")
+        elif args.command == "consent":
+            report = await state.import_consent_csv(args.file)
+            for line in report.errors:
+                print(f"{args.file}:{line}", file=sys.stderr)
+            print(f"imported {report.imported} rows, {len(report.errors)} rejected")
+            return 1 if report.errors else 0
+        elif args.command == "refuse":
+            await state.refuse(args.address, args.reason, list=args.list_name, channel="cli")
+            print(f"refusal recorded: {args.address} ({args.reason}, "
+                  f"{args.list_name or 'every list'})")
+        elif args.command == "engage":
+            await state.engage(args.address, kind=args.kind)
+            print(f"engagement recorded: {args.address} ({args.kind})")
+        elif args.command == "explain":
+            from proxy.policy import decide
+            from proxy.policy_store import PolicyStore
+
+            policy = PolicyStore(settings.policies).current
+            print(await explain(
+                state, Audit(redis, keys), args.address, now=clock.now(),
+                decide=lambda stream, snap: decide(policy, stream, snap, clock.now()),
+                streams=list(policy.streams),
+            ))
+    return 0
+
+
+def _check(settings: Settings) -> int:
+    from proxy.policy import load_policies
+
+    policy = load_policies(settings.policies)
+    print(f"config ok: {settings.source or '(defaults)'}")
+    print(f"policies ok: {settings.policies} version {policy.version}, "
+          f"streams: {', '.join(policy.streams)}")
+    return 0
+
+
+async def _policy_test(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.dryrun import dry_run
+
+    async with redis_for(settings) as redis:
+        print(await dry_run(settings, redis, args.message, args.to, args.sender))
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from proxy.dkim import generate_key
+
+    path, record = generate_key(args.domain, args.selector, args.dir, bits=args.bits,
+                                algorithm=args.algorithm)
+    print(f"private key written to {path}")
+    print("publish this DNS TXT record:")
+    print(record)
+    return 0
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    from proxy.smtp.access import hash_password
+
+    password = args.password or getpass.getpass("password: ")
+    print(hash_password(password))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "passwd":
+            return _passwd(args)
+        if args.command == "dkim":
+            return _keygen(args)
+        settings = settings_from(args)
+        if args.command == "serve":
+            from proxy.serve import serve
+
+            return serve(settings)
+        if args.command == "check":
+            return _check(settings)
+        if args.command == "policy":
+            return asyncio.run(_policy_test(args, settings))
+        return asyncio.run(_manage(args, settings))
+    except (ConfigError, PolicyError) as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except HeedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

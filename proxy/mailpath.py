@@ -1,0 +1,356 @@
+"""The mail path: classify, decide per recipient, then deliver, drop or hold. Typed results only."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy.audit import Audit, AuditEntry
+from proxy.classify import classify
+from proxy.clock import Clock
+from proxy.errors import StateUnavailable, UpstreamError
+from proxy.finish import Finisher, PreparedMessage
+from proxy.message import Message
+from proxy.policy import Policy, Stream, decide
+from proxy.policy_store import PolicyStore
+from proxy.queue import DelayQueue, HeldMail
+from proxy.scheduler import Release, ReleaseOutcome
+from proxy.state import State
+from proxy.types import Action, Decision, DropMode, Envelope, PersonState, Reason
+
+log = logging.getLogger("heed.mailpath")
+
+
+class Upstream(Protocol):
+    async def send(
+        self, sender: str, recipients: Sequence[str], data: bytes
+    ) -> dict[str, tuple[int, str]]: ...
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"  # every recipient delivered, held durably, or dropped by policy
+    TEMPFAIL = "tempfail"  # nothing is lost: the client must try again
+    REJECTED = "rejected"  # permanent: nobody will get this message
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    recipient: str
+    decision: Decision
+    status: str  # delivered | queued | discarded | rejected | refused-upstream | failed-upstream
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DataOutcome:
+    verdict: Verdict
+    results: tuple[RecipientResult, ...] = ()
+    detail: str = ""  # for REJECTED/TEMPFAIL: what went wrong, safe to show the client
+    code: int | None = None  # the upstream's code when it refused the message
+
+
+@dataclass
+class _Copy:
+    stream: Stream
+    recipients: list[str]
+    data: bytes
+
+
+class MailPath:
+    """The core pipeline shared by the SMTP edge (RCPT, DATA) and the scheduler (release)."""
+
+    def __init__(
+        self,
+        *,
+        policies: PolicyStore,
+        state: State,
+        audit: Audit,
+        queue: DelayQueue,
+        upstream: Upstream,
+        finisher: Finisher,
+        clock: Clock,
+        redis: Any,
+        on_failure: str = "tempfail",
+        retry_after: float = 60.0,
+        metrics: Any = None,
+    ) -> None:
+        self.policies = policies
+        self.state = state
+        self.audit = audit
+        self.queue = queue
+        self.upstream = upstream
+        self.finisher = finisher
+        self.clock = clock
+        self.redis = redis
+        self.on_failure = on_failure
+        self.retry_after = retry_after
+        self.metrics = metrics
+
+    # --- RCPT ------------------------------------------------------------------
+    async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
+        """The decision when the envelope alone names the stream, else None (decide at DATA).
+
+        Raises StateUnavailable when Redis cannot be read for a stream that needs it.
+        """
+        policy = self.policies.current
+        stream = classify(policy, sender, recipient, None)
+        if stream is None:
+            return None
+        if not policy.streams[stream].needs_state:
+            return decide(policy, stream, PersonState(address=recipient), self.clock.now())
+        snapshot = await self.state.snapshot(recipient)
+        return decide(policy, stream, snapshot, self.clock.now())
+
+    async def record_rejection(self, envelope: Envelope, recipient: str, decision: Decision,
+                               correlation_id: str) -> None:
+        """Audit a recipient refused at RCPT (best effort: the 550 is the record for the client)."""
+        entry = self._entry("decision", recipient, decision, "reject", envelope.sender, "",
+                            correlation_id)
+        try:
+            await self.audit.record([entry])
+        except StateUnavailable:
+            log.warning("audit record lost for RCPT rejection of %s", recipient)
+
+    # --- DATA ------------------------------------------------------------------
+    async def at_data(self, envelope: Envelope, data: bytes,
+                      early: Mapping[str, Decision], correlation_id: str = "") -> DataOutcome:
+        """Decide the rest, hold the delayed, deliver the delivered; 250 only if nothing is lost."""
+        correlation_id = correlation_id or uuid.uuid4().hex
+        message = Message.parse(data)
+        policy = self.policies.current
+        now = self.clock.now()
+        decisions = await self._decide_all(policy, envelope, message, early, now)
+        message_id = message.message_id or f"<{correlation_id}@heed>"
+
+        delayed = [r for r, d in decisions.items() if d.action is Action.DELAY]
+        dropped = [r for r, d in decisions.items() if d.action is Action.DROP]
+        delivering = [r for r, d in decisions.items() if d.action is Action.DELIVER]
+
+        if dropped and not delayed and not delivering and all(
+            decisions[r].drop_mode is DropMode.REJECT for r in dropped
+        ):
+            await self._write_audit(envelope, message_id, correlation_id, decisions,
+                                    {r: "reject" for r in dropped}, [], policy)
+            return DataOutcome(Verdict.REJECTED, detail="no recipient may receive this message")
+
+        # Hold first: a delayed copy must be durable before anything is answered.
+        held = [self._held(envelope.sender, r, decisions[r], data, message_id, now)
+                for r in delayed]
+        if held:
+            await self.queue.put(held)  # StateUnavailable -> the edge answers 451
+
+        prepared = self.finisher.prepare(message)
+        sent, refused, failed = await self._deliver(
+            prepared, envelope.sender,
+            [(policy.streams[decisions[r].stream], r) for r in delivering],
+        )
+
+        status: dict[str, str] = {r: "queued" for r in delayed}
+        status.update({r: "discarded" for r in dropped})
+        status.update({r: "delivered" for r in sent})
+        status.update({r: "refused-upstream" for r in refused})
+        if failed:
+            if not sent and self.on_failure == "tempfail":
+                # Nothing went out: take back what we held, and let the client retry it all.
+                await self._unhold(held)
+                return DataOutcome(Verdict.TEMPFAIL, detail="upstream temporarily unavailable")
+            # Some copies went out already: holding the rest avoids duplicates on retry.
+            retry = [self._held(envelope.sender, r, decisions[r], data, message_id,
+                                now, due=now + self.retry_after, error=failed[r])
+                     for r in failed]
+            await self.queue.put(retry)
+            status.update({r: "queued" for r in failed})
+
+        if refused and not sent and not delayed and not dropped and not failed:
+            await self._write_audit(envelope, message_id, correlation_id, decisions, status,
+                                    [], policy, refused)
+            code, text = next(iter(refused.values()))
+            return DataOutcome(Verdict.REJECTED, detail=text, code=code)
+
+        await self._write_audit(envelope, message_id, correlation_id, decisions, status,
+                                sent, policy, refused)
+        results = tuple(
+            RecipientResult(r, decisions[r], status[r],
+                            refused.get(r, (0, ""))[1] or failed.get(r, ""))
+            for r in envelope.recipients if r in decisions
+        )
+        return DataOutcome(Verdict.ACCEPTED, results)
+
+    async def _decide_all(self, policy: Policy, envelope: Envelope, message: Message,
+                          early: Mapping[str, Decision], now: float) -> dict[str, Decision]:
+        streams = {r: classify(policy, envelope.sender, r, message) or policy.default_stream
+                   for r in envelope.recipients}
+        decisions: dict[str, Decision] = {}
+        need: list[str] = []
+        for r, stream in streams.items():
+            if r in early and early[r].stream == stream:
+                decisions[r] = early[r]
+            elif policy.streams[stream].needs_state:
+                need.append(r)
+            else:
+                decisions[r] = decide(policy, stream, PersonState(address=r), now)
+        if need:
+            # One round trip for every recipient still undecided.
+            for r, snapshot in zip(need, await self.state.snapshots(need), strict=True):
+                decisions[r] = decide(policy, streams[r], snapshot, now)
+        return decisions
+
+    async def _deliver(
+        self, prepared: PreparedMessage, sender: str, targets: Sequence[tuple[Stream, str]]
+    ) -> tuple[list[str], dict[str, tuple[int, str]], dict[str, str]]:
+        """Relay every copy; returns (sent, refused permanently, failed temporarily)."""
+        copies: list[_Copy] = []
+        shared: dict[str, _Copy] = {}
+        for stream, r in targets:
+            if prepared.per_recipient(stream):
+                copies.append(_Copy(stream, [r], prepared.build(stream, r)))
+            elif stream.name in shared:
+                shared[stream.name].recipients.append(r)
+            else:
+                shared[stream.name] = _Copy(stream, [r], prepared.build(stream, None))
+                copies.append(shared[stream.name])
+        results = await asyncio.gather(*(self._send(sender, c) for c in copies))
+        sent: list[str] = []
+        refused: dict[str, tuple[int, str]] = {}
+        failed: dict[str, str] = {}
+        for copy, (rejected, error) in zip(copies, results, strict=True):
+            for r in copy.recipients:
+                if error is not None:
+                    failed[r] = error
+                elif r in rejected:
+                    refused[r] = rejected[r]
+                else:
+                    sent.append(r)
+        return sent, refused, failed
+
+    async def _send(self, sender: str, copy: _Copy
+                    ) -> tuple[dict[str, tuple[int, str]], str | None]:
+        try:
+            return await self.upstream.send(sender, copy.recipients, copy.data), None
+        except UpstreamError as exc:
+            if exc.temporary:
+                return {}, f"{exc.code} {exc.message}"
+            return {r: (exc.code, exc.message) for r in copy.recipients}, None
+
+    # --- release from the delay queue ---------------------------------------------
+    async def release(self, item: HeldMail) -> Release:
+        """Re-check a held copy against today's policy and state, then send, drop or hold again."""
+        policy = self.policies.current
+        message = Message.parse(item.data)
+        stream_name = item.stream if item.stream in policy.streams else (
+            classify(policy, item.sender, item.recipient, message) or policy.default_stream)
+        stream = policy.streams[stream_name]
+        now = self.clock.now()
+        try:
+            snapshot = (await self.state.snapshot(item.recipient) if stream.needs_state
+                        else PersonState(address=item.recipient))
+        except StateUnavailable as exc:
+            return Release(ReleaseOutcome.TEMPFAIL, error=str(exc))
+        decision = decide(policy, stream_name, snapshot, now)
+        envelope = Envelope(item.sender, (item.recipient,))
+        cid = uuid.uuid4().hex
+        if decision.action is Action.DROP:
+            await self._write_audit(envelope, item.message_id, cid, {item.recipient: decision},
+                                    {item.recipient: "dropped-at-release"}, [], policy)
+            return Release(ReleaseOutcome.DROPPED)
+        if decision.action is Action.DELAY:
+            return Release(ReleaseOutcome.DELAYED, until=decision.until)
+        prepared = self.finisher.prepare(message)
+        sent, refused, failed = await self._deliver(prepared, item.sender,
+                                                    [(stream, item.recipient)])
+        if failed:
+            return Release(ReleaseOutcome.TEMPFAIL, error=failed[item.recipient])
+        status = "released" if sent else "refused-upstream"
+        await self._write_audit(envelope, item.message_id, cid, {item.recipient: decision},
+                                {item.recipient: status}, sent, policy, refused)
+        if refused:
+            code, text = refused[item.recipient]
+            return Release(ReleaseOutcome.PERMFAIL, error=f"{code} {text}")
+        return Release(ReleaseOutcome.DELIVERED)
+
+    async def expired(self, item: HeldMail, why: str) -> None:
+        """Audit a held copy given up after the maximum hold."""
+        await self._audit_queue_end(item, "expired", why)
+
+    async def failed_permanently(self, item: HeldMail, why: str) -> None:
+        """Audit a held copy the upstream refused for good."""
+        await self._audit_queue_end(item, "failed", why)
+
+    async def _audit_queue_end(self, item: HeldMail, outcome: str, why: str) -> None:
+        entry = AuditEntry(at=self.clock.now(), kind="expire" if outcome == "expired" else
+                           "upstream", recipient=item.recipient, outcome=outcome,
+                           stream=item.stream, reasons=(why,), message_id=item.message_id,
+                           sender=item.sender,
+                           policy_version=self.policies.current.version)
+        try:
+            await self.audit.record([entry])
+        except StateUnavailable:
+            log.error("audit record lost: %s %s for %s", outcome, item.id, item.recipient)
+
+    # --- helpers ------------------------------------------------------------------
+    def _held(self, sender: str, recipient: str, decision: Decision, data: bytes,
+              message_id: str, now: float, *, due: float | None = None,
+              error: str = "") -> HeldMail:
+        return HeldMail(
+            id=uuid.uuid4().hex, sender=sender, recipient=recipient, stream=decision.stream,
+            data=data, due=due if due is not None else (decision.until or now), first_queued=now,
+            reasons=tuple(str(r) for r in decision.reasons), message_id=message_id,
+            last_error=error,
+        )
+
+    async def _unhold(self, held: Sequence[HeldMail]) -> None:
+        for item in held:
+            try:
+                await self.queue.done(item.id)
+            except StateUnavailable:
+                log.error("could not take back held copy %s after tempfail", item.id)
+
+    def _entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
+               message_id: str, correlation_id: str, detail: str = "") -> AuditEntry:
+        return AuditEntry(
+            at=self.clock.now(), kind=kind, recipient=recipient, outcome=outcome,
+            stream=decision.stream, reasons=tuple(str(r) for r in decision.reasons),
+            message_id=message_id, sender=sender,
+            policy_version=self.policies.current.version, correlation_id=correlation_id,
+            detail=detail,
+        )
+
+    async def _write_audit(self, envelope: Envelope, message_id: str, correlation_id: str,
+                           decisions: Mapping[str, Decision], status: Mapping[str, str],
+                           sent: Sequence[str], policy: Policy,
+                           refused: Mapping[str, tuple[int, str]] | None = None) -> None:
+        """Sends and audit entries of one message in one round trip (best effort: already sent)."""
+        refused = refused or {}
+        entries = [
+            self._entry("decision", r, decisions[r], status.get(r, decisions[r].action.value),
+                        envelope.sender, message_id, correlation_id,
+                        " ".join(map(str, refused[r])) if r in refused else "")
+            for r in decisions
+        ]
+        by_stream: dict[str, list[str]] = {}
+        for r in sent:
+            by_stream.setdefault(decisions[r].stream, []).append(r)
+        for entry in entries:
+            log.info("decision", extra={"audit": entry.to_fields()})
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, recipients in by_stream.items():
+                self.state.record_sends(pipe, stream, recipients, self.clock.now())
+            self.audit.add(pipe, entries)
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the mail is out; never turn that into a 4xx
+            log.error("could not record sends/audit for %s: %s", message_id, type(exc).__name__)
+
+
+def reply_reason(decision: Decision) -> str:
+    """The short reason shown to the client in a 550 (codes only: no personal data)."""
+    codes = sorted({r.code for r in decision.reasons}) or ["policy"]
+    return ", ".join(codes)
+
+
+__all__ = ["DataOutcome", "MailPath", "Reason", "RecipientResult", "Verdict", "reply_reason"]

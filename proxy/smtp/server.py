@@ -1,0 +1,175 @@
+"""aiosmtpd's protocol core, hardened: safe replies on errors, strict arguments, limits, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from proxy.settings import SmtpSettings
+from proxy.smtp.access import Access
+
+log = logging.getLogger("heed.smtp")
+
+# Replies the edge makes itself (RFC 3463 enhanced status codes).
+TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
+TOO_MANY_SESSIONS = "421 4.3.2 Too many connections, try again later"
+BAD_ARGUMENT = "501 5.5.4 Syntax error: CR, LF and NUL are not allowed in arguments"
+DATA_TIMEOUT = "421 4.4.2 DATA took too long, closing connection"
+
+
+class HeedSMTP(SMTP):
+    """One SMTP session. Parsing and reply codes stay in aiosmtpd; heed tightens the edges."""
+
+    # RFC 5321 §4.5.3.1.6 allows 1000 octets a line, but marketing HTML often
+    # has longer lines and the upstream MTA copes with them; refusing would
+    # lose mail the plain relay would have carried.
+    line_length_limit = 64 * 1024
+
+    def __init__(self, handler: Any, *, settings: SmtpSettings, sessions: SessionCounter,
+                 tls_context: ssl.SSLContext | None, access: Access,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(
+            handler,
+            data_size_limit=settings.max_message_size,
+            enable_SMTPUTF8=True,  # RFC 6531: pass UTF-8 addresses through untouched
+            decode_data=False,
+            hostname=settings.hostname,
+            ident="heed",
+            tls_context=tls_context,
+            timeout=settings.command_timeout,
+            auth_required=False,  # client networks may relay without AUTH
+            auth_require_tls=True,  # AUTH only after STARTTLS: never a password in clear
+            authenticator=self._authenticate_login,
+            loop=loop,
+        )
+        self.settings = settings
+        self.sessions = sessions
+        self.access = access
+        self._counted = False
+        self._data_deadline: asyncio.TimerHandle | None = None
+
+    # --- sessions ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # a new connection, not the TLS upgrade
+            if not self.sessions.acquire():
+                # Refuse quickly so other clients keep being served (RFC 5321 §3.8).
+                transport.write(f"{TOO_MANY_SESSIONS}\r\n".encode())  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self.sessions.release()
+            self._counted = False
+        self._cancel_data_deadline()
+        if self.session is None:  # refused before the session began
+            return
+        super().connection_lost(error)
+
+    # --- errors: never a 500 with the exception text -----------------------
+    async def handle_exception(self, error: Exception) -> str:
+        peer = self.session.peer if self.session else None
+        log.error("internal error in session %r", peer, exc_info=error)
+        return TEMPFAIL
+
+    # --- strict arguments ----------------------------------------------------
+    @staticmethod
+    def _bad_argument(arg: str | None) -> bool:
+        return arg is not None and any(c in arg for c in "\r\n\x00")
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._bad_argument(arg):
+            await self.push(BAD_ARGUMENT)
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if self._bad_argument(arg):
+            await self.push(BAD_ARGUMENT)
+            return
+        await super().smtp_RCPT(arg)
+
+    # --- DATA deadline (RFC 5321 §4.5.3.2.6) ----------------------------------
+    async def smtp_DATA(self, arg: str) -> None:
+        self._data_deadline = self.loop.call_later(
+            self.settings.data_timeout, self._data_timed_out
+        )
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._cancel_data_deadline()
+
+    def stop_data_deadline(self) -> None:
+        """The whole message has arrived: processing time is not the client's to pay for."""
+        self._cancel_data_deadline()
+
+    def _cancel_data_deadline(self) -> None:
+        if self._data_deadline is not None:
+            self._data_deadline.cancel()
+            self._data_deadline = None
+
+    def _data_timed_out(self) -> None:
+        log.info("DATA deadline passed for %r", self.session.peer if self.session else None)
+        if self.transport is not None:
+            self.transport.write(f"{DATA_TIMEOUT}\r\n".encode())  # type: ignore[attr-defined]
+            self.transport.close()
+
+    # --- AUTH ------------------------------------------------------------------
+    def _authenticate_login(self, server: Any, session: Any, envelope: Any,
+                            mechanism: str, auth_data: Any) -> AuthResult:
+        if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        try:
+            user = auth_data.login.decode("utf-8")
+            password = auth_data.password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False)
+        ok = self.access.login(user, password)
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+
+class SessionCounter:
+    """Counts concurrent SMTP sessions against the configured maximum."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def acquire(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active = max(0, self.active - 1)
+
+
+def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    """A server context for STARTTLS (RFC 3207) when a certificate is configured."""
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return context
+
+
+async def start_smtp(handler: Any, settings: SmtpSettings, access: Access) -> asyncio.Server:
+    """Listen for SMTP on the configured address, in the running loop."""
+    loop = asyncio.get_running_loop()
+    sessions = SessionCounter(settings.max_sessions)
+    context = tls_context(settings)
+    host, port = settings.listen
+    return await loop.create_server(
+        lambda: HeedSMTP(handler, settings=settings, sessions=sessions, tls_context=context,
+                         access=access, loop=loop),
+        host=host,
+        port=port,
+        reuse_address=True,
+    )
