@@ -37,8 +37,7 @@ class Heed:
     """All of heed's parts; ``await start()`` inside a running loop, ``await stop()`` to end."""
 
     def __init__(self, settings: Settings, *, redis_url: str, clock: Clock | None = None,
-                 policies: PolicyStore | None = None, finisher: Finisher | None = None,
-                 scheduler: bool = True) -> None:
+                 policies: PolicyStore | None = None, finisher: Finisher | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.policies = policies or PolicyStore(settings.policies)
@@ -59,16 +58,16 @@ class Heed:
         self.scheduler = Scheduler(
             self.queue, self.mailpath.release, self.clock, settings.queue,
             on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,
-        ) if scheduler else None
+        )
         self._smtp: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    async def start(self, *, run_scheduler: bool = True) -> None:
         handler = Handler(self.mailpath, self.access,
                           max_recipients=self.settings.smtp.max_recipients, local=self.local)
         self._smtp = await start_smtp(handler, self.settings.smtp, self.access)
-        if self.scheduler is not None:
+        if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
         host, port = self.settings.smtp.listen
         log.info("heed listening for SMTP on %s:%d, upstream %s:%d, policy %s", host, port,

@@ -1,0 +1,81 @@
+"""Run a whole heed (SMTP edge, mail path, scheduler) in a thread of its own for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from proxy.app import Heed
+from proxy.clock import Clock
+from proxy.embedded_redis import free_port
+from proxy.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+def make_settings(*, redis_url: str, upstream_port: int, policies: Path,
+                  **sections: dict[str, Any]) -> Settings:
+    raw: dict[str, Any] = {
+        "smtp": {"listen": f"127.0.0.1:{free_port()}", "hostname": "heed.test"},
+        "upstream": {"host": "127.0.0.1", "port": upstream_port, "timeout": "5s"},
+        "redis": {"url": redis_url},
+        "http": {"listen": None, "public_url": "https://heed.test"},
+        "unsubscribe": {"mailto_domain": "heed.test",
+                        "keys": [{"id": "t1", "secret": "test-secret-0123456789abcdef"}]},
+        "policies": str(policies),
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return load_settings(None, env={}, overrides=raw)
+
+
+class HeedThread:
+    """heed on its own event loop in a thread, so tests can drive it with blocking smtplib."""
+
+    def __init__(self, settings: Settings, clock: Clock, **kwargs: Any) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.kwargs = kwargs
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.heed: Heed | None = None
+
+    def start(self) -> HeedThread:
+        self.thread.start()
+
+        async def boot() -> Heed:
+            heed = Heed(self.settings, redis_url=str(self.settings.redis.url), clock=self.clock,
+                        **self.kwargs)
+            await heed.start(run_scheduler=False)
+            return heed
+
+        self.heed = self.call(boot())
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def release_due(self) -> int:
+        """One scheduler round, as `heed serve` runs every poll interval."""
+        assert self.heed is not None
+        return self.call(self.heed.scheduler.run_once())
+
+    @property
+    def port(self) -> int:
+        return self.settings.smtp.listen[1]
+
+    def smtp(self) -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", self.port, timeout=10)
+        client.ehlo("tool.test")
+        return client
+
+    def stop(self) -> None:
+        if self.heed is not None:
+            self.call(self.heed.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
