@@ -1,0 +1,132 @@
+"""The policy as data: streams, their ordered rule tables, silence thresholds, classification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from proxy.types import Action, DropMode, PersonState
+
+if TYPE_CHECKING:
+    from proxy.policy.conditions import Condition
+
+DAY = 86400.0
+# Lifecycle stages, warmest first. Silence thresholds decide lapsing and inactive;
+# "loyal" is recent engagement, "active" everyone else.
+STAGES = ("loyal", "active", "lapsing", "inactive")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Silence that puts a person in a stage: N unanswered sends, or days of silence."""
+
+    sends: int | None = None  # sends since the last engagement
+    or_days: float | None = None  # days since last engagement (or first send)...
+    min_sends: int = 1  # ...but only once we wrote at least this often: our silence is not theirs
+
+    def reached(self, sends: int, days: float) -> bool:
+        if self.sends is not None and sends >= self.sends:
+            return True
+        return self.or_days is not None and days >= self.or_days and sends >= self.min_sends
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A stream's lifecycle thresholds (``silence:`` in the file)."""
+
+    lapsing: Threshold | None = None
+    inactive: Threshold | None = None
+    loyal_days: float = 14.0  # engaged this recently (and not silent) -> loyal
+
+    def stage(self, state: PersonState, now: float) -> str:
+        """loyal, active, lapsing or inactive for this person now."""
+        since = state.last_engaged if state.last_engaged is not None else state.first_send
+        days = max(0.0, (now - since) / DAY) if since is not None else 0.0
+        sends = state.sends_since_engagement
+        if self.inactive is not None and self.inactive.reached(sends, days):
+            return "inactive"
+        if self.lapsing is not None and self.lapsing.reached(sends, days):
+            return "lapsing"
+        if state.last_engaged is not None and now - state.last_engaged <= self.loyal_days * DAY:
+            return "loyal"
+        return "active"
+
+    def can_reach(self, stage: str) -> bool:
+        """False for a stage these thresholds never produce (a rule on it would never apply)."""
+        return getattr(self, stage, True) is not None if stage in STAGES else False
+
+
+def lifecycle_stage(source: Stream | Silence, state: PersonState, now: float) -> str:
+    """The person's lifecycle stage under a stream's (or a bare) silence thresholds."""
+    silence = source.silence if isinstance(source, Stream) else source
+    return silence.stage(state, now)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of a stream's table: if ``condition`` matches (for people in ``stages``), act."""
+
+    condition: Condition
+    action: Action
+    drop_mode: DropMode | None = None  # `then: reject|discard`; None -> the stream's `drop`
+    delay: float | None = None  # `then: {delay: 2d}`; None -> the condition's release time
+    stages: frozenset[str] = frozenset()  # empty: applies in every stage
+    where: str = ""  # "file:line", for people reading decisions
+
+    @property
+    def name(self) -> str:
+        return self.condition.name
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A kind of mail with its own consent list, rule table and defaults."""
+
+    name: str
+    marketing: bool = True
+    list: str = ""  # the consent list; "" -> the stream's name
+    drop: DropMode = DropMode.REJECT
+    unsubscribe: str = "replace"  # "replace" | "keep" | "off"
+    shadow: bool = False  # decide and record, but deliver
+    default: Action = Action.DELIVER  # when no rule has an opinion
+    consent_required: bool = True
+    rules: tuple[Rule, ...] = ()
+    silence: Silence = field(default_factory=Silence)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.list:
+            object.__setattr__(self, "list", self.name)
+
+    @property
+    def needs_state(self) -> bool:
+        """Whether deciding needs the person's state (a stream without rules never does)."""
+        return bool(self.rules)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A classification rule: every match key given must match; first matching rule wins."""
+
+    stream: str | None = None  # the stream it names...
+    stream_header: str | None = None  # ...or a header whose value names the stream
+    senders: tuple[str, ...] = ()  # lower-case globs on the envelope sender; any may match
+    domains: tuple[str, ...] = ()  # lower-case globs on the recipient's domain
+    headers: tuple[tuple[str, str], ...] = ()  # (field name, lower-case glob on its value)
+    where: str = ""
+
+    @property
+    def needs_headers(self) -> bool:
+        return bool(self.headers) or self.stream_header is not None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Every policy file of a directory, merged and validated."""
+
+    version: str
+    streams: dict[str, Stream]
+    default_stream: str
+    classification: tuple[Classifier, ...] = ()
+    files: tuple[Path, ...] = ()
