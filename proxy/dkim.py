@@ -1,0 +1,247 @@
+"""DKIM signing: dkimpy's format, OpenSSL's RSA via ``cryptography``, body hash once per message."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dkim
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from dkim.canonicalization import CanonicalizationPolicy
+
+from proxy.clock import Clock, SystemClock
+from proxy.errors import ConfigError
+from proxy.rewrite import header_fields, split_message
+from proxy.settings import DkimKey
+
+# RFC 6376 §5.4.1 recommends these; RFC 8058 §3.3 requires both unsubscribe
+# fields to be signed. dkimpy's default list lacks List-Unsubscribe-Post.
+SIGNED = (
+    b"from", b"sender", b"reply-to", b"to", b"cc", b"subject", b"date", b"message-id",
+    b"in-reply-to", b"references", b"mime-version", b"content-type",
+    b"content-transfer-encoding", b"list-id", b"list-unsubscribe", b"list-unsubscribe-post",
+)
+# Named once more than they occur, so no instance can be added after signing
+# without breaking the signature (RFC 6376 §5.4.2, §8.15).
+OVERSIGNED = (b"from", b"list-unsubscribe", b"list-unsubscribe-post")
+# relaxed/relaxed survives the re-folding and whitespace changes of relays (RFC 6376 §3.4).
+CANON = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+ALGORITHMS = ("rsa-sha256", "ed25519-sha256")  # RFC 8301 retires rsa-sha1; RFC 8463 adds ed25519
+MIN_RSA_BITS = 1024  # RFC 8301 §3.2: signers MUST use at least 1024, SHOULD use 2048
+_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # RFC 5322 §2.2 field name and colon
+
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A configured key, loaded once at start-up."""
+
+    domain: str
+    selector: str
+    algorithm: str
+    key: PrivateKey
+
+
+class DkimSigner:
+    """Signs per-recipient copies with every key configured for the From domain."""
+
+    def __init__(
+        self,
+        keys: Sequence[DkimKey],
+        clock: Clock | None = None,
+        *,
+        expire_after: float | None = None,
+    ) -> None:
+        """Load every key file now (ConfigError lists each bad one); ``expire_after`` adds x=."""
+        errors: list[str] = []
+        self._keys: dict[str, list[SigningKey]] = {}
+        for cfg in keys:
+            try:
+                loaded = _load(cfg)
+            except ValueError as exc:
+                errors.append(f"{cfg.key_file}: {exc}")
+                continue
+            self._keys.setdefault(cfg.domain.lower(), []).append(loaded)
+        if errors:
+            raise ConfigError(errors)
+        for group in self._keys.values():
+            # RSA first: it becomes the topmost signature, the one every verifier knows.
+            group.sort(key=lambda k: k.algorithm != "rsa-sha256")
+        self._clock = clock or SystemClock()
+        self._expire_after = expire_after
+
+    def for_domain(self, domain: str) -> list[SigningKey]:
+        """The keys that sign mail from ``domain`` (exact match, no parent domains)."""
+        return list(self._keys.get(domain.lower().rstrip("."), ()))
+
+    def prepare(self, domain: str, body: bytes) -> PreparedBody:
+        """Hash the body once (RFC 6376 §3.7); sign each recipient's header block from it."""
+        keys = self.for_domain(domain)
+        bh = b""
+        if keys:
+            bh = base64.b64encode(hashlib.sha256(CANON.canonicalize_body(body)).digest())
+        return PreparedBody(keys, bh, self._clock, self._expire_after)
+
+    def sign_message(self, data: bytes) -> bytes:
+        """The whole message with DKIM-Signature fields prepended (for single copies and tests)."""
+        header_block, body = split_message(data)
+        domain = from_domain(header_block)
+        if domain is None:
+            return data
+        return self.prepare(domain, body).sign(header_block) + data
+
+
+class PreparedBody:
+    """One message body, hashed; ``sign`` costs one header hash and one private-key operation."""
+
+    def __init__(self, keys: list[SigningKey], body_hash: bytes, clock: Clock,
+                 expire_after: float | None) -> None:
+        self.keys = keys
+        self.body_hash = body_hash
+        self._clock = clock
+        self._expire_after = expire_after
+
+    def sign(self, header_block: bytes) -> bytes:
+        """The ``DKIM-Signature: …\\r\\n`` fields to prepend (b"" when no key signs this domain)."""
+        if not self.keys:
+            return b""
+        headers = _parse(header_block)
+        present = [name.lower() for name, _ in headers if name.lower() in SIGNED]
+        include = tuple(present + list(OVERSIGNED))
+        canonical = CANON.canonicalize_headers(headers)
+        now = int(self._clock.now())
+        return b"".join(self._one(k, include, canonical, now) for k in self.keys)
+
+    def _one(self, key: SigningKey, include: tuple[bytes, ...],
+             headers: list[tuple[bytes, bytes]], now: int) -> bytes:
+        # The tag list and folding follow dkimpy's DKIM.sign/gen_header, so a
+        # header built here is byte-for-byte what dkimpy would write; only the
+        # private-key step goes to OpenSSL.
+        x = self._expire_after
+        fields = [
+            (b"v", b"1"),
+            (b"a", key.algorithm.encode()),
+            (b"c", CANON.to_c_value()),
+            (b"d", key.domain.encode()),
+            (b"i", b"@" + key.domain.encode()),
+            (b"q", b"dns/txt"),
+            (b"s", key.selector.encode()),
+            (b"t", str(now).encode()),
+            *([(b"x", str(now + int(x)).encode())] if x else []),
+            (b"h", b" : ".join(include)),
+            (b"bh", self.body_hash),
+            # 60 placeholder characters force b= onto its own folded line, so
+            # re-folding with the real value keeps every other tag in place.
+            (b"b", b"0" * 60),
+        ]
+        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(b"DKIM-Signature"))
+        unsigned = (b"DKIM-Signature", b" " + dkim.RE_BTAG.sub(b"\\1", value))
+        # RFC 6376 §3.7: the selected fields, then this field with an empty b=.
+        digest = hashlib.sha256()
+        dkim.hash_headers(digest, CANON, headers, include, unsigned, dict(fields))
+        if isinstance(key.key, rsa.RSAPrivateKey):
+            sig = key.key.sign(digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        else:
+            # RFC 8463 §3: Ed25519 (PureEdDSA) over the SHA-256 hash, not the data.
+            sig = key.key.sign(digest.digest())
+        fields[-1] = (b"b", base64.b64encode(sig))
+        value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
+        return b"DKIM-Signature: " + dkim.fold(value, namelen=len(b"DKIM-Signature"))
+
+
+def from_domain(header_block: bytes) -> str | None:
+    """The domain of the first From address (the one DMARC aligns with), lower-cased."""
+    for raw in header_fields(header_block):
+        name, _, value = raw.partition(b":")
+        if name.strip().lower() == b"from":
+            text = value.replace(b"\r\n", b"").decode("utf-8", errors="replace")
+            addr = email.utils.getaddresses([text])
+            domain = addr[0][1].rpartition("@")[2] if addr and "@" in addr[0][1] else ""
+            return domain.strip().lower().rstrip(".") or None
+    return None
+
+
+def _parse(header_block: bytes) -> list[tuple[bytes, bytes]]:
+    # dkimpy's parser, fed only well-formed fields: a broken line is not signed
+    # (it cannot be named in h=) instead of failing the whole message.
+    clean = b"".join(f for f in header_fields(header_block) if _NAME.match(f))
+    headers, _ = dkim.rfc822_parse(clean + b"\r\n")
+    return [(bytes(n), bytes(v)) for n, v in headers]
+
+
+def _load(cfg: DkimKey) -> SigningKey:
+    if cfg.algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {cfg.algorithm!r} (use {' or '.join(ALGORITHMS)})")
+    try:
+        data = cfg.key_file.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not an unencrypted PEM private key ({exc})") from None
+    want = rsa.RSAPrivateKey if cfg.algorithm == "rsa-sha256" else ed25519.Ed25519PrivateKey
+    if not isinstance(key, want):
+        raise ValueError(f"key type does not match algorithm {cfg.algorithm}")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} (RFC 8301)")
+    return SigningKey(cfg.domain.lower(), cfg.selector, cfg.algorithm, key)
+
+
+def generate_key(
+    domain: str, selector: str, directory: Path, bits: int = 2048, algorithm: str = "rsa"
+) -> tuple[Path, str]:
+    """Write a new private key (mode 0600) and return it with the DNS TXT record to publish."""
+    key: PrivateKey
+    if algorithm == "rsa":
+        if bits < MIN_RSA_BITS:
+            raise ConfigError([f"dkim keygen: {bits}-bit RSA is too small (RFC 8301: >= 1024)"])
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        # RFC 6376 §3.6.1: p= is the base64 DER SubjectPublicKeyInfo.
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    elif algorithm == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+        # RFC 8463 §4.2: p= is the bare 32-byte public key.
+        public = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+    else:
+        raise ConfigError([f"dkim keygen: unknown algorithm {algorithm!r} (rsa or ed25519)"])
+    # RSA as PKCS#1 ("RSA PRIVATE KEY"), what opendkim-genkey writes and dkimpy's
+    # own tools read; Ed25519 has no PKCS#1 form, so PKCS#8.
+    fmt = serialization.PrivateFormat.PKCS8
+    if algorithm == "rsa":
+        fmt = serialization.PrivateFormat.TraditionalOpenSSL
+    pem = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{domain}.{selector}.{algorithm}.pem"
+    try:
+        # O_EXCL: never overwrite a key that may already be published in DNS.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError([f"{path}: already exists; choose another selector"]) from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return path, txt_record(domain, selector, algorithm, public)
+
+
+def txt_record(domain: str, selector: str, algorithm: str, public: bytes) -> str:
+    """``selector._domainkey.domain. IN TXT "…" "…"`` with strings of at most 255 characters."""
+    text = f"v=DKIM1; k={algorithm}; p={base64.b64encode(public).decode()}"
+    # RFC 1035 §3.3: one character-string holds at most 255 octets; resolvers
+    # join the strings of one TXT record (RFC 6376 §3.6.2.2).
+    chunks = [text[i : i + 255] for i in range(0, len(text), 255)]
+    return f"{selector}._domainkey.{domain.rstrip('.')}. IN TXT " + " ".join(
+        f'"{c}"' for c in chunks
+    )

@@ -1,0 +1,182 @@
+"""Signed, stateless tokens for one-click unsubscribe, the preference centre and VERP bounces."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from proxy.clock import Clock
+from proxy.errors import ConfigError, TokenError
+from proxy.settings import UnsubscribeKey
+
+# What a token may be used for; the purpose is inside the MAC, so an unsubscribe
+# token cannot open the preference centre or pass for a bounce address.
+UNSUBSCRIBE = "u"
+PREFERENCES = "p"
+BOUNCE = "b"
+PURPOSES = frozenset((UNSUBSCRIBE, PREFERENCES, BOUNCE))
+
+# The tag is HMAC-SHA256 truncated to 128 bits: RFC 2104 §5 allows truncation to
+# half the hash output, 2^-128 is far beyond online guessing, and every byte saved
+# shortens the mailto local part (see _encode below).
+TAG_BYTES = 16
+# Domain separation: a future format (v2) can never verify as this one.
+_CONTEXT = b"heed-token-v1\x00"
+# Tokens issued a little in the future still verify: instances' clocks differ.
+CLOCK_SKEW = 300.0
+# An address is at most 254 octets (RFC 5321 §4.5.3.1.3 path limit less the
+# brackets); with a list name and key id a valid token stays well under this.
+MAX_TOKEN_CHARS = 1024
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
+_ERROR = "invalid or expired link"  # one message for every failure: no hint either way
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a verified token says: who, which list, when issued, by which key, for what."""
+
+    address: str
+    list: str
+    issued_at: float
+    key_id: str
+    purpose: str
+
+
+class TokenSigner:
+    """Makes and verifies tokens with rotating HMAC keys; verification needs no database."""
+
+    def __init__(self, keys: Sequence[UnsubscribeKey], clock: Clock, lifetime: float) -> None:
+        """``keys`` in config order: the last key that is not retired signs new tokens;
+        every key that is not retired verifies; ``lifetime`` is in seconds."""
+        errors = []
+        self._keys: dict[bytes, bytes] = {}
+        seen: set[str] = set()
+        for key in keys:
+            kid = key.id.encode("utf-8")
+            if key.id in seen or not 0 < len(kid) < 256:
+                errors.append(f"unsubscribe.keys: key id {key.id!r} is duplicated or too long")
+            seen.add(key.id)
+            if not key.retired:
+                self._keys[kid] = key.secret
+        active = [k for k in keys if not k.retired]
+        if not active:
+            errors.append("unsubscribe.keys: at least one key that is not retired is needed")
+        if errors:
+            raise ConfigError(errors)
+        self._current = active[-1]
+        self._clock = clock
+        self._lifetime = lifetime
+
+    def make(self, address: str, list_name: str, purpose: str = UNSUBSCRIBE) -> str:
+        """A token for ``address`` on ``list_name``, usable in a URL path and a local part."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        addr = address.strip().lower().encode("utf-8")
+        lst = list_name.encode("utf-8")
+        kid = self._current.id.encode("utf-8")
+        if len(lst) > 255:
+            raise ValueError("list name longer than 255 bytes")
+        issued = int(self._clock.now())
+        # purpose | len(kid) kid | issued (uint32, good until 2106) | len(list) list | address
+        payload = (
+            purpose.encode("ascii")
+            + bytes((len(kid),)) + kid
+            + struct.pack(">I", issued)
+            + bytes((len(lst),)) + lst
+            + addr
+        )
+        return _encode(payload + _tag(self._current.secret, payload))
+
+    def verify(self, token: str, purpose: str = UNSUBSCRIBE) -> TokenClaims:
+        """The claims of a valid token, or TokenError for anything else (same message always)."""
+        raw = _decode(token)
+        if len(raw) < 1 + 1 + 4 + 1 + TAG_BYTES:
+            raise TokenError(_ERROR)
+        payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+        klen = payload[1]
+        kid = payload[2 : 2 + klen]
+        secret = self._keys.get(kid)
+        if secret is None:  # unknown or retired key
+            raise TokenError(_ERROR)
+        # Constant-time compare: the tag must not leak through timing.
+        if not hmac.compare_digest(_tag(secret, payload), tag):
+            raise TokenError(_ERROR)
+        try:
+            claims = _parse(payload, klen)
+        except (ValueError, IndexError, struct.error):
+            raise TokenError(_ERROR) from None
+        now = self._clock.now()
+        if claims.purpose != purpose or not (
+            claims.issued_at - CLOCK_SKEW <= now <= claims.issued_at + self._lifetime
+        ):
+            raise TokenError(_ERROR)
+        return claims
+
+
+def mask_address(address: str) -> str:
+    """``alice@example.com`` -> ``a•••@example.com``: enough to recognise, not to harvest."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "•••"
+    return f"{local[:1]}•••@{domain}"
+
+
+def _tag(secret: bytes, payload: bytes) -> bytes:
+    return hmac.new(secret, _CONTEXT + payload, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def _encode(raw: bytes) -> str:
+    # base64url without padding (RFC 4648 §5): only A-Z a-z 0-9 - _, which are
+    # unreserved in a URL path (RFC 3986 §2.3) and atext in a local part
+    # (RFC 5322 §3.2.3), so unsubscribe+TOKEN@domain is a plain dot-atom.
+    # The token carries the address, so it is longer than the 64 octets
+    # RFC 5321 §4.5.3.1.1 asks every server to accept in a local part. We keep
+    # it stateless rather than shorten it with a lookup: the same section says
+    # to impose no limit where possible, the mailto address is only parsed by
+    # the sender's outbound MTA and heed itself, and VERP addresses this long
+    # are common in practice. RFC 8058 one-click uses the https URI anyway.
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode(token: str) -> bytes:
+    if (
+        not isinstance(token, str)
+        or len(token) > MAX_TOKEN_CHARS
+        or not _ALPHABET.fullmatch(token)
+        or len(token) % 4 == 1
+    ):
+        raise TokenError(_ERROR)
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenError(_ERROR) from None
+    # Only the canonical spelling verifies: the unused low bits of the last
+    # character must be zero, so a changed character never maps to the same bytes.
+    if _encode(raw) != token:
+        raise TokenError(_ERROR)
+    return raw
+
+
+def _parse(payload: bytes, klen: int) -> TokenClaims:
+    purpose = payload[:1].decode("ascii")
+    kid = payload[2 : 2 + klen].decode("utf-8")
+    at = 2 + klen
+    (issued,) = struct.unpack(">I", payload[at : at + 4])
+    llen = payload[at + 4]
+    lst = payload[at + 5 : at + 5 + llen]
+    address = payload[at + 5 + llen :]
+    if len(lst) != llen or not address:
+        raise ValueError("truncated payload")
+    return TokenClaims(
+        address=address.decode("utf-8"),
+        list=lst.decode("utf-8"),
+        issued_at=float(issued),
+        key_id=kid,
+        purpose=purpose,
+    )

@@ -1,0 +1,321 @@
+"""DKIM signing checked by independent verifiers: dkimpy with a local DNS function, and OpenDKIM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import dkim
+import pytest
+from dkim.util import parse_tag_value
+
+from proxy import dkim as heed_dkim
+from proxy.clock import ManualClock
+from proxy.dkim import DkimSigner, from_domain, generate_key
+from proxy.errors import ConfigError
+from proxy.rewrite import add_unsubscribe, split_message
+from proxy.settings import DkimKey
+
+MESSAGE = (
+    b"From: News <news@example.com>\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: This week's news,\r\n  folded  over two lines\r\n"
+    b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    b"Message-ID: <1@example.com>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"List-Id: News <news.example.com>\r\n"
+    b"X-Mailer: tool\r\n"
+    b"\r\n"
+    b"Hello  \r\n\xe2\x82\xac and more\r\n\r\n\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dkim")
+
+
+@pytest.fixture(scope="module")
+def rsa_key(keydir: Path) -> tuple[DkimKey, str]:
+    path, record = generate_key("example.com", "s2048", keydir)
+    return DkimKey("example.com", "s2048", path), record
+
+
+@pytest.fixture(scope="module")
+def ed_key(keydir: Path) -> tuple[DkimKey, str]:
+    path, record = generate_key("example.com", "ed1", keydir, algorithm="ed25519")
+    return DkimKey("example.com", "ed1", path, "ed25519-sha256"), record
+
+
+def txt_value(record: str) -> str:
+    """The TXT data a resolver hands back: the quoted strings joined."""
+    return "".join(part.strip('"') for part in record.split(" IN TXT ", 1)[1].split('" "'))
+
+
+@pytest.fixture(scope="module")
+def zone(rsa_key: tuple[DkimKey, str], ed_key: tuple[DkimKey, str]) -> dict[str, str]:
+    return {
+        f"{key.selector}._domainkey.{key.domain}": txt_value(record)
+        for key, record in (rsa_key, ed_key)
+    }
+
+
+def dkimpy_verify(message: bytes, zone: dict[str, str], idx: int = 0) -> bool:
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        value = zone.get(name.decode().rstrip("."))
+        return value.encode() if value else None
+
+    try:
+        return bool(dkim.DKIM(message).verify(idx=idx, dnsfunc=dnsfunc))
+    except dkim.DKIMException:  # what dkim.verify() does, for any signature index
+        return False
+
+
+def recipient_copy(signer: DkimSigner, message: bytes, recipient: str) -> bytes:
+    head, body = split_message(message)
+    head = head.replace(b"alice@example.org", recipient.encode())
+    token = recipient.replace("@", "-at-")
+    head = add_unsubscribe(head, https_url=f"https://heed.example/u/{token}",
+                           mailto=f"unsubscribe+{token}@heed.example").headers
+    return signer.prepare("example.com", body).sign(head) + head + b"\r\n" + body
+
+
+def sig_tags(message: bytes, idx: int = 0) -> dict[bytes, bytes]:
+    fields = [v for n, v in dkim.rfc822_parse(message)[0] if n.lower() == b"dkim-signature"]
+    return parse_tag_value(fields[idx])
+
+
+def test_signature_verifies_with_dkimpy(rsa_key: tuple[DkimKey, str], zone: dict) -> None:
+    signed = recipient_copy(DkimSigner([rsa_key[0]]), MESSAGE, "alice@example.org")
+    assert dkimpy_verify(signed, zone)
+    tags = sig_tags(signed)
+    assert (tags[b"a"], tags[b"c"], tags[b"d"], tags[b"s"]) == (
+        b"rsa-sha256", b"relaxed/relaxed", b"example.com", b"s2048")
+
+
+def test_h_covers_the_required_fields_and_oversigns(rsa_key: tuple[DkimKey, str]) -> None:
+    signed = recipient_copy(DkimSigner([rsa_key[0]]), MESSAGE, "alice@example.org")
+    h = [x.strip() for x in sig_tags(signed)[b"h"].replace(b"\r\n", b"").split(b":")]
+    for name in (b"from", b"to", b"subject", b"date", b"message-id", b"mime-version",
+                 b"content-type", b"content-transfer-encoding", b"list-id"):
+        assert name in h
+    # RFC 8058 §3.3 both fields signed; RFC 6376 §8.15 one extra time each.
+    assert h.count(b"list-unsubscribe") == 2
+    assert h.count(b"list-unsubscribe-post") == 2
+    assert h.count(b"from") == 2
+    assert b"x-mailer" not in h
+
+
+@pytest.mark.parametrize("added", [
+    b"List-Unsubscribe: <https://evil.example/u/x>\r\n",
+    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    b"From: someone@evil.example\r\n",
+])
+def test_a_field_added_after_signing_breaks_verification(
+    rsa_key: tuple[DkimKey, str], zone: dict, added: bytes
+) -> None:
+    signed = recipient_copy(DkimSigner([rsa_key[0]]), MESSAGE, "alice@example.org")
+    assert dkimpy_verify(signed, zone)
+    head, body = split_message(signed)
+    assert not dkimpy_verify(head + added + b"\r\n" + body, zone)
+
+
+def test_body_hashed_once_for_many_recipients(
+    rsa_key: tuple[DkimKey, str], zone: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    canon = heed_dkim.CANON
+
+    class Counting:
+        def canonicalize_body(self, body: bytes) -> bytes:
+            calls.append(len(body))
+            return canon.canonicalize_body(body)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(canon, name)
+
+    monkeypatch.setattr(heed_dkim, "CANON", Counting())
+    signer = DkimSigner([rsa_key[0]])
+    head, body = split_message(MESSAGE)
+    prepared = signer.prepare("example.com", body)
+    copies = []
+    for rcpt in ("a@example.org", "b@example.net", "c@example.com"):
+        h = add_unsubscribe(head.replace(b"alice@example.org", rcpt.encode()),
+                            https_url=f"https://heed.example/u/{rcpt}",
+                            mailto=f"unsubscribe+{rcpt.replace('@', '.')}@heed.example").headers
+        copies.append(prepared.sign(h) + h + b"\r\n" + body)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    assert all(dkimpy_verify(c, zone) for c in copies)
+    assert len({sig_tags(c)[b"b"] for c in copies}) == 3
+
+
+def test_ed25519_second_signature(rsa_key: tuple[DkimKey, str], ed_key: tuple[DkimKey, str],
+                                  zone: dict) -> None:
+    signed = recipient_copy(DkimSigner([ed_key[0], rsa_key[0]]), MESSAGE, "alice@example.org")
+    assert sig_tags(signed, 0)[b"a"] == b"rsa-sha256"  # RSA on top whatever the config order
+    assert sig_tags(signed, 1)[b"a"] == b"ed25519-sha256"
+    assert dkimpy_verify(signed, zone, 0)
+    pytest.importorskip("nacl", reason="dkimpy verifies ed25519 with PyNaCl")
+    assert dkimpy_verify(signed, zone, 1)
+    head, body = split_message(signed)
+    assert not dkimpy_verify(head + b"\r\n" + body + b"tampered\r\n", zone, 1)
+
+
+def test_output_is_what_dkimpy_itself_would_write(rsa_key: tuple[DkimKey, str]) -> None:
+    # RSASSA-PKCS1-v1_5 is deterministic: same tags, same time -> same bytes.
+    key = rsa_key[0]
+    head, body = split_message(MESSAGE)
+    theirs = dkim.sign(MESSAGE, b"s2048", b"example.com", key.key_file.read_bytes(),
+                       canonicalize=(b"relaxed", b"relaxed"),
+                       include_headers=[n for n in heed_include(head)])
+    t = int(parse_tag_value(theirs.split(b":", 1)[1])[b"t"])
+    ours = DkimSigner([key], ManualClock(t)).prepare("example.com", body).sign(head)
+    assert ours == theirs
+
+
+def heed_include(head: bytes) -> list[bytes]:
+    names = [n.lower() for n, _ in dkim.rfc822_parse(head + b"\r\n")[0]]
+    return [n for n in names if n in heed_dkim.SIGNED] + list(heed_dkim.OVERSIGNED)
+
+
+def test_t_and_x_come_from_the_clock(rsa_key: tuple[DkimKey, str]) -> None:
+    signer = DkimSigner([rsa_key[0]], ManualClock(1_800_000_000.0), expire_after=7 * 86400)
+    tags = sig_tags(signer.sign_message(MESSAGE))
+    assert (tags[b"t"], tags[b"x"]) == (b"1800000000", b"1800604800")
+
+
+def test_domain_without_key_is_left_unsigned(rsa_key: tuple[DkimKey, str]) -> None:
+    signer = DkimSigner([rsa_key[0]])
+    assert signer.for_domain("EXAMPLE.com")
+    assert signer.for_domain("other.example") == []
+    assert signer.for_domain("sub.example.com") == []
+    assert signer.prepare("other.example", b"x\r\n").sign(b"From: a@other.example\r\n") == b""
+
+
+def test_from_domain() -> None:
+    assert from_domain(b"To: x@y\r\nFROM: \"A, B\" <a@Mail.Example.COM>\r\n") == "mail.example.com"
+    assert from_domain(b"From: a@x.example,\r\n b@y.example\r\n") == "x.example"
+    assert from_domain(b"To: x@y\r\n") is None
+    assert from_domain(b"From: undisclosed\r\n") is None
+
+
+def test_bad_keys_are_config_errors(tmp_path: Path, rsa_key: tuple[DkimKey, str],
+                                    ed_key: tuple[DkimKey, str]) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError) as info:
+        DkimSigner([
+            DkimKey("example.com", "a", tmp_path / "missing.pem"),
+            DkimKey("example.com", "b", garbage),
+            DkimKey("example.com", "c", ed_key[0].key_file),  # ed25519 key, rsa algorithm
+            DkimKey("example.com", "d", rsa_key[0].key_file, "rsa-sha1"),
+        ])
+    assert len(info.value.errors) == 4
+    assert info.value.errors[0].startswith(f"{tmp_path / 'missing.pem'}: cannot read")
+    assert info.value.errors[1].startswith(f"{garbage}: ")
+
+
+def test_generate_key_file_and_record(tmp_path: Path) -> None:
+    path, record = generate_key("example.net", "sel", tmp_path / "keys")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes().startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert record.startswith('sel._domainkey.example.net. IN TXT "v=DKIM1; k=rsa; p=MII')
+    strings = record.split(" IN TXT ", 1)[1].split('" "')
+    assert len(strings) == 2 and all(len(s.strip('"')) <= 255 for s in strings)
+    with pytest.raises(ConfigError):
+        generate_key("example.net", "sel", tmp_path / "keys")  # never overwrite
+    path, record = generate_key("example.net", "ed", tmp_path / "keys", algorithm="ed25519")
+    assert 'k=ed25519; p=' in record and record.count('"') == 2
+    assert DkimSigner([DkimKey("example.net", "ed", path, "ed25519-sha256")]).for_domain(
+        "example.net")
+    with pytest.raises(ConfigError):
+        generate_key("example.net", "small", tmp_path, bits=512)
+
+
+# OpenDKIM resolves keys through the C library resolver, which only reads
+# /etc/resolv.conf and only talks to port 53. So the check runs opendkim-testmsg
+# in its own user, network and mount namespaces (unshare): there /etc/resolv.conf
+# is bind-mounted to point at 127.0.0.1 and this tiny DNS server answers the TXT
+# queries from the test zone. Nothing outside the namespaces changes.
+Verifier = Callable[[bytes], tuple[int, str]]
+DNS_AND_VERIFY = r'''
+import fcntl, json, socket, struct, subprocess, sys, threading
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bring lo up (SIOCGIFFLAGS/SIOCSIFFLAGS)
+ifreq = fcntl.ioctl(s, 0x8913, struct.pack("16sH14s", b"lo", 0, bytes(14)))
+flags = struct.unpack("16sH", ifreq[:18])[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sH14s", b"lo", flags | 1, bytes(14)))
+zone = json.load(open(sys.argv[1]))
+def answer(q):
+    qid, qflags = struct.unpack(">HH", q[:4])
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    qtype, question = struct.unpack(">H", q[i + 1:i + 3])[0], q[12:i + 5]
+    txt = zone.get(".".join(labels).lower())
+    rd = qflags & 0x0100
+    if txt is None or qtype != 16:
+        rcode = 3 if txt is None else 0  # NXDOMAIN, or no data of that type
+        return struct.pack(">6H", qid, 0x8400 | rd | rcode, 1, 0, 0, 0) + question
+    data = txt.encode()
+    chunks = [data[j:j + 255] for j in range(0, len(data), 255)]
+    rdata = b"".join(bytes((len(c),)) + c for c in chunks)
+    rr = struct.pack(">HHHIH", 0xC00C, 16, 1, 60, len(rdata)) + rdata
+    return struct.pack(">6H", qid, 0x8400 | rd, 1, 1, 0, 0) + question + rr
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 53))
+def serve():
+    while True:
+        q, peer = sock.recvfrom(4096)
+        sock.sendto(answer(q), peer)
+threading.Thread(target=serve, daemon=True).start()
+with open(sys.argv[2], "rb") as message:
+    done = subprocess.run(["opendkim-testmsg"], stdin=message, capture_output=True, timeout=30)
+sys.stdout.write(done.stdout.decode() + done.stderr.decode())
+sys.exit(done.returncode)
+'''
+
+
+@pytest.fixture(scope="module")
+def opendkim(tmp_path_factory: pytest.TempPathFactory, zone: dict) -> Verifier:
+    """A function message -> (exit code, output) from opendkim-testmsg against the test zone."""
+    if not (shutil.which("opendkim-testmsg") and shutil.which("unshare")):
+        pytest.skip("opendkim-testmsg (Debian opendkim-tools) or unshare is not installed")
+    work = tmp_path_factory.mktemp("opendkim")
+    (work / "zone.json").write_text(json.dumps(zone))
+    (work / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    (work / "verify.py").write_text(DNS_AND_VERIFY)
+    probe = subprocess.run(["unshare", "-r", "-n", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot create user/network/mount namespaces here, and opendkim-testmsg "
+                    f"only asks the resolver of /etc/resolv.conf: {probe.stderr.decode().strip()}")
+
+    def run(message: bytes) -> tuple[int, str]:
+        (work / "message.eml").write_bytes(message)
+        script = (f"mount --bind {work}/resolv.conf /etc/resolv.conf && exec {sys.executable} "
+                  f"{work}/verify.py {work}/zone.json {work}/message.eml")
+        done = subprocess.run(["unshare", "-r", "-n", "-m", "sh", "-c", script],
+                              capture_output=True, timeout=60)
+        return done.returncode, (done.stdout + done.stderr).decode()
+
+    return run
+
+
+@pytest.mark.parametrize("which", ["rsa", "ed25519"])
+def test_signature_verifies_with_opendkim(opendkim: Verifier, rsa_key: tuple[DkimKey, str],
+                                          ed_key: tuple[DkimKey, str], which: str) -> None:
+    key = rsa_key[0] if which == "rsa" else ed_key[0]
+    signed = recipient_copy(DkimSigner([key]), MESSAGE, "alice@example.org")
+    assert opendkim(signed) == (0, "")
+    head, body = split_message(signed)
+    code, output = opendkim(head + b"\r\n" + body.replace(b"Hello", b"Hallo"))
+    assert code != 0 and "Bad signature" in output
+    code, output = opendkim(head + b"List-Unsubscribe: <https://evil.example/>\r\n\r\n" + body)
+    assert code != 0 and "Bad signature" in output

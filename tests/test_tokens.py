@@ -1,0 +1,190 @@
+"""Tokens: roundtrip, forgery, bit flips, purpose, expiry, key rotation, arbitrary input."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.clock import ManualClock
+from proxy.errors import ConfigError, TokenError
+from proxy.settings import UnsubscribeKey
+from proxy.tokens import TAG_BYTES, TokenClaims, TokenSigner, mask_address
+
+K1 = UnsubscribeKey("k1", b"first secret, 32 bytes long......")
+K2 = UnsubscribeKey("k2", b"second secret, also long enough...")
+DAY = 86400.0
+LIFETIME = 90 * DAY
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_800_000_000.0)
+
+
+@pytest.fixture
+def signer(clock: ManualClock) -> TokenSigner:
+    return TokenSigner([K1], clock, LIFETIME)
+
+
+def test_roundtrip_names_address_list_time_and_key(signer: TokenSigner) -> None:
+    token = signer.make("Alice@Example.COM", "weekly-news")
+    assert signer.verify(token) == TokenClaims(
+        address="alice@example.com",
+        list="weekly-news",
+        issued_at=1_800_000_000.0,
+        key_id="k1",
+        purpose="u",
+    )
+
+
+def test_token_fits_a_url_path_and_a_local_part(signer: TokenSigner) -> None:
+    token = signer.make("someone.with.a.long.name@subdomain.example.org", "list")
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)  # unreserved (RFC 3986) and atext (RFC 5322)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert len(raw) > TAG_BYTES >= 16
+
+
+def test_unicode_list_and_address(signer: TokenSigner) -> None:
+    token = signer.make("người@ví-dụ.vn", "bản tin")
+    claims = signer.verify(token)
+    assert (claims.address, claims.list) == ("người@ví-dụ.vn", "bản tin")
+
+
+def test_forged_tag_is_refused(signer: TokenSigner) -> None:
+    token = signer.make("alice@example.com", "news")
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[-TAG_BYTES:] = bytes(TAG_BYTES)
+    forged = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    with pytest.raises(TokenError):
+        signer.verify(forged)
+
+
+def test_token_for_another_address_cannot_be_made_by_editing(signer: TokenSigner) -> None:
+    token = signer.make("alice@example.com", "news")
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    edited = raw.replace(b"alice", b"carol")
+    with pytest.raises(TokenError):
+        signer.verify(base64.urlsafe_b64encode(edited).rstrip(b"=").decode())
+
+
+def test_every_changed_character_is_refused(signer: TokenSigner) -> None:
+    token = signer.make("alice@example.com", "news")
+    for i, ch in enumerate(token):
+        for other in (ALPHABET[(ALPHABET.index(ch) + 1) % 64], ALPHABET[ALPHABET.index(ch) ^ 1]):
+            flipped = token[:i] + other + token[i + 1 :]
+            with pytest.raises(TokenError):
+                signer.verify(flipped)
+
+
+def test_every_flipped_bit_is_refused(signer: TokenSigner) -> None:
+    token = signer.make("alice@example.com", "news")
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for bit in range(len(raw) * 8):
+        flipped = bytearray(raw)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        text = base64.urlsafe_b64encode(bytes(flipped)).rstrip(b"=").decode()
+        with pytest.raises(TokenError):
+            signer.verify(text)
+
+
+def test_truncated_and_extended_tokens_are_refused(signer: TokenSigner) -> None:
+    token = signer.make("alice@example.com", "news")
+    for bad in (token[:-1], token[:-4], token + "A", token + "AAAA", "", "=", token + "="):
+        with pytest.raises(TokenError):
+            signer.verify(bad)
+
+
+def test_purpose_separates_unsubscribe_preferences_and_bounce(signer: TokenSigner) -> None:
+    unsub = signer.make("alice@example.com", "news", "u")
+    prefs = signer.make("alice@example.com", "news", "p")
+    bounce = signer.make("alice@example.com", "news", "b")
+    assert signer.verify(prefs, "p").purpose == "p"
+    assert signer.verify(bounce, "b").purpose == "b"
+    for token, wrong in ((unsub, "p"), (prefs, "u"), (bounce, "u"), (unsub, "b")):
+        with pytest.raises(TokenError):
+            signer.verify(token, wrong)
+    with pytest.raises(ValueError):
+        signer.make("alice@example.com", "news", "x")
+
+
+def test_expiry(signer: TokenSigner, clock: ManualClock) -> None:
+    token = signer.make("alice@example.com", "news")
+    clock.advance(LIFETIME)
+    assert signer.verify(token).address == "alice@example.com"
+    clock.advance(1)
+    with pytest.raises(TokenError):
+        signer.verify(token)
+
+
+def test_token_from_the_far_future_is_refused(clock: ManualClock) -> None:
+    ahead = ManualClock(clock.now() + 3600)
+    token = TokenSigner([K1], ahead, LIFETIME).make("alice@example.com", "news")
+    with pytest.raises(TokenError):
+        TokenSigner([K1], clock, LIFETIME).verify(token)
+    slightly = ManualClock(clock.now() + 60)  # instances' clocks differ a little
+    token = TokenSigner([K1], slightly, LIFETIME).make("alice@example.com", "news")
+    assert TokenSigner([K1], clock, LIFETIME).verify(token)
+
+
+def test_rotation_new_key_signs_old_verifies_until_retired(clock: ManualClock) -> None:
+    old_token = TokenSigner([K1], clock, LIFETIME).make("alice@example.com", "news")
+    rotated = TokenSigner([K1, K2], clock, LIFETIME)
+    new_token = rotated.make("alice@example.com", "news")
+    assert rotated.verify(new_token).key_id == "k2"
+    assert rotated.verify(old_token).key_id == "k1"
+    retired = TokenSigner([UnsubscribeKey("k1", K1.secret, retired=True), K2], clock, LIFETIME)
+    assert retired.verify(new_token).key_id == "k2"
+    with pytest.raises(TokenError):
+        retired.verify(old_token)
+
+
+def test_same_key_id_with_another_secret_does_not_verify(clock: ManualClock) -> None:
+    token = TokenSigner([K1], clock, LIFETIME).make("alice@example.com", "news")
+    other = TokenSigner([UnsubscribeKey("k1", b"x" * 32)], clock, LIFETIME)
+    with pytest.raises(TokenError):
+        other.verify(token)
+
+
+def test_every_failure_says_the_same_thing(signer: TokenSigner, clock: ManualClock) -> None:
+    token = signer.make("alice@example.com", "news")
+    messages = set()
+    for bad, purpose in ((token[:-2] + "AA", "u"), ("%%%", "u"), (token, "p"), ("AAAA", "u")):
+        with pytest.raises(TokenError) as info:
+            signer.verify(bad, purpose)
+        messages.add(str(info.value))
+    clock.advance(LIFETIME + 1)
+    with pytest.raises(TokenError) as info:
+        signer.verify(token)
+    messages.add(str(info.value))
+    assert len(messages) == 1
+    assert "alice" not in messages.pop()
+
+
+def test_configuration_needs_an_active_key(clock: ManualClock) -> None:
+    with pytest.raises(ConfigError):
+        TokenSigner([], clock, LIFETIME)
+    with pytest.raises(ConfigError):
+        TokenSigner([UnsubscribeKey("k1", K1.secret, retired=True)], clock, LIFETIME)
+    with pytest.raises(ConfigError):
+        TokenSigner([K1, UnsubscribeKey("k1", K2.secret)], clock, LIFETIME)
+
+
+def test_mask_address() -> None:
+    assert mask_address("alice@example.com") == "a•••@example.com"
+    assert mask_address("a@b.c") == "a•••@b.c"
+    assert mask_address("no-at-sign") == "•••"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.from_regex(r"[A-Za-z0-9_-]{0,120}", fullmatch=True)))
+def test_arbitrary_input_only_ever_raises_token_error(text: str) -> None:
+    signer = TokenSigner([K1, K2], ManualClock(1_800_000_000.0), LIFETIME)
+    try:
+        signer.verify(text)
+    except TokenError:
+        pass
