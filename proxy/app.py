@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from proxy.audit import Audit
 from proxy.clock import Clock, SystemClock
-from proxy.finish import Finisher, PassThrough
+from proxy.dkim import DkimSigner
+from proxy.finish import Finisher, UnsubscribeAndSign
+from proxy.inbound import UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
-from proxy.settings import Settings
+from proxy.settings import Settings, UnsubscribeKey
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
 from proxy.state import State
+from proxy.tokens import TokenSigner
 
 log = logging.getLogger("heed")
 
@@ -31,6 +36,20 @@ def connect_redis(url: str) -> Any:
     return aioredis.Redis.from_url(
         url, socket_timeout=3.0, socket_connect_timeout=3.0, health_check_interval=30
     )
+
+
+def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
+    """The configured token keys, or one random key kept beside the embedded Redis data."""
+    if settings.unsubscribe.keys:
+        return settings.unsubscribe.keys
+    path = settings.redis.data_dir.parent / "unsubscribe.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+        log.info("generated an unsubscribe token key at %s", path)
+    return (UnsubscribeKey("auto", path.read_text().strip().encode()),)
 
 
 class Heed:
@@ -47,14 +66,20 @@ class Heed:
         self.audit = Audit(self.redis, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname)
-        self.finisher = finisher or PassThrough()
+        self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
+                                  settings.unsubscribe.token_lifetime)
+        self.signer = DkimSigner(settings.dkim, self.clock) if settings.dkim else None
+        self.finisher = finisher or UnsubscribeAndSign(
+            self.tokens, self.signer, public_url=settings.http.public_url,
+            mailto_domain=settings.unsubscribe.mailto_domain)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.redis,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
         )
-        self.local: LocalMail | None = None
+        self.local: LocalMail | None = UnsubscribeMailbox(
+            self.tokens, self.state, settings.unsubscribe.mailto_domain)
         self.scheduler = Scheduler(
             self.queue, self.mailpath.release, self.clock, settings.queue,
             on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,

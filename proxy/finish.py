@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message
 from proxy.policy import Stream
+from proxy.rewrite import add_unsubscribe
+from proxy.tokens import TokenSigner
 
 
 class PreparedMessage(Protocol):
@@ -40,3 +43,45 @@ class PassThrough:
 
     def prepare(self, message: Message) -> PreparedMessage:
         return _Unchanged(message)
+
+
+class _Marketing:
+    """One message: its DKIM body hash taken once, then a copy per recipient."""
+
+    def __init__(self, owner: UnsubscribeAndSign, message: Message) -> None:
+        self.owner = owner
+        self.message = message
+        domain = from_domain(message.header_block)
+        signer = owner.signer
+        self.dkim = signer.prepare(domain, message.body) if signer and domain else None
+
+    def per_recipient(self, stream: Stream) -> bool:
+        return stream.marketing and stream.unsubscribe != "off"
+
+    def build(self, stream: Stream, recipient: str | None) -> bytes:
+        headers = self.message.header_block
+        if recipient is not None and self.per_recipient(stream):
+            token = self.owner.tokens.make(recipient, stream.list)
+            headers = add_unsubscribe(
+                headers,
+                https_url=f"{self.owner.public_url}/u/{token}",
+                mailto=f"unsubscribe+{token}@{self.owner.mailto_domain}",
+                existing=stream.unsubscribe,
+            ).headers
+        # DKIM last, after every other change, so h= covers the unsubscribe fields.
+        signature = self.dkim.sign(headers) if self.dkim is not None else b""
+        return signature + headers + b"\r\n" + self.message.body
+
+
+class UnsubscribeAndSign:
+    """Marketing copies get their own signed one-click token (RFC 8058); every copy DKIM."""
+
+    def __init__(self, tokens: TokenSigner, signer: DkimSigner | None, *, public_url: str,
+                 mailto_domain: str) -> None:
+        self.tokens = tokens
+        self.signer = signer
+        self.public_url = public_url.rstrip("/")
+        self.mailto_domain = mailto_domain
+
+    def prepare(self, message: Message) -> PreparedMessage:
+        return _Marketing(self, message)

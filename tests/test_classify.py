@@ -101,6 +101,7 @@ def test_shipped_classification() -> None:
     plain = msg("Subject: hello")
     assert classify(p, "news@example.com", "ana@example.org", plain) == "marketing"
     assert classify(p, "news@example.com", "ana@example.org", None) is None  # header rule first
+    assert classify(p, "offers@news.example.com", "ana@example.org", None) == "marketing"
     named = msg("X-Heed-Stream: transactional")
     assert classify(p, "news@example.com", "ana@example.org", named) == "transactional"
     digest = msg("List-Id: Weekly <weekly.example.com>")

@@ -106,7 +106,9 @@ def test_shipped_policies_load() -> None:
     assert quiet and quiet[0].start == (21, 0) and quiet[0].zone.key == "Europe/Berlin"
     assert policy.streams["newsletter"].list == "weekly-digest"
     assert not policy.streams["transactional"].needs_state
-    assert policy.classification[0].stream_header == "X-Heed-Stream"
+    # The envelope-only marketing sender rule comes first: decidable at RCPT.
+    assert policy.classification[0].senders == ("*@news.example.com",)
+    assert policy.classification[1].stream_header == "X-Heed-Stream"
 
 
 def test_missing_and_empty_directory(tmp_path: Path) -> None:
