@@ -39,9 +39,9 @@ class Keys:
         """HASH last_engaged, sends_since, first_send, total_sends, last_kind."""
         return self._person(address, "engage")
 
-    def sends(self, address: str, stream: str) -> str:
-        """ZSET of send ids scored by send time, for frequency caps."""
-        return self._person(address, f"sends:{stream}")
+    def sends(self, address: str) -> str:
+        """ZSET of "stream|send-id" scored by send time, for frequency caps (all streams)."""
+        return self._person(address, "sends")
 
     def prefs(self, address: str) -> str:
         """HASH of the person's own choices (pause, zone, off, frequency)."""
@@ -50,10 +50,6 @@ class Keys:
     def person_audit(self, address: str) -> str:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")
-
-    def person_streams(self, address: str) -> str:
-        """SET of stream names this person has send history in."""
-        return self._person(address, "streams")
 
     # --- global --------------------------------------------------------------
     @property

@@ -222,6 +222,8 @@ class MailPath:
             for r in copy.recipients:
                 if error is not None:
                     failed[r] = error
+                elif r in rejected and rejected[r][0] < 500:
+                    failed[r] = " ".join(map(str, rejected[r]))  # deferred: hold and retry
                 elif r in rejected:
                     refused[r] = rejected[r]
                 else:

@@ -1,0 +1,154 @@
+"""The delay queue: held copies in Redis, a ZSET by due time, claimed with leases (as arq does)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from proxy.errors import StateUnavailable
+from proxy.keys import Keys
+
+# Move up to ARGV[2] due ids (score <= ARGV[1]) from due to claimed, scored by
+# the lease's end (ARGV[3]); atomic, so two workers never claim the same id.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+end
+return ids
+"""
+
+# Claims whose lease ended (their worker died) go back to due, due now.
+_RECOVER = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], ARGV[1], id)
+end
+return #ids
+"""
+
+# Put a claimed id back in due (retry or delay again) only if this worker still
+# holds the claim: a copy recovered by another worker is not requeued twice.
+_REQUEUE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class HeldMail:
+    """One held copy for one recipient."""
+
+    id: str
+    sender: str
+    recipient: str
+    stream: str
+    data: bytes
+    due: float
+    first_queued: float
+    attempts: int = 0
+    reasons: tuple[str, ...] = ()
+    message_id: str = ""
+    last_error: str = ""
+
+    def to_hash(self) -> dict[str, Any]:
+        return {"id": self.id, "sender": self.sender, "recipient": self.recipient,
+                "stream": self.stream, "data": self.data, "due": repr(self.due),
+                "first_queued": repr(self.first_queued), "attempts": self.attempts,
+                "reasons": json.dumps(list(self.reasons)), "message_id": self.message_id,
+                "last_error": self.last_error}
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> HeldMail:
+        s = {k.decode(): v for k, v in raw.items()}
+
+        def text(name: str) -> str:
+            return s.get(name, b"").decode("utf-8", errors="replace")
+
+        return cls(id=text("id"), sender=text("sender"), recipient=text("recipient"),
+                   stream=text("stream"), data=s.get("data", b""), due=float(text("due")),
+                   first_queued=float(text("first_queued")), attempts=int(text("attempts") or 0),
+                   reasons=tuple(json.loads(text("reasons") or "[]")),
+                   message_id=text("message_id"), last_error=text("last_error"))
+
+
+class DelayQueue:
+    """Durable once ``put`` returns (Redis runs with appendfsync always)."""
+
+    def __init__(self, redis: Any, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._claim = redis.register_script(_CLAIM)
+        self._recover = redis.register_script(_RECOVER)
+        self._requeue = redis.register_script(_REQUEUE)
+
+    async def _run(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+
+    async def put(self, items: Sequence[HeldMail]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for item in items:
+            pipe.hset(self.keys.queue_item(item.id), mapping=item.to_hash())
+            pipe.zadd(self.keys.queue_due, {item.id: item.due})
+        await self._run(pipe.execute())
+
+    async def claim(self, now: float, limit: int, lease: float) -> list[HeldMail]:
+        ids = await self._run(self._claim(keys=[self.keys.queue_due, self.keys.queue_claimed],
+                                          args=[repr(now), limit, repr(now + lease)]))
+        items = []
+        for raw_id in ids:
+            item = await self.get(raw_id.decode() if isinstance(raw_id, bytes) else raw_id)
+            if item is not None:
+                items.append(item)
+            else:  # an id without its data: nothing to send, drop the id
+                await self._run(self.redis.zrem(self.keys.queue_claimed, raw_id))
+        return items
+
+    async def get(self, item_id: str) -> HeldMail | None:
+        raw = await self._run(self.redis.hgetall(self.keys.queue_item(item_id)))
+        return HeldMail.from_hash(raw) if raw else None
+
+    async def done(self, item_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.queue_item(item_id))
+        pipe.zrem(self.keys.queue_claimed, item_id)
+        pipe.zrem(self.keys.queue_due, item_id)
+        await self._run(pipe.execute())
+
+    async def retry(self, item_id: str, due: float, attempts: int, last_error: str) -> bool:
+        return bool(await self._run(self._requeue(
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
+            args=[item_id, repr(due), "attempts", attempts, "last_error", last_error,
+                  "due", repr(due)])))
+
+    async def reschedule(self, item_id: str, due: float) -> bool:
+        return bool(await self._run(self._requeue(
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
+            args=[item_id, repr(due), "due", repr(due)])))
+
+    async def recover(self, now: float) -> int:
+        return int(await self._run(self._recover(
+            keys=[self.keys.queue_due, self.keys.queue_claimed], args=[repr(now)])))
+
+    async def depth(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.queue_due)
+        pipe.zcard(self.keys.queue_claimed)
+        due, claimed = await self._run(pipe.execute())
+        return int(due) + int(claimed)
+
+    async def oldest(self) -> float | None:
+        """Due time of the earliest waiting copy."""
+        first = await self._run(self.redis.zrange(self.keys.queue_due, 0, 0, withscores=True))
+        return float(first[0][1]) if first else None
