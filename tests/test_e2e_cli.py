@@ -59,11 +59,13 @@ def served(site: Path, upstream: Upstream) -> Iterator[tuple[subprocess.Popen[st
         wait_port(port)
         yield proc, port, site
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.communicate()
 
 
 def test_readme_walkthrough(served: tuple[subprocess.Popen[str], int, Path],
