@@ -187,7 +187,8 @@ def load_settings(
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
-            raise ConfigError([f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}"])
+            problem = getattr(exc, "problem", exc)
+            raise ConfigError([f"{path}{line}: invalid YAML: {problem}"]) from None
         if not isinstance(loaded, dict):
             raise ConfigError([f"{path}:1: expected a mapping at the top level"])
         raw = loaded

@@ -109,7 +109,8 @@ def test_consent_refusal_and_no_record(heed: HeedThread, upstream: Upstream) -> 
     # Decidable from the envelope: refused at RCPT with 550 5.7.1.
     assert refused["bob@example.org"][0] == 550 and "5.7.1" in refused["bob@example.org"][1]
     assert "refused" in refused["bob@example.org"][1]
-    assert refused["carol@example.org"][0] == 550 and "no_consent" in refused["carol@example.org"][1]
+    carol = refused["carol@example.org"]
+    assert carol[0] == 550 and "no_consent" in carol[1]
     assert upstream.recipients() == ["alice@example.org"]
     msg = upstream.received[0].message
     assert msg["List-Unsubscribe"].startswith("<https://heed.test/u/")
@@ -369,11 +370,11 @@ def test_smtplib_error_type_on_refusal(heed: HeedThread) -> None:
 def test_each_copy_signed_with_its_own_token(redis_url: str, upstream: Upstream,
                                              policies: Path, clock: ManualClock,
                                              tmp_path: Path) -> None:
+    import time
+
     import dkim
 
     from proxy.dkim import generate_key
-
-    import time
 
     # dkimpy checks t= against the real time: sign at today's noon (UTC, within its slop).
     clock.set(time.time() - time.time() % 86400 + 12 * 3600)

@@ -1,4 +1,4 @@
-"""aiosmtpd's protocol core, hardened: safe replies on errors, strict arguments, limits, deadlines."""
+"""aiosmtpd's protocol core, hardened: safe error replies, strict arguments, limits, deadlines."""
 
 from __future__ import annotations
 
