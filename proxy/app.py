@@ -15,7 +15,9 @@ from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.inbound import UnsubscribeMailbox
+from proxy.http.app import make_app, start_http
 from proxy.keys import Keys
+from proxy.metrics import Metrics
 from proxy.mailpath import MailPath
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue
@@ -72,11 +74,13 @@ class Heed:
         self.finisher = finisher or UnsubscribeAndSign(
             self.tokens, self.signer, public_url=settings.http.public_url,
             mailto_domain=settings.unsubscribe.mailto_domain)
+        self.metrics = Metrics()
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.redis,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
+            metrics=self.metrics,
         )
         self.local: LocalMail | None = UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain)
@@ -85,6 +89,7 @@ class Heed:
             on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,
         )
         self._smtp: asyncio.Server | None = None
+        self._http: Any = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -92,6 +97,10 @@ class Heed:
         handler = Handler(self.mailpath, self.access,
                           max_recipients=self.settings.smtp.max_recipients, local=self.local)
         self._smtp = await start_smtp(handler, self.settings.smtp, self.access)
+        if self.settings.http.listen is not None:
+            app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
+                           ready=self.ready)
+            self._http = await start_http(app, *self.settings.http.listen)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
         host, port = self.settings.smtp.listen
@@ -105,7 +114,17 @@ class Heed:
         return int(self._smtp.sockets[0].getsockname()[1])
 
     def reload(self) -> bool:
-        return self.policies.reload()
+        ok = self.policies.reload()
+        self.metrics.policy_reloads.labels("ok" if ok else "failed").inc()
+        return ok
+
+    async def ready(self) -> dict[str, bool]:
+        """Redis and upstream reachable (for /readyz)."""
+        try:
+            redis_ok = bool(await self.redis.ping())
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            redis_ok = False
+        return {"redis": redis_ok, "upstream": await self.upstream.ping()}
 
     async def stop(self) -> None:
         self._stop.set()
@@ -116,5 +135,7 @@ class Heed:
                 await asyncio.wait_for(task, 10)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
+        if self._http is not None:
+            await self._http.cleanup()
         await self.upstream.close()
         await self.redis.aclose()

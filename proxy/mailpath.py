@@ -339,6 +339,10 @@ class MailPath:
             by_stream.setdefault(decisions[r].stream, []).append(r)
         for entry in entries:
             log.info("decision", extra={"audit": entry.to_fields()})
+            if self.metrics is not None:
+                reason = decisions[entry.recipient].reasons
+                self.metrics.recipients.labels(entry.stream, entry.outcome,
+                                               reason[0].code if reason else "none").inc()
         try:
             pipe = self.redis.pipeline(transaction=False)
             for stream, recipients in by_stream.items():

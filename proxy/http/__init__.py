@@ -1,0 +1,1 @@
+"""The HTTP side: one-click unsubscribe (RFC 8058), its pages, health and metrics."""

@@ -1,0 +1,82 @@
+"""The page texts in English, Vietnamese, Arabic (right to left) and Thai; Accept-Language."""
+
+from __future__ import annotations
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Unsubscribe",
+        "confirm": "Stop emails from {list} to {address}?",
+        "button": "Unsubscribe",
+        "explain": "One click is enough. We will not ask anything else.",
+        "done_title": "You have been unsubscribed",
+        "done": "You will get no more emails from {list} at {address}.",
+        "bad_title": "This link does not work",
+        "bad": "The link is invalid or has expired. You can reply to any of our emails "
+               "with the word unsubscribe instead.",
+        "later_title": "Please try again",
+        "later": "We could not record your request just now. Nothing was changed; "
+                 "please try again in a few minutes.",
+    },
+    "vi": {
+        "title": "Hủy đăng ký",
+        "confirm": "Ngừng gửi email từ {list} đến {address}?",
+        "button": "Hủy đăng ký",
+        "explain": "Chỉ cần một lần nhấp. Chúng tôi sẽ không hỏi thêm gì.",
+        "done_title": "Bạn đã hủy đăng ký",
+        "done": "Bạn sẽ không nhận thêm email nào từ {list} tại {address}.",
+        "bad_title": "Liên kết này không hoạt động",
+        "bad": "Liên kết không hợp lệ hoặc đã hết hạn. Bạn có thể trả lời bất kỳ email nào "
+               "của chúng tôi với từ unsubscribe.",
+        "later_title": "Vui lòng thử lại",
+        "later": "Chúng tôi chưa thể ghi nhận yêu cầu của bạn lúc này. Chưa có gì thay đổi; "
+                 "vui lòng thử lại sau vài phút.",
+    },
+    "ar": {
+        "title": "إلغاء الاشتراك",
+        "confirm": "هل تريد إيقاف رسائل {list} إلى {address}؟",
+        "button": "إلغاء الاشتراك",
+        "explain": "نقرة واحدة تكفي. لن نسألك أي شيء آخر.",
+        "done_title": "تم إلغاء اشتراكك",
+        "done": "لن تصلك رسائل أخرى من {list} على {address}.",
+        "bad_title": "هذا الرابط لا يعمل",
+        "bad": "الرابط غير صالح أو انتهت صلاحيته. يمكنك الرد على أي رسالة منا بكلمة "
+               "unsubscribe بدلاً من ذلك.",
+        "later_title": "يرجى المحاولة مرة أخرى",
+        "later": "تعذّر تسجيل طلبك الآن. لم يتغير شيء؛ يرجى المحاولة بعد بضع دقائق.",
+    },
+    "th": {
+        "title": "ยกเลิกการรับอีเมล",
+        "confirm": "หยุดส่งอีเมลจาก {list} ถึง {address} ใช่หรือไม่?",
+        "button": "ยกเลิกการรับอีเมล",
+        "explain": "คลิกเดียวก็พอ เราจะไม่ถามอะไรเพิ่มเติม",
+        "done_title": "ยกเลิกการรับอีเมลเรียบร้อยแล้ว",
+        "done": "คุณจะไม่ได้รับอีเมลจาก {list} ที่ {address} อีก",
+        "bad_title": "ลิงก์นี้ใช้งานไม่ได้",
+        "bad": "ลิงก์ไม่ถูกต้องหรือหมดอายุแล้ว คุณสามารถตอบกลับอีเมลใดก็ได้ของเรา"
+               "ด้วยคำว่า unsubscribe แทน",
+        "later_title": "โปรดลองอีกครั้ง",
+        "later": "เราไม่สามารถบันทึกคำขอของคุณได้ในขณะนี้ ยังไม่มีการเปลี่ยนแปลงใด ๆ "
+                 "โปรดลองอีกครั้งในอีกสักครู่",
+    },
+}
+RTL = frozenset({"ar"})
+DEFAULT = "en"
+
+
+def negotiate(accept_language: str | None) -> str:
+    """The best language we have for an Accept-Language header (RFC 9110 §12.5.4, q-values)."""
+    best, best_q = DEFAULT, 0.0
+    for i, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        primary = tag.strip().lower().split("-")[0]
+        # Earlier entries win ties: subtract a hair per position.
+        score = q - i * 1e-6
+        if primary in TEXTS and q > 0 and score > best_q:
+            best, best_q = primary, score
+    return best

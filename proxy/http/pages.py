@@ -1,0 +1,52 @@
+"""Small, accessible, script-free HTML pages (every value escaped)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from proxy.http.i18n import RTL, TEXTS
+
+_STYLE = """
+body{font:18px/1.5 system-ui,"Noto Sans","Noto Sans Arabic","Noto Sans Thai",sans-serif;
+color:#1a1a1a;background:#fff;margin:0;padding:2rem 1rem}
+main{max-width:34rem;margin:0 auto}
+h1{font-size:1.5rem}
+button{font:inherit;font-weight:600;color:#fff;background:#0b5394;border:0;border-radius:.4rem;
+padding:.7rem 1.4rem;cursor:pointer}
+button:focus-visible{outline:3px solid #f1c232;outline-offset:3px}
+p.note{color:#444}
+"""
+
+
+def page(lang: str, title_key: str, body_html: str) -> str:
+    t = TEXTS[lang]
+    direction = "rtl" if lang in RTL else "ltr"
+    return (
+        f'<!doctype html>\n<html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(t[title_key])}</title><style>{_STYLE}</style></head>"
+        f"<body><main><h1>{escape(t[title_key])}</h1>{body_html}</main></body></html>\n"
+    )
+
+
+def confirm_page(lang: str, token: str, list_name: str, masked: str) -> str:
+    t = TEXTS[lang]
+    # A plain form: it posts the RFC 8058 body, so the button works without JavaScript.
+    form = (
+        f'<p>{escape(t["confirm"].format(list=list_name, address=masked))}</p>'
+        f'<form method="post" action="/u/{escape(token)}">'
+        f'<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        f'<button type="submit" id="unsubscribe">{escape(t["button"])}</button></form>'
+        f'<p class="note">{escape(t["explain"])}</p>'
+    )
+    return page(lang, "title", form)
+
+
+def done_page(lang: str, list_name: str, masked: str) -> str:
+    t = TEXTS[lang]
+    return page(lang, "done_title",
+                f'<p role="status">{escape(t["done"].format(list=list_name, address=masked))}</p>')
+
+
+def message_page(lang: str, key: str) -> str:
+    return page(lang, f"{key}_title", f"<p>{escape(TEXTS[lang][key])}</p>")
