@@ -14,11 +14,11 @@ from proxy.audit import Audit
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
 from proxy.finish import Finisher, UnsubscribeAndSign
-from proxy.inbound import UnsubscribeMailbox
 from proxy.http.app import make_app, start_http
+from proxy.inbound import UnsubscribeMailbox
 from proxy.keys import Keys
-from proxy.metrics import Metrics
 from proxy.mailpath import MailPath
+from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue
 from proxy.relay import SmtpUpstream
