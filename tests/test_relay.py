@@ -66,9 +66,12 @@ async def test_down_and_silent_upstreams_are_temporary() -> None:
         await client(free_port()).send("a@x.test", ["r@example.org"], DATA)
     assert info.value.temporary
 
+    done = asyncio.Event()
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(10)
+        await done.wait()  # accept, then never answer: a hung upstream
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -77,4 +80,7 @@ async def test_down_and_silent_upstreams_are_temporary() -> None:
             await client(port, timeout=0.5).send("a@x.test", ["r@example.org"], DATA)
         assert info.value.temporary and "10.0" not in str(info.value)
     finally:
+        done.set()
         server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # let the handler close its side
