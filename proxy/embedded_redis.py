@@ -50,7 +50,11 @@ def ping(where: Path | tuple[str, int]) -> bool:
         if isinstance(where, Path):
             conn = socket.socket(socket.AF_UNIX)
             conn.settimeout(0.5)
-            conn.connect(str(where))
+            try:
+                conn.connect(str(where))
+            except OSError:
+                conn.close()
+                raise
         else:
             conn = socket.create_connection(where, timeout=0.5)
         with conn:
