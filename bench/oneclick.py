@@ -1,0 +1,97 @@
+"""One-click endpoint throughput: POST /u/TOKEN requests per second, server and client apart.
+
+    python -m bench.oneclick [--seconds 5] [--concurrency 50]
+
+Starts a private durable Redis (AOF, appendfsync always), heed's HTTP app in a
+process of its own, and an aiohttp client in this one; every request records a
+real refusal for a distinct address before its 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from proxy.clock import SystemClock
+from proxy.embedded_redis import EmbeddedRedis, free_port
+from proxy.settings import UnsubscribeKey
+
+KEY = UnsubscribeKey("b1", b"bench-secret-0123456789abcdef")
+
+
+def serve(port: int, redis_url: str) -> None:
+    import uvloop
+    from aiohttp import web
+
+    from proxy.app import connect_redis
+    from proxy.http.app import make_app
+    from proxy.keys import Keys
+    from proxy.metrics import Metrics
+    from proxy.state import State
+    from proxy.tokens import TokenSigner
+
+    async def main() -> None:
+        clock = SystemClock()
+        app = make_app(tokens=TokenSigner([KEY], clock, 90 * 86400),
+                       state=State(connect_redis(redis_url), Keys(), clock), metrics=Metrics())
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+async def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
+    from proxy.tokens import TokenSigner
+
+    signer = TokenSigner([KEY], SystemClock(), 90 * 86400)
+    ok = bad = 0
+    deadline = time.monotonic() + seconds
+    counter = iter(range(10**9))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal ok, bad
+        while time.monotonic() < deadline:
+            token = signer.make(f"p{next(counter)}@example.org", "marketing")
+            async with session.post(f"http://127.0.0.1:{port}/u/{token}",
+                                    data={"List-Unsubscribe": "One-Click"}) as r:
+                await r.read()
+                ok, bad = (ok + 1, bad) if r.status == 200 else (ok, bad + 1)
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return ok, bad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = EmbeddedRedis(Path(tmp), durable=True)
+        url = redis.start()
+        port = free_port()
+        proc = multiprocessing.Process(target=serve, args=(port, url), daemon=True)
+        proc.start()
+        try:
+            time.sleep(1.5)
+            ok, bad = asyncio.run(load(port, args.seconds, args.concurrency))
+        finally:
+            proc.terminate()
+            proc.join(5)
+            redis.stop()
+    print(f"one-click POST /u/TOKEN: {ok / args.seconds:.0f} requests/s "
+          f"({ok} recorded, {bad} failed, {args.concurrency} concurrent, {args.seconds:.0f} s, "
+          "Redis appendfsync always)")
+
+
+if __name__ == "__main__":
+    main()
