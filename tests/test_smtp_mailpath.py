@@ -403,3 +403,60 @@ def test_each_copy_signed_with_its_own_token(redis_url: str, upstream: Upstream,
         assert h_tag.count("list-unsubscribe") == 2 and h_tag.count("list-unsubscribe-post") == 2
         links.add(copy.message["List-Unsubscribe"])
     assert len(links) == 2
+
+
+def test_upstream_4xx_with_queue_mode_holds_then_delivers(
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
+    settings = make_settings(redis_url=redis_url, upstream_port=upstream.port, policies=policies,
+                             upstream={"on_failure": "queue"})
+    h = HeedThread(settings, clock).start()
+    try:
+        grant(h, "alice@example.org")
+        upstream.handler.reply = "451 4.3.0 busy"
+        assert send(h, "offers@news.example.com", ["alice@example.org"])[1].startswith("250")
+        assert h.heed is not None and h.call(h.heed.queue.depth()) == 1
+        clock.advance(61)
+        assert h.release_due() == 1  # still failing: retried later with backoff
+        assert h.call(h.heed.queue.depth()) == 1 and upstream.received == []
+        upstream.handler.reply = None  # the upstream is back
+        clock.advance(301)
+        assert h.release_due() == 1
+        assert upstream.recipients() == ["alice@example.org"]
+        assert h.call(h.heed.queue.depth()) == 0
+    finally:
+        h.stop()
+
+
+def test_upstream_5xx_is_passed_on(heed: HeedThread, upstream: Upstream) -> None:
+    grant(heed, "alice@example.org")
+    upstream.handler.reply = "554 5.7.1 policy rejection"
+    _, reply = send(heed, "offers@news.example.com", ["alice@example.org"])
+    assert reply.startswith("554") and "policy rejection" in reply
+
+
+def test_paused_redis_answers_451_quickly_enough(upstream: Upstream, policies: Path,
+                                                 clock: ManualClock, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from proxy.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "r", durable=False)
+    url = server.start()
+    settings = make_settings(redis_url=url, upstream_port=upstream.port, policies=policies)
+    h = HeedThread(settings, clock).start()
+    try:
+        grant(h, "alice@example.org")
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            with h.smtp() as c:
+                c.mail("offers@news.example.com")
+                code, msg = c.rcpt("alice@example.org")
+            assert (code, msg[:5]) == (451, b"4.3.0")
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert upstream.received == []
+    finally:
+        h.stop()
+        server.stop()
