@@ -103,6 +103,7 @@ class Heed:
             self._http = await start_http(app, *self.settings.http.listen)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
+            self._tasks.append(asyncio.create_task(self._watch_queue()))
         host, port = self.settings.smtp.listen
         log.info("heed listening for SMTP on %s:%d, upstream %s:%d, policy %s", host, port,
                  self.settings.upstream.host, self.settings.upstream.port,
@@ -125,6 +126,20 @@ class Heed:
         except Exception:  # noqa: BLE001 - any failure means not ready
             redis_ok = False
         return {"redis": redis_ok, "upstream": await self.upstream.ping()}
+
+    async def _watch_queue(self, every: float = 5.0) -> None:
+        """Keep the queue gauges fresh for /metrics."""
+        while not self._stop.is_set():
+            try:
+                depth, oldest = await self.queue.depth(), await self.queue.oldest()
+                age = max(0.0, self.clock.now() - oldest) if oldest is not None else 0.0
+                self.metrics.set_queue(depth, age)
+            except Exception:  # noqa: BLE001 - a gauge must never stop heed
+                log.debug("queue gauges not updated", exc_info=True)
+            try:
+                await asyncio.wait_for(self._stop.wait(), every)
+            except TimeoutError:
+                pass
 
     async def stop(self) -> None:
         self._stop.set()
