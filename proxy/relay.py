@@ -70,8 +70,15 @@ class SmtpUpstream:
 
     async def _transaction(self, client: aiosmtplib.SMTP, sender: str,
                            recipients: Sequence[str], data: bytes) -> dict[str, tuple[int, str]]:
+        options = []
+        # RFC 6531: UTF-8 addresses need SMTPUTF8; RFC 6152: 8-bit bodies say so.
+        if not sender.isascii() or not all(r.isascii() for r in recipients):
+            options.append("SMTPUTF8")
+        if not data.isascii():
+            options.append("BODY=8BITMIME")
         try:
-            errors, _ = await client.sendmail(sender, list(recipients), data)
+            errors, _ = await client.sendmail(sender, list(recipients), data,
+                                              mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = {e.recipient: (e.code, e.message) for e in exc.recipients}
             if all(code >= 500 for code, _ in refused.values()):

@@ -460,3 +460,14 @@ def test_paused_redis_answers_451_quickly_enough(upstream: Upstream, policies: P
     finally:
         h.stop()
         server.stop()
+
+
+def test_utf8_addresses_and_8bit_body_pass_untouched(heed: HeedThread,
+                                                     upstream: Upstream) -> None:
+    body = "From: Bäckerei <angebote@news.example.com>\r\nTo: jürgen@example.org\r\n" \
+           "Subject: Brötchen\r\n\r\nGrüße aus der Bäckerei\r\n"
+    with heed.smtp() as c:
+        c.sendmail("receipts@shop.example.com", ["jürgen@example.org"], body.encode(),
+                   mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    assert "jürgen@example.org" in upstream.recipients()
+    assert "Grüße aus der Bäckerei".encode() in upstream.received[-1].data
