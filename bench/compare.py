@@ -50,15 +50,19 @@ class Sink:
 
     def __init__(self) -> None:
         self.port = free_port()
+        # The counter goes to a file: a pipe nobody reads would fill and stall the sink.
+        self.out = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             ["smtp-sink", "-c", "-u", "root", f"127.0.0.1:{self.port}", "1000"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            stdout=self.out, stderr=subprocess.STDOUT)
         wait_port(self.port)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=10)
-        counts = re.findall(rb"mesg=(\d+)", out)
+        self.proc.wait(10)
+        self.out.seek(0)
+        counts = re.findall(rb"mesg=(\d+)", self.out.read())
+        self.out.close()
         return int(counts[-1]) if counts else 0
 
 
