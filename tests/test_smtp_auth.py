@@ -95,3 +95,26 @@ def test_sessions_over_the_limit_get_421(heed: HeedThread) -> None:
     finally:
         for s in held:
             s.close()
+
+
+def test_slow_client_closed_at_the_data_deadline(tmp_path: Path, redis_url: str,
+                                                 upstream: Upstream, clock: ManualClock) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "p.yaml").write_text(POLICY)
+    settings = make_settings(redis_url=redis_url, upstream_port=upstream.port,
+                             policies=tmp_path / "p", smtp={"data_timeout": "1s"})
+    h = HeedThread(settings, clock).start()
+    try:
+        with socket.create_connection(("127.0.0.1", h.port), timeout=10) as s:
+            f = s.makefile("rb")
+            f.readline()
+            for line in (b"HELO t\r\n", b"MAIL FROM:<r@shop.example.com>\r\n",
+                         b"RCPT TO:<ann@example.org>\r\n", b"DATA\r\n"):
+                s.sendall(line)
+                f.readline()
+            s.sendall(b"Subject: slow\r\n")  # ... and then nothing more for too long
+            assert f.readline().startswith(b"421 4.4.2")
+            assert f.readline() == b""  # closed
+        assert upstream.received == []
+    finally:
+        h.stop()
