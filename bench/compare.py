@@ -150,7 +150,8 @@ classify:
 class Heed:
     """`heed serve` in a temp site with its embedded Redis, consent for every address, DKIM."""
 
-    def __init__(self, site: Path, upstream_port: int, addresses: list[str]) -> None:
+    def __init__(self, site: Path, upstream_port: int, addresses: list[str],
+                 workers: int = 1) -> None:
         self.site = site
         self.port = free_port()
         site.mkdir()
@@ -176,7 +177,7 @@ policies: policies
         subprocess.run(heed + ["consent", "import", str(csv)], cwd=site, env=env, check=True,
                        capture_output=True, timeout=600)
         self.log = open(site / "heed.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(heed + ["serve"], cwd=site, env=env,
+        self.proc = subprocess.Popen(heed + ["serve", "--workers", str(workers)], cwd=site, env=env,
                                      stdout=self.log, stderr=self.log)
         wait_port(self.port)
         self.redis = redis.Redis(unix_socket_path=str(site / "var" / "redis" / "redis.sock"))
@@ -236,6 +237,7 @@ def main() -> None:
     p.add_argument("--rcpts", default="1,5")
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--workers", type=int, default=1, help="heed serve --workers N")
     p.add_argument("--quick", action="store_true", help="500 messages, 3 s latency run")
     a = p.parse_args()
     if a.quick:
@@ -244,6 +246,7 @@ def main() -> None:
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: apt-get install postfix (bash .ci/run does)")
     print(versions())
+    print(f"heed workers: {a.workers}")
     print(f"load: smtp-source -d -N, {a.sessions} sessions, {a.messages} messages of "
           f"{a.size} bytes; counted at smtp-sink")
     print("heed: consent, refusal, silence, cap and quiet-hours rules for every recipient "
@@ -266,7 +269,7 @@ def main() -> None:
                 relay.stop()
             results["plain relay (aiosmtpd)"] = (sink.stop(), secs)
             sink = Sink()
-            heed = Heed(Path(tmp) / f"heed-{r}", sink.port, addresses)
+            heed = Heed(Path(tmp) / f"heed-{r}", sink.port, addresses, a.workers)
             try:
                 before = heed.commands()
                 secs = source(heed.port, a.messages, a.sessions, a.size, r)
@@ -296,7 +299,7 @@ def main() -> None:
             sink.stop()
         sink = Sink()
         heed = Heed(Path(tmp) / "heed-lat", sink.port,
-                    [f"lat{n}@example.org" for n in range(int(a.rate * a.seconds))])
+                    [f"lat{n}@example.org" for n in range(int(a.rate * a.seconds))], a.workers)
         try:
             heed_lat = asyncio.run(latencies(heed.port, a.rate, a.seconds))
         finally:

@@ -93,14 +93,15 @@ class Heed:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, *, run_scheduler: bool = True) -> None:
+    async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
         handler = Handler(self.mailpath, self.access,
                           max_recipients=self.settings.smtp.max_recipients, local=self.local)
-        self._smtp = await start_smtp(handler, self.settings.smtp, self.access)
+        self._smtp = await start_smtp(handler, self.settings.smtp, self.access,
+                                      reuse_port=reuse_port)
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
                            ready=self.ready)
-            self._http = await start_http(app, *self.settings.http.listen)
+            self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
             self._tasks.append(asyncio.create_task(self._watch_queue()))

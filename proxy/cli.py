@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", metavar="HOST:PORT", help="the real MTA")
     serve.add_argument("--http", metavar="HOST:PORT", help="HTTP listen address")
     serve.add_argument("--public-url", metavar="URL", help="base of the links heed writes")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="processes sharing the ports (SO_REUSEPORT); default 1")
 
     check = sub.add_parser("check", help="validate config and policies; non-zero on errors")
     _common(check)
@@ -229,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from proxy.serve import serve
 
-            return serve(settings)
+            return serve(settings, workers=max(1, args.workers))
         if args.command == "check":
             return _check(settings)
         if args.command == "policy":

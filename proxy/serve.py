@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.process
+import os
 import signal
+import time
 
 from proxy.embedded_redis import EmbeddedRedis, ping
 from proxy.logs import setup_logging
@@ -14,11 +18,11 @@ from proxy.settings import Settings
 log = logging.getLogger("heed")
 
 
-async def run(settings: Settings, redis_url: str) -> None:
+async def run(settings: Settings, redis_url: str, *, reuse_port: bool = False) -> None:
     from proxy.app import Heed
 
     heed = Heed(settings, redis_url=redis_url, policies=PolicyStore(settings.policies))
-    await heed.start()
+    await heed.start(reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, heed.reload)
@@ -29,7 +33,60 @@ async def run(settings: Settings, redis_url: str) -> None:
     await heed.stop()
 
 
-def serve(settings: Settings) -> int:
+def _run_loop(settings: Settings, url: str, reuse_port: bool) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(run(settings, url, reuse_port=reuse_port))
+    except ImportError:
+        asyncio.run(run(settings, url, reuse_port=reuse_port))
+
+
+def _worker(settings: Settings, url: str) -> None:
+    setup_logging(settings.log_level, settings.log_format)
+    _run_loop(settings, url, True)
+
+
+def supervise(settings: Settings, url: str, workers: int) -> None:
+    """Run ``workers`` processes on the same ports (SO_REUSEPORT); restart any that dies.
+
+    Every worker also runs the scheduler: claims are atomic in Redis, so the
+    workers share the delay queue without sending a held copy twice.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=_worker, args=(settings, url), daemon=False)
+        proc.start()
+        return proc
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        if sig != signal.SIGHUP:
+            stopping = True
+        for proc in procs:
+            if proc.pid and proc.is_alive():
+                os.kill(proc.pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    procs.extend(start() for _ in range(workers))
+    log.info("supervising %d workers", workers)
+    while not stopping:
+        for i, proc in enumerate(procs):
+            if not proc.is_alive() and not stopping:
+                log.error("worker %s exited with %s; restarting", proc.pid, proc.exitcode)
+                procs[i] = start()
+        time.sleep(0.5)
+    for proc in procs:
+        proc.join(20)
+        if proc.is_alive():
+            proc.kill()
+
+
+def serve(settings: Settings, workers: int = 1) -> int:
     setup_logging(settings.log_level, settings.log_format)
     # Load policies before anything starts: a bad file keeps heed from starting.
     PolicyStore(settings.policies)
@@ -44,12 +101,10 @@ def serve(settings: Settings) -> int:
             log.info("embedded redis-server started", extra={"data_dir": str(
                 settings.redis.data_dir), "appendfsync": "always"})
     try:
-        try:
-            import uvloop
-
-            uvloop.run(run(settings, url))
-        except ImportError:
-            asyncio.run(run(settings, url))
+        if workers > 1:
+            supervise(settings, url, workers)
+        else:
+            _run_loop(settings, url, False)
     finally:
         if embedded is not None:
             embedded.stop()

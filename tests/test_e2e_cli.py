@@ -124,3 +124,60 @@ def test_policy_test_dry_run(site: Path, tmp_path: Path) -> None:
     eml.write_text("From: offers@news.example.com\nTo: dan@example.org\nSubject: hi\n\nhello\n")
     out = heed_cmd("policy", "test", str(eml), "--to", "dan@example.org", cwd=site).stdout
     assert "dan@example.org: stream marketing: drop" in out and "no_consent" in out
+
+
+def test_workers_share_the_port_and_a_killed_one_is_replaced(site: Path,
+                                                             upstream: Upstream) -> None:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HEED_HTTP__LISTEN=f"127.0.0.1:{free_port()}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--workers", "2", "--listen",
+         f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream.port}"],
+        cwd=site, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port)
+
+        def workers() -> list[int]:
+            """The parent's worker processes (not its redis-server or resource tracker)."""
+            out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+            found = []
+            for pid in map(int, out.stdout.split()):
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"spawn_main" in cmdline:
+                    found.append(pid)
+            return found
+
+        deadline = time.monotonic() + 20
+        while len(workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        import smtplib
+
+        first = workers()
+        assert len(first) == 2, first
+        os.kill(first[0], signal.SIGKILL)
+        # A connection the kernel had already queued on the dead worker's socket is
+        # reset (clients retry); give the kernel a moment to drop that socket.
+        time.sleep(0.5)
+        for _ in range(6):  # the other worker keeps serving; the dead one comes back
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+                # Transactional (shipped policy): no caps, so every copy goes out now.
+                c.sendmail("notice@accounts.example.com", ["ann@example.org"],
+                           "Subject: hi\r\nDate: Mon, 23 Nov 2026 12:00:00 +0000\r\n\r\nx\r\n")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            alive = workers()
+            if len(alive) == 2 and first[0] not in alive:
+                break
+            time.sleep(0.2)
+        assert len(alive) == 2 and first[0] not in alive
+        assert upstream.recipients() == ["ann@example.org"] * 6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()

@@ -42,8 +42,9 @@ def make_app(*, tokens: TokenSigner, state: State, metrics: Metrics,
     return app
 
 
-async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start_http(app: web.Application, host: str, port: int, *,
+                     reuse_port: bool = False) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port).start()
     return runner

@@ -160,7 +160,8 @@ def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
     return context
 
 
-async def start_smtp(handler: Any, settings: SmtpSettings, access: Access) -> asyncio.Server:
+async def start_smtp(handler: Any, settings: SmtpSettings, access: Access, *,
+                     reuse_port: bool = False) -> asyncio.Server:
     """Listen for SMTP on the configured address, in the running loop."""
     loop = asyncio.get_running_loop()
     sessions = SessionCounter(settings.max_sessions)
@@ -172,4 +173,5 @@ async def start_smtp(handler: Any, settings: SmtpSettings, access: Access) -> as
         host=host,
         port=port,
         reuse_address=True,
+        reuse_port=reuse_port,  # --workers: the kernel spreads connections over processes
     )
