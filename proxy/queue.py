@@ -10,7 +10,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
-from proxy.keys import Keys
+from proxy.keys import Keys, normalise_address
 
 # Move up to ARGV[2] due ids (score <= ARGV[1]) from due to claimed, scored by
 # the lease's end (ARGV[3]); atomic, so two workers never claim the same id.
@@ -93,10 +93,13 @@ class DelayQueue:
     async def _run(self, coro: Any) -> Any:
         try:
             return await coro
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             raise StateUnavailable("redis unavailable") from exc
 
     async def put(self, items: Sequence[HeldMail]) -> None:
+        """Store the copies in one transaction; once this returns Redis has them."""
+        if not items:
+            return
         pipe = self.redis.pipeline(transaction=True)
         for item in items:
             pipe.hset(self.keys.queue_item(item.id), mapping=item.to_hash())
@@ -104,22 +107,32 @@ class DelayQueue:
         await self._run(pipe.execute())
 
     async def claim(self, now: float, limit: int, lease: float) -> list[HeldMail]:
-        ids = await self._run(self._claim(keys=[self.keys.queue_due, self.keys.queue_claimed],
-                                          args=[repr(now), limit, repr(now + lease)]))
-        items = []
-        for raw_id in ids:
-            item = await self.get(raw_id.decode() if isinstance(raw_id, bytes) else raw_id)
-            if item is not None:
-                items.append(item)
-            else:  # an id without its data: nothing to send, drop the id
-                await self._run(self.redis.zrem(self.keys.queue_claimed, raw_id))
+        """Take up to ``limit`` due copies for this worker until ``now + lease``."""
+        if limit <= 0:
+            return []
+        raw_ids = await self._run(self._claim(
+            keys=[self.keys.queue_due, self.keys.queue_claimed],
+            args=[repr(now), limit, repr(now + lease)]))
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for item_id in ids:
+            pipe.hgetall(self.keys.queue_item(item_id))
+        raws = await self._run(pipe.execute())
+        items = [HeldMail.from_hash(raw) for raw in raws if raw]
+        orphans = [i for i, raw in zip(ids, raws, strict=True) if not raw]
+        if orphans:  # an id whose data is gone: nothing to send, forget the id
+            await self._run(self.redis.zrem(self.keys.queue_claimed, *orphans))
         return items
 
     async def get(self, item_id: str) -> HeldMail | None:
+        """One held copy, or None once it is done."""
         raw = await self._run(self.redis.hgetall(self.keys.queue_item(item_id)))
         return HeldMail.from_hash(raw) if raw else None
 
     async def done(self, item_id: str) -> None:
+        """Forget a copy: delivered, dropped, expired or failed for good."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.queue_item(item_id))
         pipe.zrem(self.keys.queue_claimed, item_id)
@@ -127,21 +140,29 @@ class DelayQueue:
         await self._run(pipe.execute())
 
     async def retry(self, item_id: str, due: float, attempts: int, last_error: str) -> bool:
+        """Back to due after a failed attempt; False if this worker no longer holds the claim."""
         return bool(await self._run(self._requeue(
             keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
             args=[item_id, repr(due), "attempts", attempts, "last_error", last_error,
                   "due", repr(due)])))
 
-    async def reschedule(self, item_id: str, due: float) -> bool:
+    async def reschedule(self, item_id: str, due: float,
+                         reasons: Sequence[str] | None = None) -> bool:
+        """Back to due without counting an attempt (the policy said: not yet)."""
+        fields: list[Any] = ["due", repr(due)]
+        if reasons is not None:
+            fields += ["reasons", json.dumps(list(reasons))]
         return bool(await self._run(self._requeue(
             keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
-            args=[item_id, repr(due), "due", repr(due)])))
+            args=[item_id, repr(due), *fields])))
 
     async def recover(self, now: float) -> int:
+        """Claims whose lease ended (their worker died) go back to due; returns how many."""
         return int(await self._run(self._recover(
             keys=[self.keys.queue_due, self.keys.queue_claimed], args=[repr(now)])))
 
     async def depth(self) -> int:
+        """Copies held, waiting or claimed."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(self.keys.queue_due)
         pipe.zcard(self.keys.queue_claimed)
@@ -149,6 +170,27 @@ class DelayQueue:
         return int(due) + int(claimed)
 
     async def oldest(self) -> float | None:
-        """Due time of the earliest waiting copy."""
+        """Due time of the earliest waiting copy (how overdue the queue is)."""
         first = await self._run(self.redis.zrange(self.keys.queue_due, 0, 0, withscores=True))
         return float(first[0][1]) if first else None
+
+    async def items_for(self, recipient: str) -> list[HeldMail]:
+        """Copies held for one address, earliest due first; walks the whole queue (for explain)."""
+        wanted = normalise_address(recipient)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.keys.queue_due, 0, -1)
+        pipe.zrange(self.keys.queue_claimed, 0, -1)
+        due, claimed = await self._run(pipe.execute())
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in [*due, *claimed]]
+        found: list[HeldMail] = []
+        for start in range(0, len(ids), 500):
+            pipe = self.redis.pipeline(transaction=False)
+            for item_id in ids[start:start + 500]:
+                pipe.hget(self.keys.queue_item(item_id), "recipient")
+            rcpts = await self._run(pipe.execute())
+            for item_id, rcpt in zip(ids[start:start + 500], rcpts, strict=True):
+                if rcpt is not None and normalise_address(rcpt.decode(errors="replace")) == wanted:
+                    item = await self.get(item_id)
+                    if item is not None:
+                        found.append(item)
+        return sorted(found, key=lambda h: h.due)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 import aiosmtplib
@@ -13,6 +14,24 @@ from proxy.settings import UpstreamSettings
 
 log = logging.getLogger("heed.relay")
 
+# Servers may drop a client idle for 5 minutes (RFC 5321 §4.5.3.2.7); a pooled
+# connection idle for longer than this is closed rather than reused.
+MAX_IDLE = 240.0
+
+Refused = dict[str, tuple[int, str]]
+
+
+class _Stale(Exception):
+    """A reused connection failed before MAIL was accepted: nothing was sent."""
+
+
+class _Rejected(Exception):
+    """The upstream answered no; the envelope was reset, so the connection is still good."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
 
 class SmtpUpstream:
     """Relays copies over up to ``pool_size`` reused connections."""
@@ -20,9 +39,11 @@ class SmtpUpstream:
     def __init__(self, settings: UpstreamSettings, *, local_hostname: str | None = None) -> None:
         self.settings = settings
         self.local_hostname = local_hostname
-        self._idle: list[aiosmtplib.SMTP] = []
-        self._slots = asyncio.Semaphore(settings.pool_size)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._slots = asyncio.Semaphore(max(1, settings.pool_size))
+        self._closed = False
 
+    # --- pool ---------------------------------------------------------------------
     async def _connect(self) -> aiosmtplib.SMTP:
         s = self.settings
         client = aiosmtplib.SMTP(
@@ -32,99 +53,182 @@ class SmtpUpstream:
         )
         try:
             await client.connect()
-        except aiosmtplib.SMTPException as exc:
-            code = getattr(exc, "code", 421) or 421
-            # Connect refused, timed out, or a 4xx/5xx greeting: all worth retrying.
-            raise UpstreamError(code if 400 <= code < 500 else 421,
-                                "upstream not reachable", temporary=True) from exc
-        except OSError as exc:
-            raise UpstreamError(421, "upstream not reachable", temporary=True) from exc
+            if client.is_ehlo_or_helo_needed:
+                await _greet(client)
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            log.warning("upstream %s:%d refused the session: %s %s", s.host, s.port,
+                        exc.code, exc.message)
+            # A 554 greeting or failed AUTH is the operator's to fix; the mail waits.
+            code = exc.code if 400 <= exc.code < 500 else 421
+            raise UpstreamError(code, "4.4.1 upstream refused the session",
+                                temporary=True) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            log.warning("upstream %s:%d not reachable: %s", s.host, s.port, exc)
+            raise UpstreamError(421, "4.4.1 upstream not reachable", temporary=True) from None
         return client
 
-    async def send(self, sender: str, recipients: Sequence[str],
-                   data: bytes) -> dict[str, tuple[int, str]]:
+    async def _acquire(self, *, fresh: bool = False) -> tuple[aiosmtplib.SMTP, bool]:
+        """An idle connection that still looks alive, else a new one; (client, reused)."""
+        now = time.monotonic()
+        while self._idle and not fresh:
+            client, since = self._idle.pop()
+            if client.is_connected and now - since < MAX_IDLE:
+                return client, True
+            client.close()
+        return await self._connect(), False
+
+    def _release(self, client: aiosmtplib.SMTP) -> None:
+        if self._closed or not client.is_connected:
+            client.close()
+        else:
+            self._idle.append((client, time.monotonic()))
+
+    # --- sending ------------------------------------------------------------------
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Refused:
         """One transaction; returns the recipients the upstream refused (address -> reply)."""
+        if not recipients:
+            return {}
         async with self._slots:
-            reused = bool(self._idle)
-            client = self._idle.pop() if reused else await self._connect()
-            try:
-                refused = await self._transaction(client, sender, recipients, data)
-            except _Stale as stale:
-                client.close()
-                if not reused:
-                    raise UpstreamError(421, "upstream connection lost",
-                                        temporary=True) from stale
-                # A pooled connection the server closed while idle (RFC 5321
-                # §4.5.3.2.7 lets it): nothing was accepted, try once on a new one.
-                client = await self._connect()
+            for attempt in (1, 2):
+                client, reused = await self._acquire(fresh=attempt == 2)
                 try:
                     refused = await self._transaction(client, sender, recipients, data)
-                except _Stale as exc:
-                    raise UpstreamError(421, "upstream connection lost",
-                                        temporary=True) from exc
-            except BaseException:
-                client.close()
-                raise
-            self._idle.append(client)
-            return refused
+                except _Stale:
+                    client.close()
+                    if reused and attempt == 1:
+                        # The server dropped a pooled connection while it idled;
+                        # nothing was accepted, so one retry on a new one is safe.
+                        continue
+                    raise UpstreamError(421, "4.4.2 upstream connection lost",
+                                        temporary=True) from None
+                except _Rejected as rejected:
+                    self._release(client)
+                    raise rejected.error from None
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    client.close()
+                    log.warning("upstream connection failed: %s", exc)
+                    raise UpstreamError(421, "4.4.2 upstream connection lost",
+                                        temporary=True) from None
+                except BaseException:
+                    client.close()
+                    raise
+                self._release(client)
+                return refused
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _transaction(self, client: aiosmtplib.SMTP, sender: str,
-                           recipients: Sequence[str], data: bytes) -> dict[str, tuple[int, str]]:
-        options = []
-        # RFC 6531: UTF-8 addresses need SMTPUTF8; RFC 6152: 8-bit bodies say so.
-        if not sender.isascii() or not all(r.isascii() for r in recipients):
-            options.append("SMTPUTF8")
-        if not data.isascii():
-            options.append("BODY=8BITMIME")
+                           recipients: Sequence[str], data: bytes) -> Refused:
+        options, encoding = _mail_options(client, sender, recipients, data)
         try:
-            errors, _ = await client.sendmail(sender, list(recipients), data,
-                                              mail_options=options)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = {e.recipient: (e.code, e.message) for e in exc.recipients}
-            if all(code >= 500 for code, _ in refused.values()):
-                await self._reset(client)
-                return refused
-            client.close()
-            raise UpstreamError(450, "recipients deferred", temporary=True) from exc
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            raise _Stale() from exc
-        except aiosmtplib.SMTPTimeoutError as exc:
-            raise UpstreamError(421, "upstream timed out", temporary=True) from exc
+            await client.mail(sender, options=options, encoding=encoding)
+        except aiosmtplib.SMTPServerDisconnected:
+            raise _Stale() from None
         except aiosmtplib.SMTPResponseException as exc:
-            raise UpstreamError(exc.code, exc.message, temporary=exc.code < 500) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise UpstreamError(421, "upstream connection failed", temporary=True) from exc
-        # Codes < 500 here are recipients deferred while others were accepted;
-        # the mail path holds those and retries them.
-        return {r: (v.code, v.message) for r, v in errors.items()}
+            if exc.code == 421:  # "closing transmission channel" (RFC 5321 §3.8)
+                raise _Stale() from None
+            raise await _rejected(client, exc.code, exc.message) from None
+        except aiosmtplib.SMTPTimeoutError:
+            raise UpstreamError(421, "4.4.2 upstream timed out", temporary=True) from None
+        except (ValueError, UnicodeError):
+            raise await _rejected(client, 553, "5.1.7 sender address not acceptable") from None
 
-    @staticmethod
-    async def _reset(client: aiosmtplib.SMTP) -> None:
+        refused: Refused = {}
+        for rcpt in recipients:
+            try:
+                await client.rcpt(rcpt, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                if exc.code == 421:
+                    raise UpstreamError(421, exc.message, temporary=True) from None
+                refused[rcpt] = (exc.code, exc.message)
+            except (ValueError, UnicodeError):
+                refused[rcpt] = (553, "5.1.3 recipient address not acceptable")
+        if len(refused) == len(recipients):
+            codes = {code // 100 for code, _ in refused.values()}
+            if len(codes) > 1:
+                await _reset(client)  # some 4xx, some 5xx: each recipient keeps its own
+                return refused
+            code, message = next(iter(refused.values()))
+            raise await _rejected(client, code, message)
+
+        # RFC 5321 §4.1.1.4: the data ends with CRLF before the final ".".
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
         try:
-            await client.rset()
-        except aiosmtplib.SMTPException:
-            client.close()
+            await client.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            raise await _rejected(client, exc.code, exc.message) from None
+        except aiosmtplib.SMTPTimeoutError:
+            # No reply to the final "." may still mean delivered (RFC 1047);
+            # a retry can duplicate, which is better than losing the copy.
+            raise UpstreamError(421, "4.4.2 upstream timed out", temporary=True) from None
+        return refused
 
+    # --- health and shutdown ------------------------------------------------------
     async def ping(self) -> bool:
-        """True when the upstream answers (for /readyz)."""
-        try:
-            client = await self._connect()
-        except UpstreamError:
-            return False
-        try:
-            await client.quit()
-        except aiosmtplib.SMTPException:
-            client.close()
-        return True
+        """True when the upstream answers NOOP (for /readyz)."""
+        async with self._slots:
+            for _ in (1, 2):
+                try:
+                    client, _reused = await self._acquire()
+                except UpstreamError:
+                    return False
+                try:
+                    await client.noop()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+                    continue
+                self._release(client)
+                return True
+        return False
 
     async def close(self) -> None:
-        while self._idle:
-            client = self._idle.pop()
+        """Say QUIT on every idle connection; sends after this use a connection once."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for client, _since in idle:
             try:
                 await asyncio.wait_for(client.quit(), 2)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
 
 
-class _Stale(Exception):
-    """The connection was gone before the upstream accepted anything."""
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO for an old server (RFC 5321 §3.2)."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        await client.helo()
+
+
+def _mail_options(client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str],
+                  data: bytes) -> tuple[list[str], str]:
+    options: list[str] = []
+    if client.supports_extension("size"):
+        options.append(f"SIZE={len(data)}")  # RFC 1870
+    if not data.isascii() and client.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")  # RFC 6152
+    if sender.isascii() and all(r.isascii() for r in recipients):
+        return options, "ascii"
+    if not client.supports_extension("smtputf8"):
+        # RFC 6531 §3.2: such a copy cannot go to this server at all.
+        raise UpstreamError(553, "5.6.7 upstream does not accept UTF-8 addresses",
+                            temporary=False)
+    options.append("SMTPUTF8")
+    return options, "utf-8"
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """RSET after a refused transaction (RFC 5321 §4.1.1.5); a bad reply ends the connection."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+async def _rejected(client: aiosmtplib.SMTP, code: int, message: str) -> Exception:
+    """The failure to raise for a refusal, after resetting the envelope."""
+    error = UpstreamError(code, message, temporary=code < 500)
+    await _reset(client)
+    return _Rejected(error) if client.is_connected else error

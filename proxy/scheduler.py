@@ -15,17 +15,22 @@ from proxy.settings import QueueSettings
 
 log = logging.getLogger("heed.scheduler")
 
+# Longest pause between rounds while Redis is unreachable.
+MAX_OUTAGE_BACKOFF = 30.0
+
 
 class ReleaseOutcome(enum.Enum):
     DELIVERED = "delivered"
     DROPPED = "dropped"  # policy said no at release (a "no" that came meanwhile wins)
-    DELAYED = "delayed"  # policy says: not yet
-    TEMPFAIL = "tempfail"  # upstream or Redis trouble: retry with backoff
-    PERMFAIL = "permfail"  # the upstream refused for good
+    DELAYED = "delayed"  # policy says: not yet (``until``)
+    TEMPFAIL = "tempfail"  # upstream or Redis trouble: retry with backoff (``error``)
+    PERMFAIL = "permfail"  # the upstream refused for good (``error``)
 
 
 @dataclass(frozen=True)
 class Release:
+    """What became of one release attempt."""
+
     outcome: ReleaseOutcome
     until: float | None = None
     error: str = ""
@@ -40,13 +45,14 @@ class Scheduler:
     def __init__(self, queue: DelayQueue, release: Callable[[HeldMail], Awaitable[Release]],
                  clock: Clock, settings: QueueSettings, *, on_expire: Hook | None = None,
                  on_permfail: Hook | None = None, concurrency: int = 16) -> None:
+        """``release`` sends one copy; ``on_expire``/``on_permfail`` hear of copies given up."""
         self.queue = queue
         self.release = release
         self.clock = clock
         self.settings = settings
         self.on_expire = on_expire
         self.on_permfail = on_permfail
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(max(1, concurrency))
 
     async def run_once(self) -> int:
         """Recover dead workers' claims, then release every due copy; returns how many."""
@@ -55,54 +61,76 @@ class Scheduler:
         if recovered:
             log.warning("recovered %d held copies from a worker that stopped", recovered)
         items = await self.queue.claim(now, self.settings.batch, self.settings.lease)
-        await asyncio.gather(*(self._settle(item) for item in items))
+        results = await asyncio.gather(*(self._settle(item) for item in items),
+                                       return_exceptions=True)
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, StateUnavailable):
+                # The claim stays; once its lease ends, recover() hands it out again.
+                log.warning("held copy %s not settled: redis unavailable", item.id)
+            elif isinstance(result, BaseException):
+                log.error("held copy %s not settled", item.id, exc_info=result)
+        if any(isinstance(r, StateUnavailable) for r in results):
+            raise StateUnavailable("redis unavailable while settling held copies")
         return len(items)
 
     async def _settle(self, item: HeldMail) -> None:
         async with self._slots:
             try:
                 result = await self.release(item)
+            except StateUnavailable as exc:
+                result = Release(ReleaseOutcome.TEMPFAIL, error=str(exc) or "redis unavailable")
             except Exception as exc:  # noqa: BLE001 - never lose a held copy to a bug
-                log.exception("release of %s failed", item.id)
-                result = Release(ReleaseOutcome.TEMPFAIL, error=type(exc).__name__)
-            now = self.clock.now()
-            if result.outcome in (ReleaseOutcome.DELIVERED, ReleaseOutcome.DROPPED):
-                await self.queue.done(item.id)
-            elif result.outcome is ReleaseOutcome.DELAYED:
-                due = result.until if result.until and result.until > now else now + 60
-                if due - item.first_queued > self.settings.max_hold:
-                    await self._give_up(item, "held longer than queue.max_hold")
-                else:
-                    await self.queue.reschedule(item.id, due)
-            elif result.outcome is ReleaseOutcome.PERMFAIL:
-                if self.on_permfail is not None:
-                    await self.on_permfail(item, result.error)
-                await self.queue.done(item.id)
-            else:
-                backoff = self.settings.backoff[min(item.attempts, len(self.settings.backoff) - 1)]
-                if now + backoff - item.first_queued > self.settings.max_hold:
-                    await self._give_up(item, f"upstream kept failing: {result.error}")
-                else:
-                    await self.queue.retry(item.id, now + backoff, item.attempts + 1, result.error)
+                log.exception("release of held copy %s failed", item.id)
+                error = f"internal error ({type(exc).__name__})"
+                result = Release(ReleaseOutcome.TEMPFAIL, error=error)
+        now = self.clock.now()
+        outcome = result.outcome
+        if outcome in (ReleaseOutcome.DELIVERED, ReleaseOutcome.DROPPED):
+            await self.queue.done(item.id)
+        elif outcome is ReleaseOutcome.DELAYED:
+            due = result.until if result.until and result.until > now else (
+                now + self.settings.backoff[0])
+            if due - item.first_queued > self.settings.max_hold:
+                await self._give_up(item, self.on_expire, "held longer than queue.max_hold")
+            elif not await self.queue.reschedule(item.id, due):
+                log.warning("held copy %s was reclaimed before it was rescheduled", item.id)
+        elif outcome is ReleaseOutcome.PERMFAIL:
+            await self._give_up(item, self.on_permfail, result.error)
+        else:
+            backoff = self.settings.backoff[min(item.attempts, len(self.settings.backoff) - 1)]
+            if now - item.first_queued + backoff > self.settings.max_hold:
+                await self._give_up(item, self.on_expire,
+                                    f"held longer than queue.max_hold; last error: {result.error}")
+            elif not await self.queue.retry(item.id, now + backoff, item.attempts + 1,
+                                            result.error):
+                log.warning("held copy %s was reclaimed before its retry was set", item.id)
 
-    async def _give_up(self, item: HeldMail, why: str) -> None:
-        if self.on_expire is not None:
-            await self.on_expire(item, why)
+    async def _give_up(self, item: HeldMail, hook: Hook | None, why: str) -> None:
+        if hook is not None:
+            try:
+                await hook(item, why)
+            except Exception:  # noqa: BLE001 - the copy ends either way; say so in the log
+                log.exception("hook for held copy %s failed (%s)", item.id, why)
         await self.queue.done(item.id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; Redis trouble is logged and waited out."""
+        outage = 0.0
         while not stop.is_set():
+            pause = self.settings.poll_interval
             try:
                 busy = await self.run_once()
+                outage = 0.0
             except StateUnavailable:
-                log.warning("scheduler: redis unavailable, retrying")
-                busy = 0
+                outage = min(MAX_OUTAGE_BACKOFF, max(pause, outage * 2))
+                log.warning("scheduler: redis unavailable, next try in %.0f s", outage)
+                busy, pause = 0, outage
             except Exception:  # noqa: BLE001 - the loop must survive
                 log.exception("scheduler round failed")
                 busy = 0
-            if busy < self.settings.batch:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_interval)
-                except TimeoutError:
-                    pass
+            if busy >= self.settings.batch:
+                continue  # a full batch: more may be due already
+            try:
+                await asyncio.wait_for(stop.wait(), pause)
+            except TimeoutError:
+                pass

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
+import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from proxy.embedded_redis import free_port
+from proxy.errors import StateUnavailable
 from proxy.keys import Keys
 from proxy.queue import DelayQueue, HeldMail
 
@@ -60,3 +66,36 @@ async def test_retry_counts_attempts(aredis: aioredis.Redis, keys: Keys) -> None
     assert await q.claim(150, 10, 300) == []
     held = (await q.claim(161, 10, 300))[0]
     assert (held.attempts, held.last_error, held.due) == (1, "451 try later", 160.0)
+
+
+async def test_reschedule_keeps_attempts_and_updates_reasons(aredis: aioredis.Redis,
+                                                             keys: Keys) -> None:
+    q = DelayQueue(aredis, keys)
+    await q.put([item(1)])
+    await q.claim(100, 10, 300)
+    assert await q.reschedule("id1", 900, reasons=["quiet hours until 09:00"])
+    held = await q.get("id1")
+    assert held is not None
+    assert (held.due, held.attempts, held.reasons) == (900.0, 0, ("quiet hours until 09:00",))
+    assert await q.claim(899, 10, 300) == [] and len(await q.claim(900, 10, 300)) == 1
+
+
+async def test_items_for_and_orphans(aredis: aioredis.Redis, keys: Keys) -> None:
+    q = DelayQueue(aredis, keys)
+    await q.put([item(1, due=300), item(2), item(3, due=200)])
+    await q.put([replace(item(4), recipient="R1@Example.org", due=150)])
+    await q.claim(100, 1, 300)  # claimed copies are still held for the person
+    assert [h.id for h in await q.items_for("r1@example.org")] == ["id4", "id1"]
+    await aredis.delete(keys.queue_item("id3"))  # data gone: the id is forgotten
+    assert [h.id for h in await q.claim(1000, 10, 300)] == ["id4", "id1"]
+    assert await q.depth() == 3 and await aredis.zscore(keys.queue_claimed, "id3") is None
+
+
+async def test_redis_down_is_state_unavailable(keys: Keys) -> None:
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5,
+                          retry=Retry(NoBackoff(), 0))
+    q = DelayQueue(dead, keys)
+    for call in (q.put([item(1)]), q.claim(100, 10, 300), q.depth(), q.recover(100)):
+        with pytest.raises(StateUnavailable):
+            await call
+    await dead.aclose()

@@ -3,73 +3,179 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from proxy.embedded_redis import free_port
 from proxy.errors import UpstreamError
 from proxy.relay import SmtpUpstream
 from proxy.settings import UpstreamSettings
-from tests.conftest import Upstream
+from tests.conftest import CaptureHandler, Upstream
 
 DATA = b"From: a@news.example.com\r\nSubject: x\r\n\r\nbody\r\n"
+SENDER = "a@news.example.com"
 
 
-def client(port: int, timeout: float = 5) -> SmtpUpstream:
+def client(port: int, timeout: float = 5, pool_size: int = 4) -> SmtpUpstream:
     return SmtpUpstream(UpstreamSettings(host="127.0.0.1", port=port, timeout=timeout,
-                                         pool_size=4))
+                                         pool_size=pool_size))
 
 
-async def test_delivers_and_reuses_connections(upstream: Upstream) -> None:
-    ehlos = 0
-    original = getattr(upstream.handler, "handle_EHLO", None)
-    assert original is None
+def count_sessions(handler: CaptureHandler) -> list[int]:
+    """Count EHLOs the upstream sees: one per connection."""
+    ehlos = [0]
 
     async def handle_EHLO(server, session, envelope, hostname, responses):  # noqa: ANN001,ANN202,N802
-        nonlocal ehlos
-        ehlos += 1
+        ehlos[0] += 1
         session.host_name = hostname  # what aiosmtpd's own EHLO would have recorded
         return responses
 
-    upstream.handler.handle_EHLO = handle_EHLO  # type: ignore[attr-defined]
+    handler.handle_EHLO = handle_EHLO  # type: ignore[attr-defined]
+    return ehlos
+
+
+@pytest.fixture
+async def relay(upstream: Upstream) -> AsyncIterator[SmtpUpstream]:
     c = client(upstream.port)
+    yield c
+    await c.close()
+
+
+async def test_delivers_and_reuses_one_connection(upstream: Upstream,
+                                                  relay: SmtpUpstream) -> None:
+    ehlos = count_sessions(upstream.handler)
     for i in range(5):
-        assert await c.send("a@news.example.com", [f"r{i}@example.org"], DATA) == {}
+        assert await relay.send(SENDER, [f"r{i}@example.org"], DATA) == {}
+    assert [m.recipients for m in upstream.received] == [[f"r{i}@example.org"] for i in range(5)]
+    assert upstream.received[0].data == DATA and upstream.received[0].sender == SENDER
+    assert ehlos[0] == 1  # one pooled connection served all five
+
+
+async def test_pool_bounds_concurrent_connections(upstream: Upstream) -> None:
+    ehlos = count_sessions(upstream.handler)
+    c = client(upstream.port, pool_size=2)
+    await asyncio.gather(*(c.send(SENDER, [f"r{i}@example.org"], DATA) for i in range(10)))
     await c.close()
-    assert len(upstream.received) == 5
-    assert ehlos == 1  # one pooled connection served all five
+    assert len(upstream.received) == 10 and 1 <= ehlos[0] <= 2
 
 
-async def test_refused_recipient_is_returned(upstream: Upstream) -> None:
+async def test_refused_recipient_is_returned(upstream: Upstream, relay: SmtpUpstream) -> None:
     upstream.handler.rcpt_reply["bad@example.org"] = "550 5.1.1 no such user"
-    c = client(upstream.port)
-    refused = await c.send("a@news.example.com", ["ok@example.org", "bad@example.org"], DATA)
-    assert refused == {"bad@example.org": (550, "5.1.1 no such user")}
+    upstream.handler.rcpt_reply["full@example.org"] = "452 4.2.2 mailbox full"
+    refused = await relay.send(SENDER, ["ok@example.org", "bad@example.org",
+                                        "full@example.org"], DATA)
+    assert refused == {"bad@example.org": (550, "5.1.1 no such user"),
+                       "full@example.org": (452, "4.2.2 mailbox full")}
     assert upstream.recipients() == ["ok@example.org"]
-    await c.close()
 
 
-@pytest.mark.parametrize(("reply", "temporary"), [("451 4.3.0 later", True),
+@pytest.mark.parametrize(("reply", "temporary"), [("451 4.3.0 try later", True),
                                                   ("554 5.7.1 no", False)])
-async def test_data_replies_map_to_upstream_error(upstream: Upstream, reply: str,
-                                                  temporary: bool) -> None:
+async def test_data_replies_map_to_upstream_error(upstream: Upstream, relay: SmtpUpstream,
+                                                  reply: str, temporary: bool) -> None:
+    ehlos = count_sessions(upstream.handler)
     upstream.handler.reply = reply
-    c = client(upstream.port)
     with pytest.raises(UpstreamError) as info:
-        await c.send("a@news.example.com", ["r@example.org"], DATA)
-    assert info.value.temporary is temporary and info.value.code == int(reply[:3])
-    await c.close()
+        await relay.send(SENDER, ["r@example.org"], DATA)
+    assert info.value.temporary is temporary
+    assert (info.value.code, info.value.message) == (int(reply[:3]), reply[4:])
+    # The envelope was reset, so the same connection carries the next message.
+    upstream.handler.reply = None
+    assert await relay.send(SENDER, ["r@example.org"], DATA) == {}
+    assert ehlos[0] == 1
 
 
-async def test_down_and_silent_upstreams_are_temporary() -> None:
+@pytest.mark.parametrize(("reply", "temporary"), [("451 4.7.1 greylisted", True),
+                                                  ("553 5.7.1 sender rejected", False)])
+async def test_mail_replies_map_to_upstream_error(upstream: Upstream, relay: SmtpUpstream,
+                                                  reply: str, temporary: bool) -> None:
+    async def handle_MAIL(server, session, envelope, address, options):  # noqa: ANN001,ANN202,N802
+        return reply
+
+    upstream.handler.handle_MAIL = handle_MAIL  # type: ignore[attr-defined]
+    with pytest.raises(UpstreamError) as info:
+        await relay.send(SENDER, ["r@example.org"], DATA)
+    assert (info.value.code, info.value.temporary) == (int(reply[:3]), temporary)
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize(("replies", "code", "temporary"), [
+    (("450 4.2.1 busy", "451 4.3.0 later"), 450, True),
+    (("550 5.1.1 unknown", "551 5.1.6 moved"), 550, False),
+])
+async def test_every_recipient_refused_fails_the_transaction(
+        upstream: Upstream, relay: SmtpUpstream, replies: tuple[str, str], code: int,
+        temporary: bool) -> None:
+    upstream.handler.rcpt_reply.update({"a@example.org": replies[0],
+                                        "b@example.org": replies[1]})
+    with pytest.raises(UpstreamError) as info:
+        await relay.send(SENDER, ["a@example.org", "b@example.org"], DATA)
+    assert (info.value.code, info.value.temporary) == (code, temporary)
+    assert upstream.received == []
+
+
+async def test_stale_pooled_connection_is_retried_once(upstream: Upstream,
+                                                       relay: SmtpUpstream) -> None:
+    ehlos = count_sessions(upstream.handler)
+    closing: list[bool] = []
+
+    async def handle_MAIL(server, session, envelope, address, options):  # noqa: ANN001,ANN202,N802
+        if closing and closing.pop():
+            return "421 4.4.2 idle too long, closing"  # RFC 5321 §4.5.3.2.7
+        envelope.mail_from = address
+        return "250 OK"
+
+    # aiosmtpd looks its hooks up when a connection opens: install before the first.
+    upstream.handler.handle_MAIL = handle_MAIL  # type: ignore[attr-defined]
+    assert await relay.send(SENDER, ["r1@example.org"], DATA) == {}
+    closing.append(True)
+    assert await relay.send(SENDER, ["r2@example.org"], DATA) == {}
+    assert upstream.recipients() == ["r1@example.org", "r2@example.org"]
+    assert ehlos[0] == 2  # the stale connection was replaced, the copy sent once
+
+
+async def test_upstream_restart_replaces_idle_connection() -> None:
+    handler = CaptureHandler()
+    ehlos = count_sessions(handler)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    c = client(port)
+    try:
+        assert await c.send(SENDER, ["r1@example.org"], DATA) == {}
+        controller.stop()  # drops the pooled connection
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        assert await c.send(SENDER, ["r2@example.org"], DATA) == {}
+        assert [m.recipients[0] for m in handler.received] == ["r1@example.org", "r2@example.org"]
+        assert ehlos[0] == 2
+    finally:
+        await c.close()
+        controller.stop()
+
+
+async def test_ping(upstream: Upstream, relay: SmtpUpstream) -> None:
+    ehlos = count_sessions(upstream.handler)
+    assert await relay.ping() is True
+    assert await relay.send(SENDER, ["r@example.org"], DATA) == {}
+    assert ehlos[0] == 1  # the ping's connection went back to the pool
+    assert await client(free_port()).ping() is False
+
+
+async def test_down_upstream_is_temporary() -> None:
     with pytest.raises(UpstreamError) as info:
         await client(free_port()).send("a@x.test", ["r@example.org"], DATA)
-    assert info.value.temporary
+    assert info.value.temporary and info.value.code == 421
+    assert "Errno" not in str(info.value) and "refused" not in str(info.value).lower()
 
+
+async def test_silent_upstream_times_out_as_temporary() -> None:
     done = asyncio.Event()
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await done.wait()  # accept, then never answer: a hung upstream
+        await done.wait()  # accept, then never greet: a hung upstream
         writer.close()
         await writer.wait_closed()
 
@@ -77,10 +183,10 @@ async def test_down_and_silent_upstreams_are_temporary() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(UpstreamError) as info:
-            await client(port, timeout=0.5).send("a@x.test", ["r@example.org"], DATA)
-        assert info.value.temporary and "10.0" not in str(info.value)
+            await client(port, timeout=0.3).send("a@x.test", ["r@example.org"], DATA)
+        assert info.value.temporary and info.value.code == 421
+        assert info.value.message == "4.4.1 upstream not reachable"
     finally:
         done.set()
         server.close()
         await server.wait_closed()
-        await asyncio.sleep(0.05)  # let the handler close its side
