@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -11,6 +11,13 @@ from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys, normalise_address
+
+AUDIT_KINDS = ("decision", "change", "release", "expire", "upstream")
+_PAGE = 500  # entries read per round trip when tail() filters by time
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -20,7 +27,7 @@ class AuditEntry:
     at: float
     kind: str  # decision | change | release | expire | upstream
     recipient: str
-    outcome: str
+    outcome: str  # deliver, drop, reject, discarded, queued, delivered, granted, refused, …
     stream: str = ""
     reasons: tuple[str, ...] = ()
     message_id: str = ""
@@ -30,19 +37,29 @@ class AuditEntry:
     detail: str = ""
 
     def to_fields(self) -> dict[str, str]:
+        """The flat field map XADD stores."""
         out = {k: str(v) for k, v in asdict(self).items() if k != "reasons"}
-        out["at"] = repr(self.at)
+        out["at"] = repr(float(self.at))  # repr keeps every digit of the float
         out["reasons"] = json.dumps(list(self.reasons), ensure_ascii=False)
         return out
 
     @classmethod
-    def from_fields(cls, raw: dict[Any, Any]) -> AuditEntry:
-        data = {(k.decode() if isinstance(k, bytes) else k):
-                (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    def from_fields(cls, raw: Mapping[Any, Any]) -> AuditEntry:
+        """Rebuild an entry from XRANGE fields; unknown fields (newer writers) are ignored."""
+        data = {_text(k): _text(v) for k, v in raw.items()}
         known = {f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        kwargs["at"] = float(kwargs.get("at", 0))
-        kwargs["reasons"] = tuple(json.loads(kwargs.get("reasons", "[]")))
+        try:
+            kwargs["at"] = float(kwargs.get("at", 0))
+        except ValueError:
+            kwargs["at"] = 0.0
+        try:
+            kwargs["reasons"] = tuple(str(r) for r in json.loads(kwargs.get("reasons", "[]")))
+        except (ValueError, TypeError):
+            kwargs["reasons"] = (kwargs["reasons"],)
+        kwargs.setdefault("kind", "")
+        kwargs.setdefault("recipient", "")
+        kwargs.setdefault("outcome", "")
         return cls(**kwargs)
 
 
@@ -57,13 +74,19 @@ class Audit:
         self.maxlen_person = maxlen_person
 
     def add(self, pipe: Any, entries: Sequence[AuditEntry]) -> None:
+        """Queue XADDs on the caller's pipeline (executed with the caller's other writes)."""
         for entry in entries:
             data = entry.to_fields()
+            # Approximate trimming (MAXLEN ~) lets Redis drop whole nodes: O(1), not O(n).
             pipe.xadd(self.keys.audit, data, maxlen=self.maxlen_global, approximate=True)
-            pipe.xadd(self.keys.person_audit(entry.recipient), data,
-                      maxlen=self.maxlen_person, approximate=True)
+            if entry.recipient:
+                pipe.xadd(self.keys.person_audit(entry.recipient), data,
+                          maxlen=self.maxlen_person, approximate=True)
 
     async def record(self, entries: Sequence[AuditEntry]) -> None:
+        """Write entries now, in one round trip."""
+        if not entries:
+            return
         try:
             pipe = self.redis.pipeline(transaction=False)
             self.add(pipe, entries)
@@ -81,10 +104,33 @@ class Audit:
         return [AuditEntry.from_fields(f) for _, f in raw]
 
     async def tail(self, count: int = 100, since: float | None = None) -> list[AuditEntry]:
-        """The newest entries of the global trail, newest first."""
-        start = f"{int(since * 1000)}-0" if since is not None else "-"
-        try:
-            raw = await self.redis.xrevrange(self.keys.audit, "+", start, count=count)
-        except RedisError as exc:
-            raise StateUnavailable("redis unavailable") from exc
-        return [AuditEntry.from_fields(f) for _, f in raw]
+        """The newest entries of the global trail, newest first; ``since`` bounds ``at``.
+
+        Stream ids carry the Redis server's time, not heed's clock, so ``since`` is
+        compared with each entry's ``at``; reading stops at the first older entry
+        because the trail is appended in time order.
+        """
+        if since is None:
+            try:
+                raw = await self.redis.xrevrange(self.keys.audit, count=count)
+            except RedisError as exc:
+                raise StateUnavailable("redis unavailable") from exc
+            return [AuditEntry.from_fields(f) for _, f in raw]
+        out: list[AuditEntry] = []
+        end = "+"
+        while len(out) < count:
+            try:
+                raw = await self.redis.xrevrange(self.keys.audit, end, "-", count=_PAGE)
+            except RedisError as exc:
+                raise StateUnavailable("redis unavailable") from exc
+            for _id, f in raw:
+                entry = AuditEntry.from_fields(f)
+                if entry.at < since:
+                    return out
+                out.append(entry)
+                if len(out) == count:
+                    return out
+            if len(raw) < _PAGE:
+                return out
+            end = "(" + _text(raw[-1][0])  # exclusive: continue below the last id read
+        return out

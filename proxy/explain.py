@@ -4,67 +4,137 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from proxy.audit import Audit
+from proxy.audit import Audit, AuditEntry
 from proxy.state import State
-from proxy.types import Decision, PersonState
+from proxy.types import GLOBAL_SCOPE, Decision, PersonState
+
+# The outcomes the mail path and the state module record, in words for people.
+OUTCOME_WORDS = {
+    "deliver": "delivered",
+    "delivered": "delivered",
+    "drop": "dropped",
+    "reject": "dropped (rejected at RCPT)",
+    "rejected": "dropped (rejected at RCPT)",
+    "discard": "dropped (accepted, not sent)",
+    "discarded": "dropped (accepted, not sent)",
+    "delay": "delayed",
+    "queued": "delayed (held in the delay queue)",
+    "released": "delivered from the delay queue",
+    "dropped-at-release": "dropped when due (a no came while it was held)",
+    "refused-upstream": "refused by the upstream mail server",
+    "failed": "refused by the upstream mail server when released",
+    "expired": "given up after the maximum hold",
+    "granted": "consent granted",
+    "revoked": "consent revoked",
+    "refused": "refused mail (said no)",
+    "unrefused": "refusal lifted by hand",
+    "engaged": "engaged",
+    "preferences": "changed preferences",
+}
+
+Decide = Callable[[str, PersonState], Decision]
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
+    """A time as people read it, in UTC."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)) if ts else "never"
 
 
-OUTCOME_WORDS = {
-    "reject": "refused at RCPT (550 5.7.1)",
-    "discarded": "dropped (accepted, not sent)",
-    "delivered": "delivered",
-    "released": "delivered from the delay queue",
-    "queued": "held in the delay queue",
-    "dropped-at-release": "dropped when it was due (a no came meanwhile)",
-    "refused-upstream": "refused by the upstream MTA",
-    "expired": "given up after the maximum hold",
-    "failed": "refused by the upstream when released",
-}
+def _ago(ts: float, now: float) -> str:
+    days = (now - ts) / 86400
+    return "today" if abs(days) < 1 else f"{days:.0f} days ago" if days > 0 else "in the future"
+
+
+def _reason(text: str) -> str:
+    # Reasons are stored as "code: detail"; the detail alone is the plain-words part.
+    code, sep, detail = text.partition(": ")
+    return detail if sep and code and " " not in code else text
+
+
+def _scope(scope: str) -> str:
+    return "every marketing list" if scope == GLOBAL_SCOPE else f"list '{scope}'"
+
+
+def _holds_nothing(snap: PersonState, recent: Sequence[AuditEntry]) -> bool:
+    return not (snap.consents or snap.refusals or recent or snap.last_engaged
+                or snap.first_send or snap.sends)
+
+
+def _facts(snap: PersonState, now: float) -> list[str]:
+    lines = ["consent (who agreed to what, when and how):"]
+    for c in sorted(snap.consents.values(), key=lambda c: c.list):
+        lines.append(f"  list '{c.list}': granted {when(c.granted_at)}, source {c.source or '-'},"
+                     f" from IP {c.ip or '-'}, wording {c.text or '-'}")
+    if not snap.consents:
+        lines.append("  no consent on record: no marketing list may mail this address")
+    lines.append("refusals (when and how this person said no):")
+    for r in sorted(snap.refusals.values(), key=lambda r: r.at):
+        lines.append(f"  {r.kind} of {_scope(r.scope)} on {when(r.at)}"
+                     f" via {r.channel or '-'}")
+    if not snap.refusals:
+        lines.append("  none")
+    if snap.last_engaged:
+        engaged = f"last engaged {when(snap.last_engaged)} ({_ago(snap.last_engaged, now)})"
+    else:
+        engaged = "never engaged"
+    lines.append(f"engagement: {engaged}; {snap.sends_since_engagement} mail(s) since;"
+                 f" first mail {when(snap.first_send)}")
+    sent = ", ".join(f"{s} {sum(1 for t in ts if t > now - 31 * 86400)}"
+                     for s, ts in sorted(snap.sends.items()))
+    lines.append(f"mails in the last 31 days: {sent or 'none'}")
+    p = snap.prefs
+    paused = (f"paused until {when(p.paused_until)}" if p.paused_until and p.paused_until > now
+              else "not paused")
+    lines.append(f"preferences: {paused}; time zone {p.timezone or '-'};"
+                 f" switched off: {', '.join(sorted(p.off)) or 'nothing'};"
+                 f" frequency {p.frequency or 'as sent'}")
+    return lines
+
+
+def _would(stream: str, decision: Decision) -> str:
+    why = ("; ".join(r.detail or r.code for r in decision.reasons)
+           or "no rule objects (the stream's default)")
+    until = f" until {when(decision.until)}" if decision.until else ""
+    shadow = " (shadow mode: recorded, not enforced)" if decision.shadow else ""
+    return f"  {stream}: would be: {decision.action.value}{until} because {why}{shadow}"
+
+
+def _entry(e: AuditEntry) -> str:
+    words = OUTCOME_WORDS.get(e.outcome, e.outcome)
+    why = "; ".join(_reason(r) for r in e.reasons) or e.detail
+    stream = "every list" if e.stream == GLOBAL_SCOPE else e.stream or "-"
+    return f"  {when(e.at)}  {stream}  {words}" + (f": {why}" if why else "")
 
 
 async def explain(state: State, audit: Audit, address: str, *, now: float,
-                  decide: Callable[[str, PersonState], Decision] | None = None,
-                  streams: Sequence[str] = ()) -> str:
-    """Plain words: consent, refusals, engagement, preferences, recent decisions."""
+                  policy: Any = None, decide: Decide | None = None,
+                  streams: Sequence[str] = (), count: int = 20) -> str:
+    """Plain words: consent, refusals, engagement, preferences, then recent decisions.
+
+    With ``decide`` (and ``streams``), or a ``policy`` (``proxy.policy.decide`` is
+    used), each stream gets a "would be: …" line for a message arriving ``now``.
+    """
     snap = await state.snapshot(address)
-    recent = await audit.recent(address, 20)
-    lines = [f"{snap.address}"]
-    if not (snap.consents or snap.refusals or recent or snap.last_engaged or snap.first_send):
-        lines.append("  heed holds nothing about this address: no consent, so no marketing mail.")
-    lines.append("consent:")
-    for c in snap.consents.values():
-        lines.append(f"  list {c.list}: granted {_when(c.granted_at)} via {c.source or '-'}"
-                     f" from {c.ip or '-'} (wording: {c.text or '-'})")
-    if not snap.consents:
-        lines.append("  none on record")
-    lines.append("refusals (how and when this person said no):")
-    for r in snap.refusals.values():
-        scope = "every list" if r.scope == "*" else f"list {r.scope}"
-        lines.append(f"  {r.kind} of {scope} on {_when(r.at)} via {r.channel or '-'}")
-    if not snap.refusals:
-        lines.append("  none")
-    lines.append(f"engagement: last {_when(snap.last_engaged)}; "
-                 f"{snap.sends_since_engagement} mails since; first mail {_when(snap.first_send)}")
-    p = snap.prefs
-    lines.append(f"preferences: paused until {_when(p.paused_until)}; zone {p.timezone or '-'};"
-                 f" off: {', '.join(sorted(p.off)) or '-'}; frequency {p.frequency or 'as sent'}")
+    recent = await audit.recent(address, count)
+    lines = [f"{snap.address} (as of {when(now)})"]
+    if _holds_nothing(snap, recent):
+        lines.append("heed holds nothing about this address: no consent, no refusal, no mail"
+                     " sent, no decision recorded. Without consent it gets no marketing mail.")
+    else:
+        lines.extend(_facts(snap, now))
+    if policy is not None and decide is None:
+        from proxy.policy import decide as policy_decide  # only when a policy is given
+
+        def decide(stream: str, person: PersonState) -> Decision:
+            return policy_decide(policy, stream, person, now)
+
+        streams = streams or list(policy.streams)
     if decide is not None:
         lines.append("if a message came now:")
-        for stream in streams:
-            d = decide(stream, snap)
-            why = "; ".join(f"{r.code}: {r.detail}" for r in d.reasons) or "no rule objects"
-            lines.append(f"  {stream}: would {d.action.value} ({why})")
-    lines.append("recent decisions and changes (newest first):")
-    for e in recent:
-        words = OUTCOME_WORDS.get(e.outcome, e.outcome)
-        why = "; ".join(e.reasons) or e.detail
-        stream = f" {e.stream}" if e.stream else ""
-        lines.append(f"  {_when(e.at)}{stream}  {words}" + (f": {why}" if why else ""))
-    if not recent:
-        lines.append("  none")
+        lines.extend(_would(s, decide(s, snap)) for s in streams)
+    if recent:
+        lines.append("recent decisions and changes (newest first):")
+        lines.extend(_entry(e) for e in recent)
     return "\n".join(lines)
