@@ -9,6 +9,8 @@ import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from proxy.audit import Audit
 from proxy.clock import Clock, SystemClock
@@ -35,8 +37,11 @@ log = logging.getLogger("heed")
 
 def connect_redis(url: str) -> Any:
     """A Redis client that fails fast: a paused Redis must become a 451, not a hung session."""
+    # One quick retry only: redis-py's default retries with backoff for many
+    # seconds, which would hold a client for long before its 451.
     return aioredis.Redis.from_url(
-        url, socket_timeout=3.0, socket_connect_timeout=3.0, health_check_interval=30
+        url, socket_timeout=3.0, socket_connect_timeout=3.0, health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
     )
 
 

@@ -53,7 +53,7 @@ def keys() -> Keys:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    # 2027-01-15 12:00:00 UTC, a Friday: far from quiet hours in most zones.
+    # 2027-01-15 08:00:00 UTC (a Friday).
     return ManualClock(1_800_000_000.0)
 
 
