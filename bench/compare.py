@@ -26,23 +26,10 @@ from pathlib import Path
 import aiosmtplib
 import redis
 
-from proxy.embedded_redis import free_port
+from proxy.embedded_redis import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "offers@news.example.com"
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class Sink:

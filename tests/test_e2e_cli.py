@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.embedded_redis import free_port
+from proxy.embedded_redis import free_port, wait_port
 from tests.conftest import ROOT, Upstream
 
 
@@ -25,17 +24,6 @@ def heed_cmd(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
     if check:
         assert result.returncode == 0, result.stderr
     return result
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listening on {port}")
 
 
 @pytest.fixture
