@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.clock import SystemClock
-from proxy.embedded_redis import EmbeddedRedis, free_port
+from proxy.embedded_redis import EmbeddedRedis, free_port, wait_port
 from proxy.settings import UnsubscribeKey
 
 KEY = UnsubscribeKey("b1", b"bench-secret-0123456789abcdef")
@@ -27,10 +27,9 @@ KEY = UnsubscribeKey("b1", b"bench-secret-0123456789abcdef")
 
 def serve(port: int, redis_url: str) -> None:
     import uvloop
-    from aiohttp import web
 
     from proxy.app import connect_redis
-    from proxy.http.app import make_app
+    from proxy.http.app import make_app, start_http
     from proxy.keys import Keys
     from proxy.metrics import Metrics
     from proxy.state import State
@@ -40,9 +39,7 @@ def serve(port: int, redis_url: str) -> None:
         clock = SystemClock()
         app = make_app(tokens=TokenSigner([KEY], clock, 90 * 86400),
                        state=State(connect_redis(redis_url), Keys(), clock), metrics=Metrics())
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await start_http(app, "127.0.0.1", port)
         await asyncio.Event().wait()
 
     uvloop.run(main())
@@ -82,7 +79,7 @@ def main() -> None:
         proc = multiprocessing.Process(target=serve, args=(port, url), daemon=True)
         proc.start()
         try:
-            time.sleep(1.5)
+            wait_port(port)
             ok, bad = asyncio.run(load(port, args.seconds, args.concurrency))
         finally:
             proc.terminate()

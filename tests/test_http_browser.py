@@ -23,18 +23,28 @@ from proxy.tokens import TokenSigner
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 900, "height": 600}
 
+# Skipped only on request; a missing or broken browser is a failure, not a skip.
 pytestmark = pytest.mark.skipif(os.environ.get("HEED_SKIP_BROWSER") == "1",
                                 reason="HEED_SKIP_BROWSER=1")
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    assert Path(CHROMIUM).exists(), "Chromium is needed (bash .ci/run installs it)"
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("the browser tests need Playwright's Python package (pip install playwright)"
+                    " or HEED_SKIP_BROWSER=1")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"the browser tests need Chromium at {CHROMIUM} (bash .ci/run installs it)"
+                    " or HEED_SKIP_BROWSER=1")
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:  # noqa: BLE001 - say plainly why, then fail
+            pytest.fail(f"Chromium at {CHROMIUM} would not start: {exc}")
         yield b
         await b.close()
 
@@ -59,12 +69,29 @@ async def test_click_the_button(browser: Any, site: tuple[TestServer, State, Tok
     page = await browser.new_page()
     await page.goto(str(server.make_url(f"/u/{token}")))
     assert "Stop emails from marketing to a•••@example.org?" in await page.inner_text("main")
+    # The inline style applies under the strict CSP.
+    colour = await page.eval_on_selector("#unsubscribe", "b => getComputedStyle(b).backgroundColor")
+    assert colour == "rgb(11, 83, 148)"
     assert await aredis.dbsize() == 0  # opening the page changed nothing
     await page.click("#unsubscribe")
     await page.wait_for_selector("[role=status]")
     assert "You have been unsubscribed" in await page.inner_text("h1")
+    assert page.url == str(server.make_url(f"/u/{token}"))  # no redirect
     refusal = (await state.snapshot("ana@example.org")).refusals["marketing"]
-    assert refusal.channel == "one-click"
+    assert (refusal.kind, refusal.channel) == ("unsubscribe", "one-click")
+
+
+async def test_keyboard_alone(browser: Any, site: tuple[TestServer, State, TokenSigner]) -> None:
+    server, state, tokens = site
+    page = await browser.new_page()
+    await page.goto(str(server.make_url(f"/u/{tokens.make('cy@example.org', 'weekly')}")))
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "unsubscribe"
+    outline = await page.eval_on_selector("#unsubscribe", "b => getComputedStyle(b).outlineStyle")
+    assert outline == "solid"  # a visible focus ring
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("[role=status]")
+    assert "weekly" in (await state.snapshot("cy@example.org")).refusals
 
 
 async def test_arabic_is_right_to_left(browser: Any, site: tuple[TestServer, State, TokenSigner],
@@ -73,8 +100,8 @@ async def test_arabic_is_right_to_left(browser: Any, site: tuple[TestServer, Sta
     url = str(server.make_url(f"/u/{tokens.make('ben@example.org', 'marketing')}"))
     boxes = {}
     for lang in ("en", "ar"):
-        context = await browser.new_context(locale=lang, extra_http_headers={
-            "Accept-Language": lang}, viewport={"width": 900, "height": 600})
+        context = await browser.new_context(locale=lang, viewport=VIEWPORT,
+                                            extra_http_headers={"Accept-Language": lang})
         page = await context.new_page()
         await page.goto(url)
         boxes[lang] = await page.locator("#unsubscribe").bounding_box()
@@ -83,7 +110,13 @@ async def test_arabic_is_right_to_left(browser: Any, site: tuple[TestServer, Sta
         await page.screenshot(path=str(tmp_path / f"unsubscribe-{lang}.png"))
         if os.environ.get("HEED_SCREENSHOTS"):
             await page.screenshot(path=f"{os.environ['HEED_SCREENSHOTS']}/unsubscribe-{lang}.png")
+        if lang == "ar":
+            # The masked address stays one left-to-right run inside the Arabic sentence.
+            assert "b•••@example.org" in await page.inner_text("#question bdi >> nth=1")
         await context.close()
-    # In Arabic the button starts at the right edge of the text column, in English at the left.
-    assert boxes["ar"]["x"] > boxes["en"]["x"] + 100
+    en, ar = boxes["en"], boxes["ar"]
+    # English: the button starts at the column's left edge; Arabic: it ends at the right
+    # edge, the mirror image (same gap to the viewport's other side).
+    assert ar["x"] > en["x"] + 100
+    assert abs((VIEWPORT["width"] - (ar["x"] + ar["width"])) - en["x"]) < 2
     assert (tmp_path / "unsubscribe-ar.png").stat().st_size > 1000

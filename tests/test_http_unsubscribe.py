@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
-from proxy.http.app import make_app
+from proxy.http.app import SECURITY_HEADERS, make_app, start_http
 from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.settings import UnsubscribeKey
@@ -26,9 +27,15 @@ def tokens(clock: ManualClock) -> TokenSigner:
     return TokenSigner([KEY], clock, 90 * 86400)
 
 
-async def serve(state: State, tokens: TokenSigner) -> TestServer:
+def text_of(page: str) -> str:
+    """The page's words without tags (values sit in <bdi>)."""
+    return re.sub(r"<[^>]+>", "", page)
+
+
+async def serve(state: State, tokens: TokenSigner, ready=None) -> TestServer:  # noqa: ANN001
     metrics = Metrics()
-    server = TestServer(make_app(tokens=tokens, state=state, metrics=metrics), host="127.0.0.1")
+    server = TestServer(make_app(tokens=tokens, state=state, metrics=metrics, ready=ready),
+                        host="127.0.0.1")
     await server.start_server()
     server.metrics = metrics  # type: ignore[attr-defined]
     return server
@@ -51,7 +58,8 @@ async def test_one_click_post_records_before_200(http: tuple[TestServer, State],
         r = await s.post(server.make_url(f"/u/{token}"), data={"List-Unsubscribe": "One-Click"},
                          allow_redirects=False)
         assert r.status == 200 and "set-cookie" not in r.headers
-        assert "a•••@example.org" in await r.text()
+        assert "You have been unsubscribed" in text_of(await r.text())
+        assert "<bdi>a•••@example.org</bdi>" in await r.text()
     refusal = (await state.snapshot("ana@example.org")).refusals["marketing"]
     assert (refusal.kind, refusal.channel) == ("unsubscribe", "one-click")
     # Idempotent: again, still 200, the first time kept.
@@ -73,9 +81,9 @@ async def test_get_and_head_change_nothing(http: tuple[TestServer, State], token
         for _ in range(50):  # a link scanner's prefetches
             r = await s.get(server.make_url(f"/u/{token}"), allow_redirects=False)
             assert r.status == 200
-            assert "Stop emails from marketing to b•••@example.org?" in await r.text()
+            assert "Stop emails from marketing to b•••@example.org?" in text_of(await r.text())
             r = await s.head(server.make_url(f"/u/{token}"), allow_redirects=False)
-            assert r.status == 200
+            assert r.status == 200 and await r.read() == b""
     assert await aredis.dbsize() == 0
 
 
@@ -95,6 +103,10 @@ async def test_forged_and_bit_flipped_tokens_refused(http: tuple[TestServer, Sta
                              data={"List-Unsubscribe": "One-Click"}, allow_redirects=False)
             assert r.status == 400, bad
             bodies.add(await r.text())
+        for bad in (forged, token[:-1]):  # the GET page for a bad link is the same page
+            r = await s.get(server.make_url(f"/u/{bad}"))
+            assert r.status == 400
+            bodies.add(await r.text())
     assert len(bodies) == 1  # no hint whether the address is known
     assert await aredis.dbsize() == 0
 
@@ -107,6 +119,11 @@ async def test_expired_token_and_missing_body(http: tuple[TestServer, State],
     async with aiohttp.ClientSession() as s:
         r = await s.post(server.make_url(f"/u/{token}"), data={"other": "1"})
         assert r.status == 400
+        r = await s.post(server.make_url(f"/u/{token}"))  # a bare POST is not a one-click
+        assert r.status == 400
+        r = await s.post(server.make_url(f"/u/{token}"), data=b"List-Unsubscribe=One-Click&" * 5000,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status == 413  # a one-click body is 26 bytes
         clock.advance(91 * 86400)
         r = await s.post(server.make_url(f"/u/{token}"), data={"List-Unsubscribe": "One-Click"})
         assert r.status == 400
@@ -133,7 +150,10 @@ async def test_redis_down_is_503_never_200(keys: Keys, clock: ManualClock,
     ("vi-VN,vi;q=0.9,en;q=0.5", "vi", "ltr"),
     ("ar", "ar", "rtl"),
     ("fr;q=1, th;q=0.8", "th", "ltr"),
+    ("en;q=0.2, ar-EG;q=0.9, vi;q=0.5", "ar", "rtl"),
+    ("vi;q=0, de", "en", "ltr"),
     ("de", "en", "ltr"),
+    ("", "en", "ltr"),
 ])
 async def test_language_from_accept_language(http: tuple[TestServer, State],
                                              tokens: TokenSigner, header: str, lang: str,
@@ -144,13 +164,86 @@ async def test_language_from_accept_language(http: tuple[TestServer, State],
         r = await s.get(server.make_url(f"/u/{token}"), headers={"Accept-Language": header})
         text = await r.text()
     assert f'<html lang="{lang}" dir="{direction}">' in text
-    assert "<script" not in text
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "<script" not in text and "http" not in text.split("</style>")[1]  # nothing external
 
 
-async def test_health_and_metrics(http: tuple[TestServer, State], tokens: TokenSigner) -> None:
+async def test_security_headers_on_every_answer(http: tuple[TestServer, State],
+                                               tokens: TokenSigner) -> None:
     server, _ = http
+    token = tokens.make("gus@example.org", "marketing")
     async with aiohttp.ClientSession() as s:
-        assert (await s.get(server.make_url("/healthz"))).status == 200
-        await s.get(server.make_url("/u/bogus"))
-        text = await (await s.get(server.make_url("/metrics"))).text()
-    assert 'heed_unsubscribe_requests_total{method="GET",result="bad"} 1.0' in text
+        for method, path in [("GET", f"/u/{token}"), ("GET", "/u/bogus"), ("POST", "/u/bogus"),
+                             ("GET", "/nowhere"), ("PUT", f"/u/{token}")]:
+            r = await s.request(method, server.make_url(path), allow_redirects=False)
+            for name, value in SECURITY_HEADERS.items():
+                assert r.headers[name] == value, (method, path, name)
+            assert "set-cookie" not in r.headers
+
+
+async def test_plain_text_body_is_read_alike(http: tuple[TestServer, State],
+                                             tokens: TokenSigner) -> None:
+    server, state = http
+    token = tokens.make("hal@example.org", "weekly")
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(server.make_url(f"/u/{token}"), data=b"List-Unsubscribe=One-Click\r\n",
+                         headers={"Content-Type": "text/plain"})
+        assert r.status == 200
+    assert "weekly" in (await state.snapshot("hal@example.org")).refusals
+
+
+async def test_health_readiness_and_metrics(aredis: aioredis.Redis, keys: Keys,
+                                            clock: ManualClock, tokens: TokenSigner) -> None:
+    checks = {"redis": True, "upstream": True}
+
+    async def ready() -> dict[str, bool]:
+        return dict(checks)
+
+    server = await serve(State(aredis, keys, clock), tokens, ready)
+    token = tokens.make("ida@example.org", "marketing")
+    one_click = {"List-Unsubscribe": "One-Click"}
+    try:
+        async with aiohttp.ClientSession() as s:
+            r = await s.get(server.make_url("/healthz"))
+            assert (r.status, await r.text()) == (200, "ok\n")
+            r = await s.get(server.make_url("/readyz"))
+            assert (r.status, await r.json()) == (200, checks)
+            checks["upstream"] = False
+            r = await s.get(server.make_url("/readyz"))
+            assert (r.status, await r.json()) == (503, {"redis": True, "upstream": False})
+            await s.get(server.make_url("/u/bogus"))
+            await s.head(server.make_url(f"/u/{token}"))
+            await s.post(server.make_url(f"/u/{token}"), data=one_click)
+            await s.post(server.make_url(f"/u/{token}"), data=one_click)
+            r = await s.get(server.make_url("/metrics"))
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await r.text()
+    finally:
+        await server.close()
+    for line in ('heed_unsubscribe_requests_total{method="GET",result="bad"} 1.0',
+                 'heed_unsubscribe_requests_total{method="HEAD",result="shown"} 1.0',
+                 'heed_unsubscribe_requests_total{method="POST",result="recorded"} 1.0',
+                 'heed_unsubscribe_requests_total{method="POST",result="repeat"} 1.0'):
+        assert line in text
+    for name in ("heed_upstream_seconds_bucket", "heed_redis_seconds_bucket",
+                 "heed_decision_seconds_bucket", "heed_queue_depth", "heed_queue_oldest_seconds"):
+        assert name in text
+
+
+async def test_two_apps_and_start_http(aredis: aioredis.Redis, keys: Keys, clock: ManualClock,
+                                       tokens: TokenSigner) -> None:
+    """Each app has its own registry; start_http serves inside the running loop."""
+    state = State(aredis, keys, clock)
+    first, second = Metrics(), Metrics()
+    port = free_port()
+    runner = await start_http(make_app(tokens=tokens, state=state, metrics=first),
+                              "127.0.0.1", port)
+    make_app(tokens=tokens, state=state, metrics=second)
+    try:
+        async with aiohttp.ClientSession() as s:
+            r = await s.get(f"http://127.0.0.1:{port}/u/bogus")
+            assert r.status == 400
+    finally:
+        await runner.cleanup()
+    assert first.unsubscribe.labels("GET", "bad")._value.get() == 1
+    assert second.unsubscribe.labels("GET", "bad")._value.get() == 0

@@ -3,37 +3,62 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from proxy.http.unsubscribe import Unsubscribe
-from proxy.metrics import Metrics
+from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.state import State
 from proxy.tokens import TokenSigner
 
+log = logging.getLogger("heed.http")
+
 Ready = Callable[[], Awaitable[dict[str, bool]]]
+
+# On every answer, errors included: nothing cached, nothing leaked, nothing framed.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+}
+# A one-click body is 26 bytes (RFC 8058 §3.1); anything large is not one.
+MAX_BODY = 64 * 1024
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def make_app(*, tokens: TokenSigner, state: State, metrics: Metrics,
              ready: Ready | None = None) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    """The aiohttp app: /u/{token}, /healthz, /readyz (runs ``ready``) and /metrics."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_secure)
     unsub = Unsubscribe(tokens, state, metrics)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(request: web.Request) -> web.Response:
-        checks = await ready() if ready else {}
+        try:
+            checks = await ready() if ready else {}
+        except Exception:  # noqa: BLE001 - a failing check means not ready, never a 500
+            log.warning("readiness check failed", exc_info=True)
+            checks = {"checks": False}
         ok = all(checks.values())
         return web.Response(text=json.dumps(checks) + "\n", status=200 if ok else 503,
                             content_type="application/json")
 
     async def prometheus(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-    # aiohttp answers HEAD through the GET route, with the same status and no body.
+    # add_get also answers HEAD through the same handler (aiohttp sends no body).
     app.router.add_get("/u/{token}", unsub.show)
     app.router.add_post("/u/{token}", unsub.one_click)
     app.router.add_get("/healthz", healthz)
@@ -44,6 +69,7 @@ def make_app(*, tokens: TokenSigner, state: State, metrics: Metrics,
 
 async def start_http(app: web.Application, host: str, port: int, *,
                      reuse_port: bool = False) -> web.AppRunner:
+    """Serve ``app`` on HOST:PORT inside the running loop; ``await runner.cleanup()`` stops it."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port).start()

@@ -11,8 +11,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "done_title": "You have been unsubscribed",
         "done": "You will get no more emails from {list} at {address}.",
         "bad_title": "This link does not work",
-        "bad": "The link is invalid or has expired. You can reply to any of our emails "
-               "with the word unsubscribe instead.",
+        "bad": "This link is not valid or has expired, and nothing was changed. To stop our "
+               "emails, use the unsubscribe link in a more recent email from us.",
         "later_title": "Please try again",
         "later": "We could not record your request just now. Nothing was changed; "
                  "please try again in a few minutes.",
@@ -25,8 +25,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "done_title": "Bạn đã hủy đăng ký",
         "done": "Bạn sẽ không nhận thêm email nào từ {list} tại {address}.",
         "bad_title": "Liên kết này không hoạt động",
-        "bad": "Liên kết không hợp lệ hoặc đã hết hạn. Bạn có thể trả lời bất kỳ email nào "
-               "của chúng tôi với từ unsubscribe.",
+        "bad": "Liên kết này không hợp lệ hoặc đã hết hạn, và chưa có gì thay đổi. Để ngừng nhận "
+               "email của chúng tôi, hãy dùng liên kết hủy đăng ký trong một email gần đây hơn.",
         "later_title": "Vui lòng thử lại",
         "later": "Chúng tôi chưa thể ghi nhận yêu cầu của bạn lúc này. Chưa có gì thay đổi; "
                  "vui lòng thử lại sau vài phút.",
@@ -39,8 +39,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "done_title": "تم إلغاء اشتراكك",
         "done": "لن تصلك رسائل أخرى من {list} على {address}.",
         "bad_title": "هذا الرابط لا يعمل",
-        "bad": "الرابط غير صالح أو انتهت صلاحيته. يمكنك الرد على أي رسالة منا بكلمة "
-               "unsubscribe بدلاً من ذلك.",
+        "bad": "هذا الرابط غير صالح أو انتهت صلاحيته، ولم يتغير شيء. لإيقاف رسائلنا، استخدم "
+               "رابط إلغاء الاشتراك في رسالة أحدث منا.",
         "later_title": "يرجى المحاولة مرة أخرى",
         "later": "تعذّر تسجيل طلبك الآن. لم يتغير شيء؛ يرجى المحاولة بعد بضع دقائق.",
     },
@@ -52,8 +52,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "done_title": "ยกเลิกการรับอีเมลเรียบร้อยแล้ว",
         "done": "คุณจะไม่ได้รับอีเมลจาก {list} ที่ {address} อีก",
         "bad_title": "ลิงก์นี้ใช้งานไม่ได้",
-        "bad": "ลิงก์ไม่ถูกต้องหรือหมดอายุแล้ว คุณสามารถตอบกลับอีเมลใดก็ได้ของเรา"
-               "ด้วยคำว่า unsubscribe แทน",
+        "bad": "ลิงก์นี้ไม่ถูกต้องหรือหมดอายุแล้ว และยังไม่มีการเปลี่ยนแปลงใด ๆ "
+               "หากต้องการหยุดรับอีเมลจากเรา โปรดใช้ลิงก์ยกเลิกในอีเมลฉบับที่ใหม่กว่า",
         "later_title": "โปรดลองอีกครั้ง",
         "later": "เราไม่สามารถบันทึกคำขอของคุณได้ในขณะนี้ ยังไม่มีการเปลี่ยนแปลงใด ๆ "
                  "โปรดลองอีกครั้งในอีกสักครู่",

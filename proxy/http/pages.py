@@ -18,35 +18,47 @@ p.note{color:#444}
 """
 
 
+def fill(template: str, **values: str) -> str:
+    """Escape a sentence and its values; each value in <bdi> so an address stays whole in RTL."""
+    return escape(template).format(**{k: f"<bdi>{escape(v)}</bdi>" for k, v in values.items()})
+
+
 def page(lang: str, title_key: str, body_html: str) -> str:
+    """The frame every page shares: language, direction, inline style, one heading."""
     t = TEXTS[lang]
     direction = "rtl" if lang in RTL else "ltr"
     return (
         f'<!doctype html>\n<html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<meta name="robots" content="noindex">'
         f"<title>{escape(t[title_key])}</title><style>{_STYLE}</style></head>"
         f"<body><main><h1>{escape(t[title_key])}</h1>{body_html}</main></body></html>\n"
     )
 
 
-def confirm_page(lang: str, token: str, list_name: str, masked: str) -> str:
+def confirm_page(lang: str, list_name: str, masked: str) -> str:
+    """The GET page: the question and one button that POSTs the one-click body."""
     t = TEXTS[lang]
-    # A plain form: it posts the RFC 8058 body, so the button works without JavaScript.
+    # A plain form posting the RFC 8058 §3.1 body: the button works without JavaScript.
+    # No action: it posts back to this very URL, whatever prefix a reverse proxy adds.
     form = (
-        f'<p>{escape(t["confirm"].format(list=list_name, address=masked))}</p>'
-        f'<form method="post" action="/u/{escape(token)}">'
-        f'<input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        f'<button type="submit" id="unsubscribe">{escape(t["button"])}</button></form>'
+        f'<p id="question">{fill(t["confirm"], list=list_name, address=masked)}</p>'
+        '<form method="post">'
+        '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit" id="unsubscribe" aria-describedby="question">'
+        f'{escape(t["button"])}</button></form>'
         f'<p class="note">{escape(t["explain"])}</p>'
     )
     return page(lang, "title", form)
 
 
 def done_page(lang: str, list_name: str, masked: str) -> str:
+    """The answer to a recorded one-click."""
     t = TEXTS[lang]
     return page(lang, "done_title",
-                f'<p role="status">{escape(t["done"].format(list=list_name, address=masked))}</p>')
+                f'<p role="status">{fill(t["done"], list=list_name, address=masked)}</p>')
 
 
 def message_page(lang: str, key: str) -> str:
+    """A page with no personal data: "bad" (any failure) or "later" (not recorded)."""
     return page(lang, f"{key}_title", f"<p>{escape(TEXTS[lang][key])}</p>")

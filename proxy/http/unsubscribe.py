@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -15,20 +16,24 @@ from proxy.tokens import TokenClaims, TokenSigner, mask_address
 
 log = logging.getLogger("heed.http")
 
-HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; frame-ancestors 'none'",
-}
-MAX_BODY = 64 * 1024
-
 
 def html(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
-                        headers=HEADERS)
+    """A UTF-8 HTML answer (the app adds the security headers to every response)."""
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+async def is_one_click(request: web.Request) -> bool:
+    """Whether the body carries ``List-Unsubscribe=One-Click`` (RFC 8058 §3.1)."""
+    try:
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            return form.get("List-Unsubscribe") == "One-Click"
+        # RFC 8058 asks for form-urlencoded; an untyped or text/plain body of the same
+        # words is read alike, so a sloppy mailbox provider still gets the person out.
+        text = (await request.read()).decode("utf-8", "replace").strip()
+        return "One-Click" in parse_qs(text).get("List-Unsubscribe", [])
+    except ValueError:  # a malformed multipart body
+        return False
 
 
 class Unsubscribe:
@@ -45,39 +50,39 @@ class Unsubscribe:
         except TokenError:
             return None
 
+    def _count(self, request: web.Request, result: str) -> None:
+        self.metrics.unsubscribe.labels(request.method, result).inc()
+
     async def show(self, request: web.Request) -> web.Response:
         """GET/HEAD: a confirm page. Link scanners fetch this; it must change nothing."""
         lang = negotiate(request.headers.get("Accept-Language"))
         claims = self._claims(request)
-        self.metrics.unsubscribe.labels(request.method, "ok" if claims else "bad").inc()
         if claims is None:
+            self._count(request, "bad")
+            # One page for every failure: no hint whether the address is known.
             return html(message_page(lang, "bad"), 400)
-        return html(confirm_page(lang, request.match_info["token"], claims.list,
-                                 mask_address(claims.address)))
+        self._count(request, "shown")
+        return html(confirm_page(lang, claims.list, mask_address(claims.address)))
 
     async def one_click(self, request: web.Request) -> web.Response:
         """POST: record the refusal durably, then answer 200. No cookie, no auth, no redirect."""
         lang = negotiate(request.headers.get("Accept-Language"))
         claims = self._claims(request)
         if claims is None:
-            self.metrics.unsubscribe.labels("POST", "bad").inc()
+            self._count(request, "bad")
             return html(message_page(lang, "bad"), 400)
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return html(message_page(lang, "bad"), 413)
-        try:
-            form = await request.post()
-        except ValueError:
-            form = None
-        # RFC 8058 §3.2: the body carries List-Unsubscribe=One-Click.
-        if form is None or form.get("List-Unsubscribe") != "One-Click":
-            self.metrics.unsubscribe.labels("POST", "bad-body").inc()
+        if not await is_one_click(request):
+            # RFC 8058 §3.2: the POST names the one-click action; a bare POST is not one.
+            self._count(request, "bad-body")
             return html(message_page(lang, "bad"), 400)
         try:
-            await self.state.refuse(claims.address, "unsubscribe", list=claims.list,
-                                    channel="one-click")
+            new = await self.state.refuse(claims.address, "unsubscribe", list=claims.list,
+                                          channel="one-click")
         except StateUnavailable:
-            self.metrics.unsubscribe.labels("POST", "unavailable").inc()
+            # Never 200 unless recorded: the person must be told to try again.
+            self._count(request, "unavailable")
             log.warning("one-click not recorded: redis unavailable")
             return html(message_page(lang, "later"), 503)
-        self.metrics.unsubscribe.labels("POST", "recorded").inc()
+        # Idempotent: a second click keeps the first refusal and answers the same.
+        self._count(request, "recorded" if new else "repeat")
         return html(done_page(lang, claims.list, mask_address(claims.address)))
