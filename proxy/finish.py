@@ -27,24 +27,6 @@ class Finisher(Protocol):
         ...
 
 
-class _Unchanged:
-    def __init__(self, message: Message) -> None:
-        self.message = message
-
-    def per_recipient(self, stream: Stream) -> bool:
-        return False
-
-    def build(self, stream: Stream, recipient: str | None) -> bytes:
-        return self.message.data
-
-
-class PassThrough:
-    """Relays the message as received (no unsubscribe headers, no signature)."""
-
-    def prepare(self, message: Message) -> PreparedMessage:
-        return _Unchanged(message)
-
-
 class _Marketing:
     """One message: its DKIM body hash taken once, then a copy per recipient."""
 

@@ -21,7 +21,7 @@ from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue, HeldMail
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
-from proxy.types import Action, Decision, DropMode, Envelope, PersonState, Reason
+from proxy.types import Action, Decision, DropMode, Envelope, PersonState
 
 log = logging.getLogger("heed.mailpath")
 
@@ -359,4 +359,4 @@ def reply_reason(decision: Decision) -> str:
     return ", ".join(codes)
 
 
-__all__ = ["DataOutcome", "MailPath", "Reason", "RecipientResult", "Verdict", "reply_reason"]
+__all__ = ["DataOutcome", "MailPath", "RecipientResult", "Verdict", "reply_reason"]
