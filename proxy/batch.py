@@ -27,12 +27,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 MAX_COMMANDS = 2000
 
 
-class BatchPipeline(CoreCommands):  # type: ignore[misc]
+class BatchPipeline(CoreCommands):
     """Records ``(args, options)`` the way redis-py's pipeline does; ``execute`` joins a batch.
 
     The command methods (hgetall, xadd, …) come from redis-py's own command mixin, so
     argument checks fail in the caller, at the call, exactly as with a real pipeline.
     """
+
+    _event_dispatcher: Any = None  # declared by redis-py's command protocol; never used here
 
     def __init__(self, owner: GroupCommit) -> None:
         self._owner = owner
