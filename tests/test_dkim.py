@@ -12,9 +12,9 @@ from pathlib import Path
 
 import dkim
 import pytest
+from dkim.util import parse_tag_value
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from dkim.util import parse_tag_value
 
 from proxy import dkim as heed_dkim
 from proxy.clock import ManualClock

@@ -10,8 +10,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from proxy.settings import SmtpSettings
-from proxy.smtp.address import plain_path
 from proxy.smtp.access import Access
+from proxy.smtp.address import plain_path
 
 log = logging.getLogger("heed.smtp")
 
