@@ -22,10 +22,9 @@ MORNING = NOON + 20 * 3600 + 60
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "policy.yaml").write_text(POLICY)
-    return d
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "policy.yaml").write_text(POLICY)
+    return tmp_path / "policies"
 
 
 @pytest.fixture
