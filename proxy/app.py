@@ -15,6 +15,7 @@ from redis.backoff import ExponentialBackoff
 from proxy.audit import Audit
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
+from proxy.dsn import Bounces
 from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
@@ -92,9 +93,12 @@ class Heed:
         )
         self.local: LocalMail | None = UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain)
+        # Held mail given up gets one delivery status notification (RFC 3464).
+        self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(
-            self.queue, self.mailpath.release, self.clock, settings.queue,
-            on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,
+            self.queue, self.bounces.release(self.mailpath.release), self.clock, settings.queue,
+            on_expire=self.bounces.hook(self.mailpath.expired, expired=True),
+            on_permfail=self.bounces.hook(self.mailpath.failed_permanently, expired=False),
         )
         self._smtp: asyncio.Server | None = None
         self._http: Any = None

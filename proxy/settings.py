@@ -66,6 +66,8 @@ class SmtpSettings:
     max_message_size: int = 25 * 1024 * 1024  # RFC 1870 SIZE
     max_recipients: int = 1000  # RFC 5321 §4.5.3.1.8 asks servers to take at least 100
     max_sessions: int = 1000
+    # One client may not take every session: the rest of the network keeps being served.
+    max_sessions_per_client: int = 100
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: 5 minutes
     data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes for the whole DATA
 
@@ -285,6 +287,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             "max_message_size": int,
             "max_recipients": int,
             "max_sessions": int,
+            "max_sessions_per_client": int,
             "command_timeout": parse_duration,
             "data_timeout": parse_duration,
         },
