@@ -14,11 +14,15 @@ from redis.backoff import ExponentialBackoff
 
 from proxy.audit import Audit
 from proxy.batch import GroupCommit
+from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
+from proxy.dsn import Bounces
+from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
+from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
-from proxy.inbound import UnsubscribeMailbox
+from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
@@ -80,10 +84,14 @@ class Heed:
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
                                   settings.unsubscribe.token_lifetime)
         self.signer = DkimSigner(settings.dkim, self.clock) if settings.dkim else None
+        self.bounce_domain = settings.bounces.domain or settings.unsubscribe.mailto_domain
         self.finisher = finisher or UnsubscribeAndSign(
             self.tokens, self.signer, public_url=settings.http.public_url,
-            mailto_domain=settings.unsubscribe.mailto_domain)
+            mailto_domain=settings.unsubscribe.mailto_domain,
+            bounce_domain=self.bounce_domain if settings.bounces.verp else None,
+            verp_max_local=settings.bounces.verp_max_local)
         self.metrics = Metrics()
+        self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
@@ -91,11 +99,17 @@ class Heed:
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics,
         )
-        self.local: LocalMail | None = UnsubscribeMailbox(
-            self.tokens, self.state, settings.unsubscribe.mailto_domain)
+        self.reports = ReportMailbox(
+            self.tokens, self.state, self.bounce_domain, rules=self.rules,
+            bounce=settings.bounces.address, complaints=settings.bounces.complaints)
+        self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
+            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
+        # Held mail given up gets one delivery status notification (RFC 3464).
+        self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(
-            self.queue, self.mailpath.release, self.clock, settings.queue,
-            on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,
+            self.queue, self.bounces.release(self.mailpath.release), self.clock, settings.queue,
+            on_expire=self.bounces.hook(self.mailpath.expired, expired=True),
+            on_permfail=self.bounces.hook(self.mailpath.failed_permanently, expired=False),
         )
         self._smtp: asyncio.Server | None = None
         self._http: Any = None
@@ -110,6 +124,8 @@ class Heed:
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
                            ready=self.ready)
+            add_api(app, state=self.state, policies=self.policies, clock=self.clock,
+                    tokens=self.settings.api.tokens, rules=self.rules)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
