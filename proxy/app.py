@@ -9,11 +9,15 @@ import secrets
 from typing import Any
 
 from proxy.audit import Audit
+from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
+from proxy.dsn import Bounces
+from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
+from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
-from proxy.inbound import UnsubscribeMailbox
+from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
@@ -59,14 +63,19 @@ class Heed:
         self.state = State(self.redis, self.keys, self.clock)
         self.audit = Audit(self.redis, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
-        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname)
+        self.metrics = Metrics()
+        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
+                                     observe=self.metrics.upstream_seconds.observe)
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
                                   settings.unsubscribe.token_lifetime)
         self.signer = DkimSigner(settings.dkim, self.clock) if settings.dkim else None
+        self.bounce_domain = settings.bounces.domain or settings.unsubscribe.mailto_domain
         self.finisher = finisher or UnsubscribeAndSign(
             self.tokens, self.signer, public_url=settings.http.public_url,
-            mailto_domain=settings.unsubscribe.mailto_domain)
-        self.metrics = Metrics()
+            mailto_domain=settings.unsubscribe.mailto_domain,
+            bounce_domain=self.bounce_domain if settings.bounces.verp else None,
+            verp_max_local=settings.bounces.verp_max_local)
+        self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
@@ -74,11 +83,17 @@ class Heed:
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics,
         )
-        self.local: LocalMail | None = UnsubscribeMailbox(
-            self.tokens, self.state, settings.unsubscribe.mailto_domain)
+        self.reports = ReportMailbox(
+            self.tokens, self.state, self.bounce_domain, rules=self.rules,
+            bounce=settings.bounces.address, complaints=settings.bounces.complaints)
+        self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
+            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
+        # Held mail given up gets one delivery status notification (RFC 3464).
+        self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(
-            self.queue, self.mailpath.release, self.clock, settings.queue,
-            on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,
+            self.queue, self.bounces.release(self.mailpath.release), self.clock, settings.queue,
+            on_expire=self.bounces.hook(self.mailpath.expired, expired=True),
+            on_permfail=self.bounces.hook(self.mailpath.failed_permanently, expired=False),
         )
         self._smtp: asyncio.Server | None = None
         self._http: Any = None
@@ -88,12 +103,15 @@ class Heed:
     async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
         await warm_up(self.redis)
         handler = Handler(self.mailpath, self.access,
-                          max_recipients=self.settings.smtp.max_recipients, local=self.local)
+                          max_recipients=self.settings.smtp.max_recipients, local=self.local,
+                          metrics=self.metrics)
         self._smtp = await start_smtp(handler, self.settings.smtp, self.access,
                                       reuse_port=reuse_port)
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
                            ready=self.ready)
+            add_api(app, state=self.state, policies=self.policies, clock=self.clock,
+                    tokens=self.settings.api.tokens, rules=self.rules)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
