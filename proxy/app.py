@@ -8,10 +8,6 @@ import os
 import secrets
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-
 from proxy.audit import Audit
 from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
@@ -28,6 +24,7 @@ from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue
+from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey
@@ -38,16 +35,6 @@ from proxy.state import State
 from proxy.tokens import TokenSigner
 
 log = logging.getLogger("heed")
-
-
-def connect_redis(url: str) -> Any:
-    """A Redis client that fails fast: a paused Redis must become a 451, not a hung session."""
-    # One quick retry only: redis-py's default retries with backoff for many
-    # seconds, which would hold a client for long before its 451.
-    return aioredis.Redis.from_url(
-        url, socket_timeout=3.0, socket_connect_timeout=3.0, health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-    )
 
 
 def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
@@ -77,7 +64,9 @@ class Heed:
         self.state = State(self.redis, self.keys, self.clock)
         self.audit = Audit(self.redis, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
-        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname)
+        self.metrics = Metrics()
+        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
+                                     observe=self.metrics.upstream_seconds.observe)
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
                                   settings.unsubscribe.token_lifetime)
         self.signer = DkimSigner(settings.dkim, self.clock) if settings.dkim else None
@@ -87,7 +76,6 @@ class Heed:
             mailto_domain=settings.unsubscribe.mailto_domain,
             bounce_domain=self.bounce_domain if settings.bounces.verp else None,
             verp_max_local=settings.bounces.verp_max_local)
-        self.metrics = Metrics()
         self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
@@ -114,8 +102,10 @@ class Heed:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
+        await warm_up(self.redis)
         handler = Handler(self.mailpath, self.access,
-                          max_recipients=self.settings.smtp.max_recipients, local=self.local)
+                          max_recipients=self.settings.smtp.max_recipients, local=self.local,
+                          metrics=self.metrics)
         self._smtp = await start_smtp(handler, self.settings.smtp, self.access,
                                       reuse_port=reuse_port)
         if self.settings.http.listen is not None:
