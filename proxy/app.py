@@ -15,7 +15,10 @@ from redis.backoff import ExponentialBackoff
 from proxy.audit import Audit
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
+from proxy.dsn import Bounces
+from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
+from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
 from proxy.inbound import UnsubscribeMailbox
 from proxy.keys import Keys
@@ -80,6 +83,7 @@ class Heed:
             self.tokens, self.signer, public_url=settings.http.public_url,
             mailto_domain=settings.unsubscribe.mailto_domain)
         self.metrics = Metrics()
+        self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
@@ -89,9 +93,12 @@ class Heed:
         )
         self.local: LocalMail | None = UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain)
+        # Held mail given up gets one delivery status notification (RFC 3464).
+        self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(
-            self.queue, self.mailpath.release, self.clock, settings.queue,
-            on_expire=self.mailpath.expired, on_permfail=self.mailpath.failed_permanently,
+            self.queue, self.bounces.release(self.mailpath.release), self.clock, settings.queue,
+            on_expire=self.bounces.hook(self.mailpath.expired, expired=True),
+            on_permfail=self.bounces.hook(self.mailpath.failed_permanently, expired=False),
         )
         self._smtp: asyncio.Server | None = None
         self._http: Any = None
@@ -106,6 +113,8 @@ class Heed:
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
                            ready=self.ready)
+            add_api(app, state=self.state, policies=self.policies, clock=self.clock,
+                    tokens=self.settings.api.tokens, rules=self.rules)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))

@@ -65,6 +65,10 @@ class Keys:
         """HASH of the person's own choices (pause, zone, off, frequency)."""
         return self._person(address, "prefs")
 
+    def soft_bounces(self, address: str) -> str:
+        """ZSET of soft bounces (member: event id) scored by time, for the soft-bounce limit."""
+        return self._person(address, "softb")
+
     def person_audit(self, address: str) -> str:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")

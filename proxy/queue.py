@@ -43,6 +43,22 @@ return 1
 """
 
 
+# End a held copy (KEYS[3], id ARGV[3]) and put another (KEYS[4], id ARGV[1], due
+# ARGV[2], fields from ARGV[4]) in its place, only if the first still exists: so a copy
+# given up twice (a crash between the two) is replaced once.
+_REPLACE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[3])
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[4], unpack(fields))
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class HeldMail:
     """One held copy for one recipient."""
@@ -89,6 +105,7 @@ class DelayQueue:
         self._claim = redis.register_script(_CLAIM)
         self._recover = redis.register_script(_RECOVER)
         self._requeue = redis.register_script(_REQUEUE)
+        self._replace = redis.register_script(_REPLACE)
 
     async def _run(self, coro: Any) -> Any:
         try:
@@ -138,6 +155,16 @@ class DelayQueue:
         pipe.zrem(self.keys.queue_claimed, item_id)
         pipe.zrem(self.keys.queue_due, item_id)
         await self._run(pipe.execute())
+
+    async def replace(self, item_id: str, new: HeldMail) -> bool:
+        """End ``item_id`` and hold ``new`` instead, atomically; False if it had ended already."""
+        fields: list[Any] = []
+        for name, value in new.to_hash().items():
+            fields += [name, value]
+        return bool(await self._run(self._replace(
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id),
+                  self.keys.queue_item(new.id)],
+            args=[new.id, repr(new.due), item_id, *fields])))
 
     async def retry(self, item_id: str, due: float, attempts: int, last_error: str) -> bool:
         """Back to due after a failed attempt; False if this worker no longer holds the claim."""

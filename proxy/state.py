@@ -41,6 +41,12 @@ _READS = 5  # commands per person in a snapshot pipeline
 _ADDRESS = re.compile(r"^[^\s@<>\x00-\x1f\x7f]+@[^\s@<>\x00-\x1f\x7f]+\.[^\s@<>\x00-\x1f\x7f]+$")
 _UNSET: Any = object()
 
+
+def is_address(text: str) -> bool:
+    """One @, a dotted domain, no whitespace or control characters."""
+    return bool(_ADDRESS.match(text))
+
+
 @dataclass
 class ImportReport:
     """What an import did: rows written, and "line N: message" for each row skipped."""
@@ -284,6 +290,23 @@ class State:
                                 args=[self.keys.repermission(stream), message_id])
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
+
+    async def soft_bounce(self, address: str, *, event_id: str, window: float,
+                          at: float | None = None, detail: str = "") -> int:
+        """Count a soft bounce; returns how many fell within ``window`` seconds up to ``at``.
+
+        The event id is the member, so a webhook's retry of one bounce counts once.
+        """
+        at = self.clock.now() if at is None else at
+
+        def writes(p: Any, a: str) -> None:
+            key = self.keys.soft_bounces(a)
+            p.zadd(key, {event_id: at})
+            p.zremrangebyscore(key, "-inf", f"({at - window!r}")
+            p.zcount(key, at - window, "+inf")
+
+        results = await self._change(address, "soft-bounce", detail or "soft bounce", at, writes)
+        return int(results[2])
 
     async def set_preferences(self, address: str, *, paused_until: float | None = _UNSET,
                               timezone: str | None = _UNSET, off: Iterable[str] = _UNSET,

@@ -49,24 +49,26 @@ class HeedSMTP(SMTP):
         self.settings = settings
         self.sessions = sessions
         self.access = access
-        self._counted = False
+        self._counted: str | None = None  # the client address while this session is counted
         self._data_deadline: asyncio.TimerHandle | None = None
 
     # --- sessions ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a new connection, not the TLS upgrade
-            if not self.sessions.acquire():
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+            if not self.sessions.acquire(client):
                 # Refuse quickly so other clients keep being served (RFC 5321 §3.8).
                 transport.write(f"{TOO_MANY_SESSIONS}\r\n".encode())  # type: ignore[attr-defined]
                 transport.close()
                 return
-            self._counted = True
+            self._counted = client
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._counted:
-            self.sessions.release()
-            self._counted = False
+        if self._counted is not None:
+            self.sessions.release(self._counted)
+            self._counted = None
         self._cancel_data_deadline()
         if self.session is None:  # refused before the session began
             return
@@ -135,20 +137,28 @@ class HeedSMTP(SMTP):
 
 
 class SessionCounter:
-    """Counts concurrent SMTP sessions against the configured maximum."""
+    """Counts concurrent SMTP sessions against the maximum, in all and per client address."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_client: int | None = None) -> None:
         self.limit = limit
+        self.per_client = per_client or limit
         self.active = 0
+        self.by_client: dict[str, int] = {}
 
-    def acquire(self) -> bool:
-        if self.active >= self.limit:
+    def acquire(self, client: str = "") -> bool:
+        if self.active >= self.limit or self.by_client.get(client, 0) >= self.per_client:
             return False
         self.active += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
         return True
 
-    def release(self) -> None:
+    def release(self, client: str = "") -> None:
         self.active = max(0, self.active - 1)
+        left = self.by_client.get(client, 0) - 1
+        if left > 0:
+            self.by_client[client] = left
+        else:
+            self.by_client.pop(client, None)
 
 
 def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
@@ -164,7 +174,7 @@ async def start_smtp(handler: Any, settings: SmtpSettings, access: Access, *,
                      reuse_port: bool = False) -> asyncio.Server:
     """Listen for SMTP on the configured address, in the running loop."""
     loop = asyncio.get_running_loop()
-    sessions = SessionCounter(settings.max_sessions)
+    sessions = SessionCounter(settings.max_sessions, settings.max_sessions_per_client)
     context = tls_context(settings)
     host, port = settings.listen
     return await loop.create_server(
