@@ -143,7 +143,6 @@ class State:
         self.keys = keys
         self.clock = clock
         self.audit = Audit(redis, keys)
-        self._engage = redis.register_script(ENGAGE)
         self._claim = redis.register_script(CLAIM)
         self._unclaim = redis.register_script(UNCLAIM)
 
@@ -260,9 +259,9 @@ class State:
         k = self.keys
 
         def writes(p: Any, a: str) -> None:
-            self._engage(keys=[k.engagement(a), k.sends(a)],
-                         args=[repr(at), kind, k.engaged_at(kind), k.engaged_mark(kind),
-                               ENGAGED_AT, ENGAGED_MARK], client=p)
+            # EVAL, not EVALSHA: it rides on the change's pipeline, and no script cache to miss.
+            p.eval(ENGAGE, 2, k.engagement(a), k.sends(a), repr(at), kind, k.engaged_at(kind),
+                   k.engaged_mark(kind), ENGAGED_AT, ENGAGED_MARK)
 
         await self._change(address, "engaged", kind, at, writes)
 

@@ -42,6 +42,7 @@ class Decision:
     until: float | None = None  # epoch seconds; set when action is DELAY
     drop_mode: DropMode | None = None  # set when action is DROP
     shadow: bool = False  # decided in shadow mode: recorded, not enforced
+    repermission: bool = False  # delivering it spends the person's one re-ask (docs/policy.md)
 
     @property
     def rejects_at_rcpt(self) -> bool:
