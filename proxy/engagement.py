@@ -35,15 +35,14 @@ end
 return 1
 """
 
-# Claim a stream's one re-permission message: "time|message-id". It is free when no
-# claim exists or the claim is older than the person's last counted engagement (they
-# answered; the next silence earns a new one). The same message may claim again (a
-# retry of a copy that failed). KEYS: engagement hash. ARGV: field, since, now, id.
+# Claim a stream's one re-permission message: "time|message-id" (the id says whose claim
+# it is, so only that message gives it back). It is free when no claim exists or the
+# claim is older than the person's last counted engagement (they answered; the next
+# silence earns a new one). KEYS: engagement hash. ARGV: field, since, now, message id.
 CLAIM = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local sep = string.find(cur, '|', 1, true)
-  if sep and string.sub(cur, sep + 1) == ARGV[4] then return 1 end
   local at = tonumber(string.sub(cur, 1, sep and sep - 1 or -1))
   if at == nil or at >= tonumber(ARGV[2]) then return 0 end
 end

@@ -19,6 +19,7 @@ from proxy.message import Message
 from proxy.policy import Policy, Stream, decide
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue, HeldMail
+from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
 from proxy.types import Action, Decision, DropMode, Envelope, PersonState
@@ -126,6 +127,7 @@ class MailPath:
         now = self.clock.now()
         decisions = await self._decide_all(policy, envelope, message, early, now)
         message_id = message.message_id or f"<{correlation_id}@heed>"
+        decisions, claimed = await claim(self.state, policy, decisions, message_id, now)
 
         delayed = [r for r, d in decisions.items() if d.action is Action.DELAY]
         dropped = [r for r, d in decisions.items() if d.action is Action.DROP]
@@ -149,6 +151,7 @@ class MailPath:
             prepared, envelope.sender,
             [(policy.streams[decisions[r].stream], r) for r in delivering],
         )
+        await give_back(self.state, claimed, sent, message_id)
 
         status: dict[str, str] = {r: "queued" for r in delayed}
         status.update({r: "discarded" for r in dropped})
@@ -251,9 +254,11 @@ class MailPath:
         try:
             snapshot = (await self.state.snapshot(item.recipient) if stream.needs_state
                         else PersonState(address=item.recipient))
+            decided, claimed = await claim(self.state, policy, {
+                item.recipient: decide(policy, stream_name, snapshot, now)}, item.message_id, now)
         except StateUnavailable as exc:
             return Release(ReleaseOutcome.TEMPFAIL, error=str(exc))
-        decision = decide(policy, stream_name, snapshot, now)
+        decision = decided[item.recipient]
         envelope = Envelope(item.sender, (item.recipient,))
         cid = uuid.uuid4().hex
         if decision.action is Action.DROP:
@@ -265,6 +270,7 @@ class MailPath:
         prepared = self.finisher.prepare(message)
         sent, refused, failed = await self._deliver(prepared, item.sender,
                                                     [(stream, item.recipient)])
+        await give_back(self.state, claimed, sent, item.message_id)
         if failed:
             return Release(ReleaseOutcome.TEMPFAIL, error=failed[item.recipient])
         status = "released" if sent else "refused-upstream"

@@ -131,9 +131,11 @@ def _days(value: Any) -> float:
 def _kinds(value: Any) -> frozenset[str]:
     items = value if isinstance(value, list) else [value]
     bad = [v for v in items if v not in ENGAGEMENT_KINDS]
-    if bad or not items:
-        raise ValueError(f"unknown engagement kind {', '.join(map(repr, bad or items))}; "
+    if bad:
+        raise ValueError(f"unknown engagement kind {', '.join(map(repr, bad))}; "
                          f"expected {', '.join(ENGAGEMENT_KINDS)}")
+    if not items:
+        raise ValueError("name at least one kind (nothing would ever break the silence)")
     return frozenset(items)
 
 
