@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from proxy.audit import Audit
+from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
 from proxy.dsn import Bounces
@@ -20,7 +21,7 @@ from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
-from proxy.inbound import UnsubscribeMailbox
+from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
@@ -79,9 +80,12 @@ class Heed:
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
                                   settings.unsubscribe.token_lifetime)
         self.signer = DkimSigner(settings.dkim, self.clock) if settings.dkim else None
+        self.bounce_domain = settings.bounces.domain or settings.unsubscribe.mailto_domain
         self.finisher = finisher or UnsubscribeAndSign(
             self.tokens, self.signer, public_url=settings.http.public_url,
-            mailto_domain=settings.unsubscribe.mailto_domain)
+            mailto_domain=settings.unsubscribe.mailto_domain,
+            bounce_domain=self.bounce_domain if settings.bounces.verp else None,
+            verp_max_local=settings.bounces.verp_max_local)
         self.metrics = Metrics()
         self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
@@ -91,8 +95,11 @@ class Heed:
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics,
         )
-        self.local: LocalMail | None = UnsubscribeMailbox(
-            self.tokens, self.state, settings.unsubscribe.mailto_domain)
+        self.reports = ReportMailbox(
+            self.tokens, self.state, self.bounce_domain, rules=self.rules,
+            bounce=settings.bounces.address, complaints=settings.bounces.complaints)
+        self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
+            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
         # Held mail given up gets one delivery status notification (RFC 3464).
         self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(

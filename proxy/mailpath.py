@@ -60,6 +60,7 @@ class _Copy:
     stream: Stream
     recipients: list[str]
     data: bytes
+    sender: str = ""  # MAIL FROM of this copy: the tool's, or a VERP return path
 
 
 class MailPath:
@@ -211,13 +212,14 @@ class MailPath:
         shared: dict[str, _Copy] = {}
         for stream, r in targets:
             if prepared.per_recipient(stream):
-                copies.append(_Copy(stream, [r], prepared.build(stream, r)))
+                copies.append(_Copy(stream, [r], prepared.build(stream, r),
+                                    prepared.return_path(stream, r, sender)))
             elif stream.name in shared:
                 shared[stream.name].recipients.append(r)
             else:
-                shared[stream.name] = _Copy(stream, [r], prepared.build(stream, None))
+                shared[stream.name] = _Copy(stream, [r], prepared.build(stream, None), sender)
                 copies.append(shared[stream.name])
-        results = await asyncio.gather(*(self._send(sender, c) for c in copies))
+        results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
         sent: list[str] = []
         refused: dict[str, tuple[int, str]] = {}
         failed: dict[str, str] = {}
