@@ -76,7 +76,9 @@ class Heed:
         self.state = State(self.redis, self.keys, self.clock)
         self.audit = Audit(self.redis, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
-        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname)
+        self.metrics = Metrics()
+        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
+                                     observe=self.metrics.upstream_seconds.observe)
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
                                   settings.unsubscribe.token_lifetime)
         self.signer = DkimSigner(settings.dkim, self.clock) if settings.dkim else None
@@ -86,7 +88,6 @@ class Heed:
             mailto_domain=settings.unsubscribe.mailto_domain,
             bounce_domain=self.bounce_domain if settings.bounces.verp else None,
             verp_max_local=settings.bounces.verp_max_local)
-        self.metrics = Metrics()
         self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
@@ -114,7 +115,8 @@ class Heed:
 
     async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
         handler = Handler(self.mailpath, self.access,
-                          max_recipients=self.settings.smtp.max_recipients, local=self.local)
+                          max_recipients=self.settings.smtp.max_recipients, local=self.local,
+                          metrics=self.metrics)
         self._smtp = await start_smtp(handler, self.settings.smtp, self.access,
                                       reuse_port=reuse_port)
         if self.settings.http.listen is not None:

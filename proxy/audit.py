@@ -35,6 +35,15 @@ class AuditEntry:
     policy_version: str = ""
     correlation_id: str = ""
     detail: str = ""
+    # For a delivered marketing copy: "signed" when it went out with a one-click
+    # List-Unsubscribe covered by DKIM (RFC 8058 §4), "unsigned" when not; else "".
+    one_click: str = ""
+
+    def log_fields(self) -> dict[str, Any]:
+        """The entry for a JSON log line (reasons as a list; same correlation id as the trail)."""
+        out: dict[str, Any] = asdict(self)
+        out["reasons"] = list(self.reasons)
+        return out
 
     def to_fields(self) -> dict[str, str]:
         """The flat field map XADD stores."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from proxy.dkim import DkimSigner, from_domain
-from proxy.message import Message
+from proxy.message import Message, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
 from proxy.tokens import BOUNCE, TokenSigner
@@ -89,3 +89,21 @@ class UnsubscribeAndSign:
 
     def prepare(self, message: Message) -> PreparedMessage:
         return _Marketing(self, message)
+
+
+def signed_one_click(data: bytes) -> bool:
+    """Whether a copy carries a working, signed one-click: an https List-Unsubscribe with
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058 §3.1) and a DKIM
+    signature whose h= covers both fields (RFC 8058 §4). Read from the bytes that go out."""
+    message = Message.parse(split(data)[0])
+    if not any("<https://" in v for v in message.get_all("List-Unsubscribe")):
+        return False
+    if "List-Unsubscribe=One-Click" not in [v.strip() for v in
+                                             message.get_all("List-Unsubscribe-Post")]:
+        return False
+    for signature in message.get_all("DKIM-Signature"):
+        tags = dict(t.strip().partition("=")[::2] for t in signature.split(";"))
+        signed = {h.strip().lower() for h in "".join(tags.get("h", "").split()).split(":")}
+        if {"list-unsubscribe", "list-unsubscribe-post"} <= signed:
+            return True
+    return False
