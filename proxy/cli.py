@@ -119,8 +119,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 @contextlib.asynccontextmanager
 async def redis_for(settings: Settings) -> AsyncIterator[Any]:
     """A client for the configured Redis, or for the embedded one (started if not running)."""
-    from proxy.app import connect_redis
     from proxy.embedded_redis import EmbeddedRedis, ping
+    from proxy.redisconn import connect_redis, warm_up
 
     embedded = None
     url = settings.redis.url
@@ -132,6 +132,7 @@ async def redis_for(settings: Settings) -> AsyncIterator[Any]:
             embedded = candidate
             url = await asyncio.to_thread(embedded.start)
     client = connect_redis(url)
+    await warm_up(client)
     try:
         yield client
     finally:
