@@ -17,6 +17,7 @@ from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
+from proxy.http.webhooks import add_webhooks
 from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
@@ -112,6 +113,8 @@ class Heed:
                            ready=self.ready)
             add_api(app, state=self.state, policies=self.policies, clock=self.clock,
                     tokens=self.settings.api.tokens, rules=self.rules)
+            add_webhooks(app, state=self.state, settings=self.settings.webhooks,
+                         rules=self.rules, clock=self.clock)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))

@@ -84,6 +84,10 @@ class Keys:
         """SET of known addresses (for reports and lookups)."""
         return f"{self.prefix}:people"
 
+    def webhook_nonce(self, service: str, token: str) -> str:
+        """STRING with a TTL: a webhook token already used (replay protection)."""
+        return f"{self.prefix}:nonce:{service}:{token}"
+
     # --- delay queue (hash tag = queue) ---------------------------------------
     @property
     def queue_due(self) -> str:
