@@ -351,7 +351,7 @@ class Heed:
     copies_per_recipient = True  # one copy per recipient (its own token and signature)
 
     def __init__(self, site: Path, upstream_port: int, addresses: list[str],
-                 workers: int = 1) -> None:
+                 workers: int = 1, smtp_options: str = "") -> None:
         self.site = site
         self.port = free_port()
         site.mkdir()
@@ -366,7 +366,7 @@ class Heed:
             raise RuntimeError(f"heed dkim keygen failed: {keygen.stderr[-500:]}")
         key = next((site / "keys").glob("*.pem"))
         (site / "config" / "heed.yaml").write_text(f"""
-smtp: {{listen: "127.0.0.1:{self.port}", max_sessions: 2000}}
+smtp: {{listen: "127.0.0.1:{self.port}", max_sessions: 2000{smtp_options}}}
 upstream: {{host: 127.0.0.1, port: {upstream_port}, pool_size: 32}}
 redis: {{data_dir: var/redis}}
 http: {{listen: "127.0.0.1:{free_port()}", public_url: "https://heed.bench"}}
