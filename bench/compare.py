@@ -609,6 +609,21 @@ async def latencies(port: int, rate: float, seconds: float, sessions: int = 20,
     return results, errors
 
 
+def heed_latency(tmp: Path, rate: float, seconds: float, workers: int
+                 ) -> tuple[tuple[list[float], list[str], str], str, str]:
+    """heed's latency run into a fresh sink: (timings, Redis stalls, heed's log tail)."""
+    sink = Sink(tmp)
+    heed = Heed(tmp / "heed-lat", sink.port,
+                [f"lat{n}@example.org" for n in range(int(rate * seconds))], workers)
+    try:
+        heed.redis_stalls()
+        run = timed(latencies(heed.port, rate, seconds))
+        return run, heed.redis_stalls(), heed.log_tail()
+    finally:
+        heed.stop()
+        sink.stop()
+
+
 def timed(coro: Any) -> tuple[list[float], list[str], str]:
     m0 = machine_cpu()
     values, errors = asyncio.run(coro)
@@ -672,7 +687,6 @@ def main() -> None:
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: apt-get install postfix (bash .ci/run does)")
     rcpt_counts = [int(x) for x in a.rcpts.split(",")]
-    n_lat = int(a.rate * a.seconds)
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -821,19 +835,10 @@ def main() -> None:
                 postfix_why = str(exc)
             finally:
                 sink.stop()
-        sink = Sink(tmp)
-        heed = Heed(tmp / "heed-lat", sink.port, [f"lat{n}@example.org" for n in range(n_lat)],
-                    a.workers)
-        try:
-            heed.redis_stalls()
-            lat[Heed.name] = timed(latencies(heed.port, a.rate, a.seconds))
-            lat_redis = heed.redis_stalls()
-            if lat[Heed.name][1]:
-                failures.append(f"heed latency run: {len(lat[Heed.name][1])} errors, first: "
-                                f"{lat[Heed.name][1][0]}\nheed log:\n{heed.log_tail()}")
-        finally:
-            heed.stop()
-            sink.stop()
+        lat[Heed.name], lat_redis, heed_log = heed_latency(tmp, a.rate, a.seconds, a.workers)
+        if lat[Heed.name][1]:
+            failures.append(f"heed latency run: {len(lat[Heed.name][1])} errors, first: "
+                            f"{lat[Heed.name][1][0]}\nheed log:\n{heed_log}")
 
     # ----- the report
     print(versions(redis_version, postfix_version))

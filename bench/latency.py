@@ -19,7 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.compare import Heed, PlainRelay, Sink, cleanup_all, latencies, pct, timed  # noqa: E402
+from bench.compare import (  # noqa: E402
+    Heed,
+    PlainRelay,
+    Sink,
+    cleanup_all,
+    heed_latency,
+    latencies,
+    pct,
+    timed,
+)
 
 
 def main() -> None:
@@ -30,7 +39,6 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--relay", action="store_true", help="the aiosmtpd relay too")
     a = p.parse_args()
-    n = int(a.rate * a.seconds)
     runs: dict[str, tuple[list[float], list[str], str]] = {}
     stalls = ""
     try:
@@ -44,16 +52,7 @@ def main() -> None:
                 finally:
                     relay.stop()
                     sink.stop()
-            sink = Sink(tmp)
-            heed = Heed(tmp / "heed", sink.port, [f"lat{i}@example.org" for i in range(n)],
-                        a.workers)
-            try:
-                heed.redis_stalls()
-                runs[heed.name] = timed(latencies(heed.port, a.rate, a.seconds))
-                stalls = heed.redis_stalls()
-            finally:
-                heed.stop()
-                sink.stop()
+            runs[Heed.name], stalls, _log = heed_latency(tmp, a.rate, a.seconds, a.workers)
     finally:
         cleanup_all()
     print(f"{a.rate:.0f} messages/s offered for {a.seconds:.0f} s, 1 recipient, 20 sessions, "
