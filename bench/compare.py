@@ -609,16 +609,27 @@ async def latencies(port: int, rate: float, seconds: float, sessions: int = 20,
     return results, errors
 
 
-def heed_latency(tmp: Path, rate: float, seconds: float, workers: int
+def heed_latency(tmp: Path, rate: float, seconds: float, workers: int,
+                 appendfsync: str | None = None
                  ) -> tuple[tuple[list[float], list[str], str], str, str]:
-    """heed's latency run into a fresh sink: (timings, Redis stalls, heed's log tail)."""
+    """heed's latency run into a fresh sink: (timings, Redis stalls, heed's log tail).
+
+    ``appendfsync`` changes the embedded Redis's setting for the run (CONFIG SET), to
+    show what the fsync of every write costs; heed's default stays ``always``.
+    """
     sink = Sink(tmp)
-    heed = Heed(tmp / "heed-lat", sink.port,
+    heed = Heed(tmp / f"heed-lat-{appendfsync or 'always'}", sink.port,
                 [f"lat{n}@example.org" for n in range(int(rate * seconds))], workers)
     try:
+        if appendfsync:
+            heed.redis.config_set("appendfsync", appendfsync)
         heed.redis_stalls()
+        _cmds, reads0 = heed.redis_stats()
         run = timed(latencies(heed.port, rate, seconds))
-        return run, heed.redis_stalls(), heed.log_tail()
+        _cmds, reads1 = heed.redis_stats()
+        trips = (f"{(reads1 - reads0 - 1) / max(len(run[0]), 1):.2f} read events (≈ round "
+                 f"trips) per recipient; ")
+        return run, trips + heed.redis_stalls(), heed.log_tail()
     finally:
         heed.stop()
         sink.stop()
