@@ -20,14 +20,17 @@ from redis.exceptions import RedisError
 from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable
-from proxy.keys import Keys, normalise_address
+from proxy.keys import Keys, domain_of, normalise_address
 from proxy.types import GLOBAL_SCOPE, REFUSAL_KINDS, Consent, PersonState, Preferences, Refusal
 
 SEND_WINDOW = 35 * 86400.0  # caps look back at most a month (31 days); the rest is margin
 CSV_HEADER = ("email", "list", "granted_at", "source", "ip", "text")
 CSV_BATCH = 500  # rows per Redis round trip
 FREQUENCIES = (None, "weekly", "monthly")
-_READS = 5  # commands per person in a snapshot pipeline
+_READS = 6  # commands per person in a snapshot pipeline
+# The domain guard's longest window plus pause (proxy/policy/conditions.py); complaints
+# older than this are trimmed from a domain's set.
+GUARD_LOOKBACK = 62 * 86400.0
 # One @, no whitespace, no control characters (CR LF would smuggle SMTP commands), a dotted domain.
 _ADDRESS = re.compile(r"^[^\s@<>\x00-\x1f\x7f]+@[^\s@<>\x00-\x1f\x7f]+\.[^\s@<>\x00-\x1f\x7f]+$")
 _UNSET: Any = object()
@@ -108,7 +111,7 @@ def _prefs(raw: Any) -> Preferences:
 
 
 def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
-            sends: Any) -> PersonState:
+            sends: Any, complaints: Any) -> PersonState:
     eng = _hash(engage)
     by_stream: dict[str, list[float]] = {}
     for member, score in sends or []:
@@ -120,6 +123,7 @@ def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
         first_send=_float(eng.get("first_send")),
         sends={s: tuple(sorted(t)) for s, t in by_stream.items()},
         prefs=_prefs(prefs),
+        domain_complaints=tuple(sorted(float(score) for _, score in complaints or [])),
     )
 
 
@@ -141,7 +145,8 @@ class State:
         """Several people in one round trip (one non-transactional pipeline)."""
         if not addresses:
             return []
-        since = self.clock.now() - SEND_WINDOW
+        now = self.clock.now()
+        since, guard_since = now - SEND_WINDOW, now - GUARD_LOOKBACK
         norm = [normalise_address(a) for a in addresses]
         k = self.keys
         try:
@@ -152,6 +157,8 @@ class State:
                 pipe.hgetall(k.engagement(a))
                 pipe.hgetall(k.prefs(a))
                 pipe.zrangebyscore(k.sends(a), since, "+inf", withscores=True)
+                pipe.zrangebyscore(k.domain_complaints(domain_of(a)), guard_since, "+inf",
+                                   withscores=True)
             raw = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
@@ -224,9 +231,19 @@ class State:
         at = self.clock.now() if at is None else at
         scope = list or GLOBAL_SCOPE
         record = json.dumps({"kind": kind, "at": at, "channel": channel})
+
+        def writes(p: Any, a: str) -> None:
+            p.hsetnx(self.keys.refusal(a), scope, record)
+            if kind == "complaint":
+                # Every complaint source (ARF, webhooks, API, CLI) passes here: the domain
+                # guard counts people, so a repeat keeps the first time (NX).
+                key = self.keys.domain_complaints(domain_of(a))
+                p.zadd(key, {a: at}, nx=True)
+                p.zremrangebyscore(key, "-inf", f"({at - GUARD_LOOKBACK!r}")
+
         results = await self._change(
             address, "refused", f"{kind} of {_scope(scope)} via {channel or '-'}", at,
-            lambda p, a: p.hsetnx(self.keys.refusal(a), scope, record), scope)
+            writes, scope)
         return bool(results[0])
 
     async def unrefuse(self, address: str, list: str | None = None) -> None:
