@@ -8,10 +8,6 @@ import os
 import secrets
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-
 from proxy.audit import Audit
 from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
@@ -21,12 +17,14 @@ from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
+from proxy.http.webhooks import add_webhooks
 from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue
+from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey
@@ -37,16 +35,6 @@ from proxy.state import State
 from proxy.tokens import TokenSigner
 
 log = logging.getLogger("heed")
-
-
-def connect_redis(url: str) -> Any:
-    """A Redis client that fails fast: a paused Redis must become a 451, not a hung session."""
-    # One quick retry only: redis-py's default retries with backoff for many
-    # seconds, which would hold a client for long before its 451.
-    return aioredis.Redis.from_url(
-        url, socket_timeout=3.0, socket_connect_timeout=3.0, health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-    )
 
 
 def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
@@ -114,6 +102,7 @@ class Heed:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
+        await warm_up(self.redis)
         handler = Handler(self.mailpath, self.access,
                           max_recipients=self.settings.smtp.max_recipients, local=self.local,
                           metrics=self.metrics)
@@ -124,6 +113,8 @@ class Heed:
                            ready=self.ready)
             add_api(app, state=self.state, policies=self.policies, clock=self.clock,
                     tokens=self.settings.api.tokens, rules=self.rules)
+            add_webhooks(app, state=self.state, settings=self.settings.webhooks,
+                         rules=self.rules, clock=self.clock)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from proxy.errors import ConfigError
+from proxy.redisconn import parse_redis_url
 
 DEFAULT_CONFIG = Path("config/heed.yaml")
 
@@ -33,6 +34,14 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return (host or default_host), int(port)
+
+
+def _redis_url(value: Any) -> str | None:
+    """A Redis URL in one of proxy/redisconn.py's forms, checked at start rather than first use."""
+    if not value:
+        return None
+    parse_redis_url(str(value))
+    return str(value)
 
 
 def parse_duration(value: Any) -> float:
@@ -311,7 +320,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         RedisSettings,
         section("redis"),
         "redis",
-        {"data_dir": rel, "url": lambda v: str(v) if v else None},
+        {"data_dir": rel, "url": _redis_url},
     )
     queue = take(
         QueueSettings,

@@ -17,6 +17,7 @@ from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
 from tests.test_smtp_mailpath import NOON, send
 
+pytestmark = pytest.mark.cluster  # the guard's key lives in another slot than the person's
 DAY = 86400.0
 POLICY = """
 version: guard-test

@@ -103,7 +103,7 @@ def render_html(r: Report) -> str:
     first = int(r.since // 86400)
     days = [iso(d * 86400.0)[:10] for d in range(first, int(r.now // 86400) + 1)][-366:]
     parts.append(svg.lines("Delivered marketing, refusals and complaints per day", days,
-                           [(name, [float(r.daily.get(d, {}).get(name, 0)) for d in days])
+                           [(name, [float(r.daily[d][name] if d in r.daily else 0) for d in days])
                             for name in ("delivered", "refusals", "complaints")]))
 
     parts.append("<h2>Lifecycle</h2><p>People who may get each marketing stream, by stage "
