@@ -6,12 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_sync
 
-from proxy.audit import AuditEntry
 from proxy.clock import ManualClock
 from proxy.errors import PolicyError
-from proxy.keys import Keys
 from proxy.policy import load_policies
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
@@ -82,9 +79,9 @@ def test_guard_pauses_a_domain_after_n_complaints_and_not_before(
     assert refused == {} and reply.startswith("250")
     # Held, not sent; the other domain is untouched.
     assert upstream.recipients() == ["p1@big.example", "q@other.example"]
-    trail = [AuditEntry.from_fields(f)
-             for _, f in redis_sync.Redis.from_url(redis_url).xrange(Keys().audit)]
-    held = [e for e in trail if e.recipient == "p2@big.example" and e.kind == "decision"]
+    assert h.heed is not None
+    trail = h.call(h.heed.audit.recent("p2@big.example"))
+    held = [e for e in trail if e.kind == "decision"]
     assert [(e.outcome, e.reasons[0].split(":")[0]) for e in held] == [("queued",
                                                                         "domain_guard")]
     assert "big.example" in held[0].reasons[0]
