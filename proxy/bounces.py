@@ -19,6 +19,7 @@ import email.message
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.errors import TokenError
 from proxy.events import Event, EventRules, apply
@@ -191,7 +192,9 @@ class ReportMailbox:
     """heed's bounce and complaint addresses: ``bounce@``, ``bounce+TOKEN@`` and ``fbl@``."""
 
     def __init__(self, tokens: TokenSigner, state: State, domain: str, *,
-                 rules: EventRules, bounce: str = "bounce", complaints: str = "fbl") -> None:
+                 rules: EventRules, bounce: str = "bounce", complaints: str = "fbl",
+                 metrics: Any = None) -> None:
+        self.metrics = metrics
         self.tokens = tokens
         self.state = state
         self.domain = domain.lower()
@@ -232,4 +235,4 @@ class ReportMailbox:
         if not events:
             log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
         for event in events:
-            await apply(self.state, event, self.rules)
+            await apply(self.state, event, self.rules, self.metrics)

@@ -139,6 +139,7 @@ def test_postfix_hard_bounce_refuses_all_marketing(heed: HeedThread, with_token:
     events = [e for e in heed.call(heed.heed.audit.recent(ANA)) if e.kind == "event"]
     assert events[0].outcome == "bounce"
     assert "channel dsn; hard" in events[0].detail and "5.1.1" in events[0].detail
+    assert heed.heed.metrics.events.labels("dsn", "bounce", "refused")._value.get() == 1
 
 
 def test_delayed_and_policy_bounces_only_count(heed: HeedThread, aredis_sync: redis_sync.Redis,
