@@ -87,7 +87,7 @@ class Heed:
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
-            metrics=self.metrics)
+            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
         # Held mail given up gets one delivery status notification (RFC 3464).
