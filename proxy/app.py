@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from proxy.audit import Audit
+from proxy.batch import GroupCommit
 from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
@@ -61,8 +62,11 @@ class Heed:
         self.policies = policies or PolicyStore(settings.policies)
         self.redis = connect_redis(redis_url)
         self.keys = Keys(settings.redis.prefix)
-        self.state = State(self.redis, self.keys, self.clock)
-        self.audit = Audit(self.redis, self.keys)
+        # Person reads and the writes after delivery of concurrent sessions share
+        # round trips (group commit); the delay queue keeps the plain client.
+        self.batched = GroupCommit(self.redis)
+        self.state = State(self.batched, self.keys, self.clock)
+        self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
         self.metrics = Metrics()
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
@@ -80,7 +84,7 @@ class Heed:
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
-            upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.redis,
+            upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics,
         )
@@ -169,4 +173,4 @@ class Heed:
         if self._http is not None:
             await self._http.cleanup()
         await self.upstream.close()
-        await self.redis.aclose()
+        await self.batched.aclose()
