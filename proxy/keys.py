@@ -7,6 +7,7 @@ script touches one Redis Cluster slot. The delay queue's keys share the tag
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Fields of the engagement hash named after an engagement kind or a stream (see
@@ -23,6 +24,15 @@ def normalise_address(address: str) -> str:
     provider treats them so; one person must not escape a refusal by case.
     """
     return address.strip().strip("<>").strip().lower()
+
+
+# One @, no whitespace, no control characters (CR LF would smuggle SMTP commands), a dotted domain.
+_ADDRESS = re.compile(r"^[^\s@<>\x00-\x1f\x7f]+@[^\s@<>\x00-\x1f\x7f]+\.[^\s@<>\x00-\x1f\x7f]+$")
+
+
+def is_address(text: str) -> bool:
+    """One @, a dotted domain, no whitespace or control characters."""
+    return bool(_ADDRESS.match(text))
 
 
 @dataclass(frozen=True)
