@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +20,7 @@ from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
+from proxy.privacy import erase_secret, key_file
 from proxy.queue import DelayQueue
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
@@ -49,14 +48,9 @@ def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
     """The configured token keys, or one random key kept beside the embedded Redis data."""
     if settings.unsubscribe.keys:
         return settings.unsubscribe.keys
-    path = settings.redis.data_dir.parent / "unsubscribe.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-        log.info("generated an unsubscribe token key at %s", path)
-    return (UnsubscribeKey("auto", path.read_text().strip().encode()),)
+    secret = key_file(settings.redis.data_dir.parent / "unsubscribe.key",
+                       "unsubscribe token key")
+    return (UnsubscribeKey("auto", secret),)
 
 
 class Heed:
@@ -69,7 +63,7 @@ class Heed:
         self.policies = policies or PolicyStore(settings.policies)
         self.redis = connect_redis(redis_url)
         self.keys = Keys(settings.redis.prefix)
-        self.state = State(self.redis, self.keys, self.clock)
+        self.state = State(self.redis, self.keys, self.clock, secret=erase_secret(settings))
         self.audit = Audit(self.redis, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname)
@@ -105,7 +99,8 @@ class Heed:
                                       reuse_port=reuse_port)
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
-                           ready=self.ready)
+                           ready=self.ready, policies=self.policies,
+                           public_url=self.settings.http.public_url)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))

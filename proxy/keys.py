@@ -7,7 +7,12 @@ script touches one Redis Cluster slot. The delay queue's keys share the tag
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
+
+# Domain separation for the suppression digest (see suppression_id).
+_SUPPRESSION_CONTEXT = b"heed-suppression-v1\x00"
 
 
 def normalise_address(address: str) -> str:
@@ -17,6 +22,16 @@ def normalise_address(address: str) -> str:
     provider treats them so; one person must not escape a refusal by case.
     """
     return address.strip().strip("<>").strip().lower()
+
+
+def suppression_id(secret: bytes, address: str) -> str:
+    """The member of the suppression set for an erased address: HMAC-SHA256, hex.
+
+    Keyed with a server secret, so the set is not a lookup table: without the
+    secret nobody can test a list of known addresses against it.
+    """
+    message = _SUPPRESSION_CONTEXT + normalise_address(address).encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,11 @@ class Keys:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")
 
+    def person_keys(self, address: str) -> tuple[str, ...]:
+        """Every key of one person: erasure deletes these (add each new person key here)."""
+        return (self.consent(address), self.refusal(address), self.engagement(address),
+                self.sends(address), self.prefs(address), self.person_audit(address))
+
     # --- global --------------------------------------------------------------
     @property
     def audit(self) -> str:
@@ -61,6 +81,11 @@ class Keys:
     def people(self) -> str:
         """SET of known addresses (for reports and lookups)."""
         return f"{self.prefix}:people"
+
+    @property
+    def suppressed(self) -> str:
+        """SET of suppression_id() digests of erased addresses: no marketing, ever."""
+        return f"{self.prefix}:suppressed"
 
     # --- delay queue (hash tag = queue) ---------------------------------------
     @property

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable
-from proxy.keys import Keys, normalise_address
+from proxy.keys import Keys, normalise_address, suppression_id
 from proxy.types import GLOBAL_SCOPE, REFUSAL_KINDS, Consent, PersonState, Preferences, Refusal
 
 SEND_WINDOW = 35 * 86400.0  # caps look back at most a month (31 days); the rest is margin
@@ -103,7 +103,7 @@ def _prefs(raw: Any) -> Preferences:
 
 
 def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
-            sends: Any) -> PersonState:
+            sends: Any, *, suppressed: Any) -> PersonState:
     eng = _hash(engage)
     by_stream: dict[str, list[float]] = {}
     for member, score in sends or []:
@@ -114,17 +114,19 @@ def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
         sends_since_engagement=int(_float(eng.get("sends_since")) or 0),
         first_send=_float(eng.get("first_send")),
         sends={s: tuple(sorted(t)) for s, t in by_stream.items()},
-        prefs=_prefs(prefs),
+        prefs=_prefs(prefs), suppressed=bool(suppressed),
     )
 
 
 class State:
     """Reads one person in one round trip; every write leaves an audit "change" entry."""
 
-    def __init__(self, redis: Any, keys: Keys, clock: Clock) -> None:
+    def __init__(self, redis: Any, keys: Keys, clock: Clock, *, secret: bytes = b"") -> None:
+        """``secret`` keys the suppression digests of erased addresses (see proxy/privacy.py)."""
         self.redis = redis
         self.keys = keys
         self.clock = clock
+        self.secret = secret
         self.audit = Audit(redis, keys)
 
     # --- reading --------------------------------------------------------------------
@@ -147,10 +149,18 @@ class State:
                 pipe.hgetall(k.engagement(a))
                 pipe.hgetall(k.prefs(a))
                 pipe.zrangebyscore(k.sends(a), since, "+inf", withscores=True)
+            # Erased addresses: one command for the whole batch, in the same round trip.
+            pipe.smismember(k.suppressed, [self.suppression_id(a) for a in norm])
             raw = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        return [_person(a, *raw[i * _READS:(i + 1) * _READS]) for i, a in enumerate(norm)]
+        flags = raw[-1]
+        return [_person(a, *raw[i * _READS:(i + 1) * _READS], suppressed=flags[i])
+                for i, a in enumerate(norm)]
+
+    def suppression_id(self, address: str) -> str:
+        """The digest an erased ``address`` is kept under in the suppression set."""
+        return suppression_id(self.secret, address)
 
     # --- the hot path's write (queued on the caller's pipeline) ---------------------
     def record_sends(self, pipe: Any, stream: str, addresses: Iterable[str], at: float) -> None:

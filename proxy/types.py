@@ -101,6 +101,7 @@ class PersonState:
     # stream -> times of recent sends (at least the last 31 days), oldest first
     sends: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     prefs: Preferences = field(default_factory=Preferences)
+    suppressed: bool = False  # erased at the person's request: only a hashed "no" is left
 
 
 @dataclass(frozen=True)
