@@ -14,6 +14,12 @@ from dataclasses import dataclass
 # Domain separation for the suppression digest (see suppression_id).
 _SUPPRESSION_CONTEXT = b"heed-suppression-v1\x00"
 
+# Fields of the engagement hash named after an engagement kind or a stream (see
+# Keys.engagement); kept in the person's one hash so a snapshot still reads it with HGETALL.
+ENGAGED_AT = "at:"  # at:<kind> -> time of the latest engagement of that kind
+ENGAGED_MARK = "n:"  # n:<kind> -> total_sends before that engagement (sends since = the difference)
+REPERMISSION = "repermission:"  # repermission:<stream> -> "time|message-id" of the one re-ask
+
 
 def normalise_address(address: str) -> str:
     """The form an address is stored under: trimmed, without <>, lower case.
@@ -51,8 +57,20 @@ class Keys:
         return self._person(address, "refusal")
 
     def engagement(self, address: str) -> str:
-        """HASH last_engaged, sends_since, first_send, total_sends, last_kind."""
+        """HASH last_engaged, sends_since, first_send, total_sends, last_kind + the fields below."""
         return self._person(address, "engage")
+
+    @staticmethod
+    def engaged_at(kind: str) -> str:
+        return ENGAGED_AT + kind
+
+    @staticmethod
+    def engaged_mark(kind: str) -> str:
+        return ENGAGED_MARK + kind
+
+    @staticmethod
+    def repermission(stream: str) -> str:
+        return REPERMISSION + stream
 
     def sends(self, address: str) -> str:
         """ZSET of "stream|send-id" scored by send time, for frequency caps (all streams)."""
@@ -62,6 +80,10 @@ class Keys:
         """HASH of the person's own choices (pause, zone, off, frequency)."""
         return self._person(address, "prefs")
 
+    def soft_bounces(self, address: str) -> str:
+        """ZSET of soft bounces (member: event id) scored by time, for the soft-bounce limit."""
+        return self._person(address, "softb")
+
     def person_audit(self, address: str) -> str:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")
@@ -69,7 +91,8 @@ class Keys:
     def person_keys(self, address: str) -> tuple[str, ...]:
         """Every key of one person: erasure deletes these (add each new person key here)."""
         return (self.consent(address), self.refusal(address), self.engagement(address),
-                self.sends(address), self.prefs(address), self.person_audit(address))
+                self.sends(address), self.prefs(address), self.soft_bounces(address),
+                self.person_audit(address))
 
     # --- global --------------------------------------------------------------
     @property
@@ -86,6 +109,10 @@ class Keys:
     def suppressed(self) -> str:
         """SET of suppression_id() digests of erased addresses: no marketing, ever."""
         return f"{self.prefix}:suppressed"
+
+    def webhook_nonce(self, service: str, token: str) -> str:
+        """STRING with a TTL: a webhook token already used (replay protection)."""
+        return f"{self.prefix}:nonce:{service}:{token}"
 
     # --- delay queue (hash tag = queue) ---------------------------------------
     @property
