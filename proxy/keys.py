@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 
 # Domain separation for the suppression digest (see suppression_id).
@@ -38,6 +39,15 @@ def suppression_id(secret: bytes, address: str) -> str:
     """
     message = _SUPPRESSION_CONTEXT + normalise_address(address).encode("utf-8")
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+# One @, no whitespace, no control characters (CR LF would smuggle SMTP commands), a dotted domain.
+_ADDRESS = re.compile(r"^[^\s@<>\x00-\x1f\x7f]+@[^\s@<>\x00-\x1f\x7f]+\.[^\s@<>\x00-\x1f\x7f]+$")
+
+
+def is_address(text: str) -> bool:
+    """One @, a dotted domain, no whitespace or control characters."""
+    return bool(_ADDRESS.match(text))
 
 
 @dataclass(frozen=True)
