@@ -22,6 +22,11 @@ ENGAGED_MARK = "n:"  # n:<kind> -> total_sends before that engagement (sends sin
 REPERMISSION = "repermission:"  # repermission:<stream> -> "time|message-id" of the one re-ask
 
 
+def domain_of(address: str) -> str:
+    """The receiving domain of an address (after the last @), lower case."""
+    return normalise_address(address).rpartition("@")[2]
+
+
 def normalise_address(address: str) -> str:
     """The form an address is stored under: trimmed, without <>, lower case.
 
@@ -103,6 +108,15 @@ class Keys:
         return (self.consent(address), self.refusal(address), self.engagement(address),
                 self.sends(address), self.prefs(address), self.soft_bounces(address),
                 self.person_audit(address))
+
+    # --- one receiving domain (hash tag = the domain) -------------------------
+    def domain_complaints(self, domain: str) -> str:
+        """ZSET complaining address -> time of its first complaint, for the domain guard.
+
+        Read in the snapshot pipeline beside the person's keys; in Redis Cluster it
+        lives in the domain's slot, so that pipeline touches two slots (not a script).
+        """
+        return f"{self.prefix}:d:{{{domain.strip().lower()}}}:complaints"
 
     # --- global --------------------------------------------------------------
     @property

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from proxy.audit import AuditEntry
 from proxy.errors import StateUnavailable
-from proxy.keys import normalise_address
+from proxy.keys import domain_of, normalise_address
 from proxy.settings import Settings
 from proxy.state import SEND_WINDOW, State
 
@@ -107,11 +107,17 @@ async def erase(state: State, address: str) -> str:
     # The address is not in this entry: the erasure itself must not keep the person.
     entry = AuditEntry(at=state.clock.now(), kind="change", recipient="", outcome="erased",
                        detail=f"person erased at their request; suppression {digest[:12]}")
+    guard = k.domain_complaints(domain_of(a))
     try:
+        complained = await state.redis.zscore(guard, a)
         pipe = state.redis.pipeline(transaction=False)
         pipe.sadd(k.suppressed, digest)
         pipe.delete(*k.person_keys(a))  # one hash tag: one slot, one command
         pipe.srem(k.people, a)
+        if complained is not None:
+            # The domain guard counts complaints; it keeps the count, not the address.
+            pipe.zadd(guard, {digest: complained})
+            pipe.zrem(guard, a)
         state.audit.add(pipe, [entry])
         await pipe.execute()
     except RedisError as exc:

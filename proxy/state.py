@@ -17,7 +17,7 @@ from proxy.consent_csv import ImportReport, proof_text, read_rows
 from proxy.consent_csv import parse_time as parse_time  # re-exported: events, webhooks
 from proxy.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.errors import StateUnavailable
-from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, normalise_address, suppression_id
+from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
 from proxy.types import (
     ENGAGEMENT_KINDS,
@@ -32,7 +32,10 @@ from proxy.types import (
 SEND_WINDOW = 35 * 86400.0  # caps look back at most a month (31 days); the rest is margin
 CSV_BATCH = 500  # rows per Redis round trip
 FREQUENCIES = (None, "weekly", "monthly")
-_READS = 5  # commands per person in a snapshot pipeline
+_READS = 5  # commands per person in a snapshot pipeline (6 with domain complaints)
+# The domain guard's longest window plus pause (proxy/policy/conditions.py); complaints
+# older than this are trimmed from a domain's set.
+GUARD_LOOKBACK = 62 * 86400.0
 _UNSET: Any = object()
 
 
@@ -98,7 +101,7 @@ def _prefs(raw: Any) -> Preferences:
 
 
 def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
-            sends: Any, *, suppressed: Any) -> PersonState:
+            sends: Any, complaints: Any = None, *, suppressed: Any = False) -> PersonState:
     eng = _hash(engage)
     by_stream: dict[str, list[float]] = {}
     for member, score in sends or []:
@@ -112,7 +115,9 @@ def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
         first_send=_float(eng.get("first_send")),
         sends={s: tuple(sorted(t)) for s, t in by_stream.items()},
         prefs=_prefs(prefs), engagement=engagement(eng, last, since, total),
-        total_sends=total, repermission=asked(eng), suppressed=bool(suppressed),
+        total_sends=total, repermission=asked(eng),
+        domain_complaints=tuple(sorted(float(score) for _, score in complaints or [])),
+        suppressed=bool(suppressed),
     )
 
 
@@ -130,15 +135,21 @@ class State:
         self._unclaim = redis.register_script(UNCLAIM)
 
     # --- reading --------------------------------------------------------------------
-    async def snapshot(self, address: str) -> PersonState:
+    async def snapshot(self, address: str, *, domains: bool = False) -> PersonState:
         """Everything the engine reads about one address: one pipeline, one round trip."""
-        return (await self.snapshots([address]))[0]
+        return (await self.snapshots([address], domains=domains))[0]
 
-    async def snapshots(self, addresses: Sequence[str]) -> list[PersonState]:
-        """Several people in one round trip (one non-transactional pipeline)."""
+    async def snapshots(self, addresses: Sequence[str], *,
+                        domains: bool = False) -> list[PersonState]:
+        """Several people in one round trip (one non-transactional pipeline).
+
+        ``domains`` adds each address's domain complaints (for a policy with a domain
+        guard): the same round trip, but on a Cluster another slot (the domain's).
+        """
         if not addresses:
             return []
-        since = self.clock.now() - SEND_WINDOW
+        now = self.clock.now()
+        since, guard_since = now - SEND_WINDOW, now - GUARD_LOOKBACK
         norm = [normalise_address(a) for a in addresses]
         k = self.keys
         try:
@@ -149,13 +160,17 @@ class State:
                 pipe.hgetall(k.engagement(a))
                 pipe.hgetall(k.prefs(a))
                 pipe.zrangebyscore(k.sends(a), since, "+inf", withscores=True)
+                if domains:
+                    pipe.zrangebyscore(k.domain_complaints(domain_of(a)), guard_since, "+inf",
+                                       withscores=True)
             # Erased addresses: one command for the whole batch, in the same round trip.
             pipe.smismember(k.suppressed, [self.suppression_id(a) for a in norm])
             raw = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
+        n = _READS + domains
         flags = raw[-1]
-        return [_person(a, *raw[i * _READS:(i + 1) * _READS], suppressed=flags[i])
+        return [_person(a, *raw[i * n:(i + 1) * n], suppressed=flags[i])
                 for i, a in enumerate(norm)]
 
     def suppression_id(self, address: str) -> str:
@@ -229,9 +244,19 @@ class State:
         at = self.clock.now() if at is None else at
         scope = list or GLOBAL_SCOPE
         record = json.dumps({"kind": kind, "at": at, "channel": channel})
+
+        def writes(p: Any, a: str) -> None:
+            p.hsetnx(self.keys.refusal(a), scope, record)
+            if kind == "complaint":
+                # Every complaint source (ARF, webhooks, API, CLI) passes here: the domain
+                # guard counts people, so a repeat keeps the first time (NX).
+                key = self.keys.domain_complaints(domain_of(a))
+                p.zadd(key, {a: at}, nx=True)
+                p.zremrangebyscore(key, "-inf", f"({at - GUARD_LOOKBACK!r}")
+
         results = await self._change(
             address, "refused", f"{kind} of {_scope(scope)} via {channel or '-'}", at,
-            lambda p, a: p.hsetnx(self.keys.refusal(a), scope, record), scope)
+            writes, scope)
         return bool(results[0])
 
     async def unrefuse(self, address: str, list: str | None = None) -> None:

@@ -248,6 +248,8 @@ async def test_erase_asks_first_then_keeps_only_a_hashed_no(
     server, state = centre
     await state.grant(ADDRESS, "marketing", source="form", ip="192.0.2.7", text="v3")
     await state.set_preferences(ADDRESS, frequency="weekly")
+    guard = keys.domain_complaints("example.org")
+    await aredis.zadd(guard, {ADDRESS: clock.now() - 60, "cy@example.org": clock.now()})
     token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
     async with aiohttp.ClientSession() as s:
         r = await post(s, server, token, [("action", "erase")])
@@ -263,6 +265,10 @@ async def test_erase_asks_first_then_keeps_only_a_hashed_no(
         assert 'id="gone"' in gone and "<form" not in gone
     raw = {k.decode() async for k in aredis.scan_iter("*")}
     assert not [k for k in raw if ADDRESS in k]  # no key of the person is left
+    # The domain's complaint guard keeps the count and the time, not the address.
+    guarded = dict(await aredis.zrange(guard, 0, -1, withscores=True))
+    assert ADDRESS.encode() not in guarded and len(guarded) == 2
+    assert sorted(guarded.values()) == [clock.now() - 60, clock.now()]
     assert not await aredis.sismember(keys.people, ADDRESS)
     members = await aredis.smembers(keys.suppressed)
     assert len(members) == 1 and ADDRESS.encode() not in next(iter(members))
