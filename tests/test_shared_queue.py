@@ -145,35 +145,34 @@ def settle(redis_url: str, capture: SlowCapture, rcpts: list[str]) -> Counter[st
     return Counter(r for _, r in capture.got)
 
 
-def test_two_instances_send_each_copy_once(redis_url: str, tmp_path: Path,
+@pytest.fixture
+def two(redis_url: str, tmp_path: Path,
+        slow_upstream: tuple[SlowCapture, int]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """heed-a and heed-b on the same Redis and upstream."""
+    procs = [serve(tmp_path, name, redis_url, slow_upstream[1]) for name in ("heed-a", "heed-b")]
+    yield procs
+    for proc in procs:
+        stop(proc)
+
+
+def test_two_instances_send_each_copy_once(redis_url: str, two: list[subprocess.Popen[bytes]],
                                            slow_upstream: tuple[SlowCapture, int]) -> None:
-    capture, port = slow_upstream
-    a = serve(tmp_path, "heed-a", redis_url, port)
-    b = serve(tmp_path, "heed-b", redis_url, port)
-    try:
-        rcpts = asyncio.run(hold(redis_url, HELD))
-        sends = settle(redis_url, capture, rcpts)
-    finally:
-        stop(a)
-        stop(b)
+    capture = slow_upstream[0]
+    rcpts = asyncio.run(hold(redis_url, HELD))
+    sends = settle(redis_url, capture, rcpts)
     assert sorted(sends) == sorted(rcpts) and set(sends.values()) == {1}  # no loss, no repeat
     assert {name for name, _ in capture.got} == {"heed-a", "heed-b"}  # both took a share
 
 
 def test_kill_9_mid_release_loses_nothing(redis_url: str, tmp_path: Path,
+                                          two: list[subprocess.Popen[bytes]],
                                           slow_upstream: tuple[SlowCapture, int]) -> None:
-    capture, port = slow_upstream
-    a = serve(tmp_path, "heed-a", redis_url, port)
-    b = serve(tmp_path, "heed-b", redis_url, port)
-    try:
-        rcpts = asyncio.run(hold(redis_url, HELD))
-        wait_until(lambda: sum(n == "heed-a" for n, _ in capture.got) >= 3, "heed-a's first sends")
-        os.kill(a.pid, signal.SIGKILL)  # mid-round: its claimed copies wait out their lease
-        a.wait(10)
-        sends = settle(redis_url, capture, rcpts)
-    finally:
-        stop(a)
-        stop(b)
+    capture, a = slow_upstream[0], two[0]
+    rcpts = asyncio.run(hold(redis_url, HELD))
+    wait_until(lambda: sum(n == "heed-a" for n, _ in capture.got) >= 3, "heed-a's first sends")
+    os.kill(a.pid, signal.SIGKILL)  # mid-round: its claimed copies wait out their lease
+    a.wait(10)
+    sends = settle(redis_url, capture, rcpts)
     assert sorted(sends) == sorted(rcpts)  # none lost
     # heed-a died holding claims; heed-b took them back once their lease ended.
     assert "recovered" in (tmp_path / "heed-b.log").read_text()
