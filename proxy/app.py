@@ -40,13 +40,25 @@ def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
     """The configured token keys, or one random key kept beside the embedded Redis data."""
     if settings.unsubscribe.keys:
         return settings.unsubscribe.keys
+    if settings.redis.url is not None:
+        log.warning("no unsubscribe.keys: this instance signs with a key of its own; instances "
+                    "sharing a Redis need the same unsubscribe.keys to honour each other's links")
     path = settings.redis.data_dir.parent / "unsubscribe.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written aside, then linked into place: with `--workers N` every worker
+        # gets here at once, and each must read the one complete key that won.
+        spare = path.with_name(f".unsubscribe.key.{os.getpid()}")
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
-        log.info("generated an unsubscribe token key at %s", path)
+        try:
+            os.link(spare, path)
+            log.info("generated an unsubscribe token key at %s", path)
+        except FileExistsError:
+            pass
+        finally:
+            spare.unlink()
     return (UnsubscribeKey("auto", path.read_text().strip().encode()),)
 
 

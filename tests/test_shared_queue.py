@@ -9,6 +9,7 @@ when a process is killed.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,17 +17,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 
+from proxy.app import unsubscribe_keys
 from proxy.clock import SystemClock
 from proxy.embedded_redis import free_port, wait_port
 from proxy.keys import Keys
 from proxy.queue import DelayQueue, HeldMail
 from proxy.redisconn import connect_redis, warm_up
+from proxy.settings import Settings, UnsubscribeKey, load_settings
 from proxy.state import State
 from tests.conftest import ROOT
 
@@ -195,3 +200,29 @@ def test_workers_share_one_scheduler_safely(redis_url: str, tmp_path: Path,
     finally:
         stop(served)
     assert sorted(sends) == sorted(rcpts) and set(sends.values()) == {1}
+
+
+_barrier: Any = None
+
+
+def _keep(barrier: Any) -> None:
+    global _barrier
+    _barrier = barrier
+
+
+def _at_once(settings: Settings) -> tuple[UnsubscribeKey, ...]:
+    """In a pool process: wait for the others, then all look for the key together."""
+    _barrier.wait(30)
+    return unsubscribe_keys(settings)
+
+
+def test_workers_starting_together_share_one_generated_key(tmp_path: Path) -> None:
+    """First boot of `--workers 4` with no unsubscribe.keys: one key, the same in every worker."""
+    settings = load_settings(None, env={}, overrides={
+        "redis": {"data_dir": str(tmp_path / "redis")}})
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(4)
+    with ProcessPoolExecutor(4, mp_context=ctx, initializer=_keep, initargs=(start,)) as pool:
+        found = list(pool.map(_at_once, [settings] * 4))
+    assert len({k[0].secret for k in found}) == 1 and len(found[0][0].secret) >= 32
+    assert [p.name for p in tmp_path.iterdir()] == ["unsubscribe.key"]  # no spare left behind
