@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from proxy.audit import Audit
+from proxy.batch import GroupCommit
 from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
@@ -17,6 +18,7 @@ from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
+from proxy.http.webhooks import add_webhooks
 from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
@@ -72,8 +74,11 @@ class Heed:
         self.policies = policies or PolicyStore(settings.policies)
         self.redis = connect_redis(redis_url)
         self.keys = Keys(settings.redis.prefix)
-        self.state = State(self.redis, self.keys, self.clock)
-        self.audit = Audit(self.redis, self.keys)
+        # Person reads and the writes after delivery of concurrent sessions share
+        # round trips (group commit); the delay queue keeps the plain client.
+        self.batched = GroupCommit(self.redis)
+        self.state = State(self.batched, self.keys, self.clock)
+        self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
         self.metrics = Metrics()
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
@@ -91,7 +96,7 @@ class Heed:
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
-            upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.redis,
+            upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics,
         )
@@ -124,6 +129,8 @@ class Heed:
                            ready=self.ready)
             add_api(app, state=self.state, policies=self.policies, clock=self.clock,
                     tokens=self.settings.api.tokens, rules=self.rules)
+            add_webhooks(app, state=self.state, settings=self.settings.webhooks,
+                         rules=self.rules, clock=self.clock)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
@@ -177,4 +184,4 @@ class Heed:
         if self._http is not None:
             await self._http.cleanup()
         await self.upstream.close()
-        await self.redis.aclose()
+        await self.batched.aclose()

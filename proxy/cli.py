@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy.errors import ConfigError, HeedError, PolicyError
 from proxy.settings import DEFAULT_CONFIG, Settings, load_settings, parse_hostport
+from proxy.types import ENGAGEMENT_KINDS
 
 REFUSAL_REASONS = ("unsubscribe", "complaint", "bounce", "manual")
 
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     engage = sub.add_parser("engage", help="record an engagement (click, reply, …)")
     _common(engage)
     engage.add_argument("address")
-    engage.add_argument("--kind", default="manual")
+    engage.add_argument("--kind", default="manual", choices=ENGAGEMENT_KINDS)
 
     explain = sub.add_parser("explain", help="why did / didn't this person get mail")
     _common(explain)
@@ -172,15 +173,11 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             await state.engage(args.address, kind=args.kind)
             print(f"engagement recorded: {args.address} ({args.kind})")
         elif args.command == "explain":
-            from proxy.policy import decide
             from proxy.policy_store import PolicyStore
 
             policy = PolicyStore(settings.policies).current
-            print(await explain(
-                state, Audit(redis, keys), args.address, now=clock.now(),
-                decide=lambda stream, snap: decide(policy, stream, snap, clock.now()),
-                streams=list(policy.streams),
-            ))
+            print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),
+                                policy=policy))
     return 0
 
 

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Fields of the engagement hash named after an engagement kind or a stream (see
+# Keys.engagement); kept in the person's one hash so a snapshot still reads it with HGETALL.
+ENGAGED_AT = "at:"  # at:<kind> -> time of the latest engagement of that kind
+ENGAGED_MARK = "n:"  # n:<kind> -> total_sends before that engagement (sends since = the difference)
+REPERMISSION = "repermission:"  # repermission:<stream> -> "time|message-id" of the one re-ask
+
 
 def normalise_address(address: str) -> str:
     """The form an address is stored under: trimmed, without <>, lower case.
@@ -36,8 +42,20 @@ class Keys:
         return self._person(address, "refusal")
 
     def engagement(self, address: str) -> str:
-        """HASH last_engaged, sends_since, first_send, total_sends, last_kind."""
+        """HASH last_engaged, sends_since, first_send, total_sends, last_kind + the fields below."""
         return self._person(address, "engage")
+
+    @staticmethod
+    def engaged_at(kind: str) -> str:
+        return ENGAGED_AT + kind
+
+    @staticmethod
+    def engaged_mark(kind: str) -> str:
+        return ENGAGED_MARK + kind
+
+    @staticmethod
+    def repermission(stream: str) -> str:
+        return REPERMISSION + stream
 
     def sends(self, address: str) -> str:
         """ZSET of "stream|send-id" scored by send time, for frequency caps (all streams)."""
@@ -65,6 +83,10 @@ class Keys:
     def people(self) -> str:
         """SET of known addresses (for reports and lookups)."""
         return f"{self.prefix}:people"
+
+    def webhook_nonce(self, service: str, token: str) -> str:
+        """STRING with a TTL: a webhook token already used (replay protection)."""
+        return f"{self.prefix}:nonce:{service}:{token}"
 
     # --- delay queue (hash tag = queue) ---------------------------------------
     @property

@@ -20,6 +20,7 @@ from proxy.metrics import Metrics
 from proxy.policy import Policy, Stream, decide
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue, HeldMail
+from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
 from proxy.types import Action, Decision, DropMode, Envelope, PersonState
@@ -134,6 +135,7 @@ class MailPath:
             decisions = await self._decide_all(policy, envelope, message, early, now)
         streams = [d.stream for d in decisions.values()]
         message_id = message.message_id or f"<{correlation_id}@heed>"
+        decisions, claimed = await claim(self.state, policy, decisions, message_id, now)
 
         delayed = [r for r, d in decisions.items() if d.action is Action.DELAY]
         dropped = [r for r, d in decisions.items() if d.action is Action.DROP]
@@ -159,6 +161,7 @@ class MailPath:
             prepared, envelope.sender,
             [(policy.streams[decisions[r].stream], r) for r in delivering], signed,
         )
+        await give_back(self.state, claimed, sent, message_id)
 
         status: dict[str, str] = {r: "queued" for r in delayed}
         status.update({r: "discarded" for r in dropped})
@@ -275,9 +278,11 @@ class MailPath:
             with self.metrics.redis_seconds.labels("snapshot").time():
                 snapshot = (await self.state.snapshot(item.recipient) if stream.needs_state
                             else PersonState(address=item.recipient))
+            decided, claimed = await claim(self.state, policy, {
+                item.recipient: decide(policy, stream_name, snapshot, now)}, item.message_id, now)
         except StateUnavailable as exc:
             return Release(ReleaseOutcome.TEMPFAIL, error=str(exc))
-        decision = decide(policy, stream_name, snapshot, now)
+        decision = decided[item.recipient]
         envelope = Envelope(item.sender, (item.recipient,))
         cid = uuid.uuid4().hex
         if decision.action is Action.DROP:
@@ -290,6 +295,7 @@ class MailPath:
         signed: set[str] = set()
         sent, refused, failed = await self._deliver(prepared, item.sender,
                                                     [(stream, item.recipient)], signed)
+        await give_back(self.state, claimed, sent, item.message_id)
         if failed:
             return Release(ReleaseOutcome.TEMPFAIL, error=failed[item.recipient])
         status = "released" if sent else "refused-upstream"

@@ -19,9 +19,18 @@ from redis.exceptions import RedisError
 
 from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
+from proxy.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.errors import StateUnavailable
-from proxy.keys import Keys, normalise_address
-from proxy.types import GLOBAL_SCOPE, REFUSAL_KINDS, Consent, PersonState, Preferences, Refusal
+from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, normalise_address
+from proxy.types import (
+    ENGAGEMENT_KINDS,
+    GLOBAL_SCOPE,
+    REFUSAL_KINDS,
+    Consent,
+    PersonState,
+    Preferences,
+    Refusal,
+)
 
 SEND_WINDOW = 35 * 86400.0  # caps look back at most a month (31 days); the rest is margin
 CSV_HEADER = ("email", "list", "granted_at", "source", "ip", "text")
@@ -113,13 +122,16 @@ def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
     by_stream: dict[str, list[float]] = {}
     for member, score in sends or []:
         by_stream.setdefault(_s(member).split("|", 1)[0], []).append(float(score))
+    last = _float(eng.get("last_engaged"))
+    since = int(_float(eng.get("sends_since")) or 0)
+    total = int(_float(eng.get("total_sends")) or 0)
     return PersonState(
         address=address, consents=_consents(consent), refusals=_refusals(refusal),
-        last_engaged=_float(eng.get("last_engaged")),
-        sends_since_engagement=int(_float(eng.get("sends_since")) or 0),
+        last_engaged=last, sends_since_engagement=since,
         first_send=_float(eng.get("first_send")),
         sends={s: tuple(sorted(t)) for s, t in by_stream.items()},
-        prefs=_prefs(prefs),
+        prefs=_prefs(prefs), engagement=engagement(eng, last, since, total),
+        total_sends=total, repermission=asked(eng),
     )
 
 
@@ -131,6 +143,8 @@ class State:
         self.keys = keys
         self.clock = clock
         self.audit = Audit(redis, keys)
+        self._claim = redis.register_script(CLAIM)
+        self._unclaim = redis.register_script(UNCLAIM)
 
     # --- reading --------------------------------------------------------------------
     async def snapshot(self, address: str) -> PersonState:
@@ -237,14 +251,44 @@ class State:
                            lambda p, a: p.hdel(self.keys.refusal(a), scope), scope)
 
     async def engage(self, address: str, *, kind: str = "click", at: float | None = None) -> None:
-        """An answer (open, click, reply…): resets the silence counter."""
+        """An answer (open, click, reply…), kept per kind: the policy says which kinds count."""
+        if kind not in ENGAGEMENT_KINDS:
+            raise ValueError(f"unknown engagement kind {kind!r}; one of "
+                             f"{', '.join(ENGAGEMENT_KINDS)}")
         at = self.clock.now() if at is None else at
+        k = self.keys
 
         def writes(p: Any, a: str) -> None:
-            p.hset(self.keys.engagement(a), mapping={"last_engaged": repr(at), "sends_since": 0,
-                                                     "last_kind": kind})
+            # EVAL, not EVALSHA: it rides on the change's pipeline, and no script cache to miss.
+            p.eval(ENGAGE, 2, k.engagement(a), k.sends(a), repr(at), kind, k.engaged_at(kind),
+                   k.engaged_mark(kind), ENGAGED_AT, ENGAGED_MARK)
 
         await self._change(address, "engaged", kind, at, writes)
+
+    # --- re-permission -----------------------------------------------------------------
+    async def claim_repermission(self, address: str, stream: str, *, since: float | None,
+                                 message_id: str, at: float | None = None) -> bool:
+        """Take the stream's one re-permission message for ``message_id``; False if taken.
+
+        ``since`` is the person's last counted engagement: a claim older than that is
+        spent and a new one may be taken.
+        """
+        at = self.clock.now() if at is None else at
+        try:
+            won = await self._claim(keys=[self.keys.engagement(address)],
+                                    args=[self.keys.repermission(stream), repr(since or 0.0),
+                                          repr(at), message_id])
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        return bool(won)
+
+    async def unclaim_repermission(self, address: str, stream: str, message_id: str) -> None:
+        """Give the claim back when its copy did not go out (best effort)."""
+        try:
+            await self._unclaim(keys=[self.keys.engagement(address)],
+                                args=[self.keys.repermission(stream), message_id])
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
 
     async def soft_bounce(self, address: str, *, event_id: str, window: float,
                           at: float | None = None, detail: str = "") -> int:

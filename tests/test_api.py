@@ -17,10 +17,11 @@ from proxy.errors import ConfigError
 from proxy.events import EventRules
 from proxy.http.api import add_api
 from proxy.http.app import make_app
+from proxy.http.webhooks import add_webhooks
 from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
-from proxy.settings import BounceSettings, UnsubscribeKey, load_settings
+from proxy.settings import BounceSettings, UnsubscribeKey, WebhookSettings, load_settings
 from proxy.state import State
 from proxy.tokens import TokenSigner
 from tests.conftest import ROOT
@@ -35,6 +36,7 @@ async def serve(state: State, clock: ManualClock,
     app = make_app(tokens=tokens, state=state, metrics=Metrics())
     add_api(app, state=state, policies=PolicyStore(ROOT / "policies"), clock=clock,
             tokens=[TOKEN, "second-token-0123456789"], rules=rules or EventRules())
+    add_webhooks(app, state=state, settings=WebhookSettings(), rules=EventRules(), clock=clock)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return server
@@ -279,6 +281,7 @@ async def test_openapi_document_is_valid_and_names_every_path(
               for info in (res.get_info() for res in server.app.router.resources())}
     served = {p for p in routes if p and (p.startswith("/api/") or p.startswith("/webhooks/"))}
     assert served <= set(doc["paths"])
+    assert "/webhooks/postmark/{secret}" in served  # the webhooks are mounted here too
     for path in ("/api/events", "/api/events/batch", "/api/people/{address}",
                  "/api/openapi.json"):
         assert path in doc["paths"]
