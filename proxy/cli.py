@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     engage.add_argument("address")
     engage.add_argument("--kind", default="manual", choices=ENGAGEMENT_KINDS)
 
+    report = sub.add_parser("report", help="compliance figures from the audit trail")
+    _common(report)
+    report.add_argument("--since", default="30d", metavar="DURATION",
+                        help="how far back to look, e.g. 7d, 12h (default 30d)")
+    report.add_argument("--format", choices=("text", "json", "html"), default="text")
+
     explain = sub.add_parser("explain", help="why did / didn't this person get mail")
     _common(explain)
     explain.add_argument("address")
@@ -191,6 +197,28 @@ def _check(settings: Settings) -> int:
     return 0
 
 
+async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.clock import SystemClock
+    from proxy.keys import Keys
+    from proxy.policy import load_policies
+    from proxy.report import RENDERERS, build_report
+    from proxy.settings import parse_duration
+    from proxy.state import GUARD_LOOKBACK, State
+
+    try:
+        window = parse_duration(args.since)
+    except ValueError as exc:
+        raise ConfigError([f"--since: {exc}"]) from None
+    policy = load_policies(settings.policies)
+    clock = SystemClock()
+    async with redis_for(settings) as redis:
+        now = clock.now()
+        report = await build_report(State(redis, Keys(settings.redis.prefix), clock), policy,
+                                    since=now - window, now=now, lookback=GUARD_LOOKBACK)
+    sys.stdout.write(RENDERERS[args.format](report))
+    return 0
+
+
 async def _policy_test(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.dryrun import dry_run
 
@@ -234,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(settings)
         if args.command == "policy":
             return asyncio.run(_policy_test(args, settings))
+        if args.command == "report":
+            return asyncio.run(_report(args, settings))
         return asyncio.run(_manage(args, settings))
     except (ConfigError, PolicyError) as exc:
         for line in exc.errors:

@@ -7,6 +7,7 @@ script touches one Redis Cluster slot. The delay queue's keys share the tag
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Fields of the engagement hash named after an engagement kind or a stream (see
@@ -16,6 +17,11 @@ ENGAGED_MARK = "n:"  # n:<kind> -> total_sends before that engagement (sends sin
 REPERMISSION = "repermission:"  # repermission:<stream> -> "time|message-id" of the one re-ask
 
 
+def domain_of(address: str) -> str:
+    """The receiving domain of an address (after the last @), lower case."""
+    return normalise_address(address).rpartition("@")[2]
+
+
 def normalise_address(address: str) -> str:
     """The form an address is stored under: trimmed, without <>, lower case.
 
@@ -23,6 +29,15 @@ def normalise_address(address: str) -> str:
     provider treats them so; one person must not escape a refusal by case.
     """
     return address.strip().strip("<>").strip().lower()
+
+
+# One @, no whitespace, no control characters (CR LF would smuggle SMTP commands), a dotted domain.
+_ADDRESS = re.compile(r"^[^\s@<>\x00-\x1f\x7f]+@[^\s@<>\x00-\x1f\x7f]+\.[^\s@<>\x00-\x1f\x7f]+$")
+
+
+def is_address(text: str) -> bool:
+    """One @, a dotted domain, no whitespace or control characters."""
+    return bool(_ADDRESS.match(text))
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,15 @@ class Keys:
     def person_audit(self, address: str) -> str:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")
+
+    # --- one receiving domain (hash tag = the domain) -------------------------
+    def domain_complaints(self, domain: str) -> str:
+        """ZSET complaining address -> time of its first complaint, for the domain guard.
+
+        Read in the snapshot pipeline beside the person's keys; in Redis Cluster it
+        lives in the domain's slot, so that pipeline touches two slots (not a script).
+        """
+        return f"{self.prefix}:d:{{{domain.strip().lower()}}}:complaints"
 
     # --- global --------------------------------------------------------------
     @property

@@ -108,7 +108,7 @@ class MailPath:
         if not policy.streams[stream].needs_state:
             return decide(policy, stream, PersonState(address=recipient), self.clock.now())
         with self.metrics.redis_seconds.labels("snapshot").time():
-            snapshot = await self.state.snapshot(recipient)
+            snapshot = await self.state.snapshot(recipient, domains=policy.guards_domains)
         return decide(policy, stream, snapshot, self.clock.now())
 
     async def record_rejection(self, envelope: Envelope, recipient: str, decision: Decision,
@@ -213,7 +213,7 @@ class MailPath:
         if need:
             # One round trip for every recipient still undecided.
             with self.metrics.redis_seconds.labels("snapshot").time():
-                snapshots = await self.state.snapshots(need)
+                snapshots = await self.state.snapshots(need, domains=policy.guards_domains)
             for r, snapshot in zip(need, snapshots, strict=True):
                 decisions[r] = decide(policy, streams[r], snapshot, now)
         return decisions
@@ -276,7 +276,9 @@ class MailPath:
         now = self.clock.now()
         try:
             with self.metrics.redis_seconds.labels("snapshot").time():
-                snapshot = (await self.state.snapshot(item.recipient) if stream.needs_state
+                snapshot = (await self.state.snapshot(item.recipient,
+                                                      domains=policy.guards_domains)
+                            if stream.needs_state
                             else PersonState(address=item.recipient))
             decided, claimed = await claim(self.state, policy, {
                 item.recipient: decide(policy, stream_name, snapshot, now)}, item.message_id, now)

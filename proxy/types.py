@@ -113,6 +113,9 @@ class PersonState:
     # stream -> times of recent sends (at least the last 31 days), oldest first
     sends: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     prefs: Preferences = field(default_factory=Preferences)
+    # When people at this address's domain first complained (the last GUARD_LOOKBACK), oldest
+    # first: the domain guard's input, read in the same round trip as the rest.
+    domain_complaints: tuple[float, ...] = ()
     engagement: Mapping[str, Engagement] = field(default_factory=dict)  # kind -> latest
     total_sends: int = 0  # every marketing copy delivered, ever
     repermission: Mapping[str, float] = field(default_factory=dict)  # stream -> when it went

@@ -17,6 +17,8 @@ from proxy.policy import Policy, decide, lifecycle_stage, load_policies
 from proxy.state import State
 from proxy.types import Action, DropMode
 
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
+
 DAY = 86400.0
 ADDR = "gil@example.org"
 

@@ -20,6 +20,8 @@ from proxy.types import Action, DropMode
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
 
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
+
 POLICY = """
 version: test
 default_stream: marketing

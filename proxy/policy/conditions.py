@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from proxy.policy.lifecycle import Assessment, repermission_due
 from proxy.policy.model import DAY, STAGES, Stream
+from proxy.settings import parse_duration
 from proxy.types import GLOBAL_SCOPE, REFUSAL_KINDS, PersonState, Reason
 
 
@@ -297,6 +298,47 @@ class OptedOut(Condition):
         return None
 
 
+# The domain guard looks back at most this far (window and pause each); state keeps
+# a domain's complaints for GUARD_LOOKBACK (proxy/state.py), which covers both.
+GUARD_MAX_DAYS = 31
+
+
+def _guard_span(value: Any) -> float:
+    seconds = parse_duration(value)
+    if not 0 < seconds <= GUARD_MAX_DAYS * DAY:
+        raise ValueError(f"expected a duration between 1s and {GUARD_MAX_DAYS}d, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class DomainGuard(Condition):
+    name = "domain_guard"
+    description = ("people at the recipient's domain complained `complaints` times within "
+                   "`window`: marketing to the domain pauses for `pause`")
+    params = {"complaints": _count, "window": _guard_span, "pause": _guard_span}
+    required = frozenset({"complaints", "window", "pause"})
+    releases = True
+    complaints: int = 3
+    window: float = DAY
+    pause: float = 2 * DAY
+
+    def check(self, ctx: Context) -> Match | None:
+        times = [t for t in ctx.state.domain_complaints if t <= ctx.now]
+        n = self.complaints
+        until = None
+        for i in range(n - 1, len(times)):
+            # The i-th complaint completes n within the window: the pause runs from it.
+            if times[i] - times[i - n + 1] <= self.window:
+                until = times[i] + self.pause
+        if until is None or until <= ctx.now:
+            return None
+        domain = ctx.state.address.rpartition("@")[2]
+        detail = (f"{n} or more complaints from people at {domain} within "
+                  f"{self.window / 3600:g}h; marketing to {domain} paused until {when(until)}")
+        return Match(Reason(self.name, detail), until)
+
+
 CONDITIONS: Mapping[str, type[Condition]] = {
-    c.name: c for c in (Refused, NoConsent, Lifecycle, Cap, QuietHours, Paused, OptedOut)
+    c.name: c for c in (Refused, NoConsent, Lifecycle, Cap, QuietHours, Paused, OptedOut,
+                        DomainGuard)
 }

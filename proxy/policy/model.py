@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,3 +89,8 @@ class Policy:
     default_stream: str
     classification: tuple[Classifier, ...] = ()
     files: tuple[Path, ...] = ()
+
+    @cached_property
+    def guards_domains(self) -> bool:
+        """Whether a rule reads domain complaints (then snapshots fetch them too)."""
+        return any(r.name == "domain_guard" for s in self.streams.values() for r in s.rules)
