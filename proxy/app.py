@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 from typing import Any
 
 from proxy.audit import Audit
@@ -24,6 +22,7 @@ from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
+from proxy.privacy import erase_secret, key_file
 from proxy.queue import DelayQueue
 from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
@@ -45,23 +44,9 @@ def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
     if settings.redis.url is not None:
         log.warning("no unsubscribe.keys: this instance signs with a key of its own; instances "
                     "sharing a Redis need the same unsubscribe.keys to honour each other's links")
-    path = settings.redis.data_dir.parent / "unsubscribe.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside, then linked into place: with `--workers N` every worker
-        # gets here at once, and each must read the one complete key that won.
-        spare = path.with_name(f".unsubscribe.key.{os.getpid()}")
-        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-        try:
-            os.link(spare, path)
-            log.info("generated an unsubscribe token key at %s", path)
-        except FileExistsError:
-            pass
-        finally:
-            spare.unlink()
-    return (UnsubscribeKey("auto", path.read_text().strip().encode()),)
+    secret = key_file(settings.redis.data_dir.parent / "unsubscribe.key",
+                       "unsubscribe token key")
+    return (UnsubscribeKey("auto", secret),)
 
 
 class Heed:
@@ -77,7 +62,8 @@ class Heed:
         # Person reads and the writes after delivery of concurrent sessions share
         # round trips (group commit); the delay queue keeps the plain client.
         self.batched = GroupCommit(self.redis)
-        self.state = State(self.batched, self.keys, self.clock)
+        self.state = State(self.batched, self.keys, self.clock,
+                           secret=erase_secret(settings))
         self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
         self.metrics = Metrics()
@@ -127,7 +113,8 @@ class Heed:
                                       reuse_port=reuse_port)
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
-                           ready=self.ready)
+                           ready=self.ready, policies=self.policies,
+                           public_url=self.settings.http.public_url)
             add_api(app, state=self.state, policies=self.policies, clock=self.clock,
                     tokens=self.settings.api.tokens, rules=self.rules, metrics=self.metrics)
             add_webhooks(app, state=self.state, settings=self.settings.webhooks,
