@@ -14,19 +14,8 @@ from proxy.keys import Keys
 from proxy.redisconn import RedisTarget, connect_redis, parse_redis_url
 from proxy.settings import load_settings
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings
+from tests.harness import CONSENT_POLICY, HeedThread, make_settings
 from tests.topologies import LocalCluster, LocalSentinel
-
-POLICY = """
-version: t
-default_stream: marketing
-streams:
-  marketing:
-    kind: marketing
-    rules:
-      - {if: refused, then: drop}
-      - {if: no_consent, then: drop}
-"""
 
 
 def test_sentinel_form() -> None:
@@ -80,7 +69,7 @@ def test_mail_through_a_sentinel_url(redis_sentinel: LocalSentinel, upstream: Up
     """heed knows only the Sentinel's port: it learns the master from it, and state lands there."""
     redis_sentinel.flush()
     (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "policy.yaml").write_text(POLICY)
+    (tmp_path / "p" / "policy.yaml").write_text(CONSENT_POLICY)
     settings = make_settings(redis_url=redis_sentinel.url, upstream_port=upstream.port,
                              policies=tmp_path / "p")
     h = HeedThread(settings, ManualClock(1_800_000_000.0)).start()
