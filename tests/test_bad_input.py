@@ -5,19 +5,22 @@ from __future__ import annotations
 import re
 import smtplib
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from proxy.clock import ManualClock
 from proxy.errors import PolicyError
 from proxy.message import Message, normalise
 from proxy.policy import Policy, load_policies
 from proxy.rewrite import add_unsubscribe, field_name, header_fields
 from tests.conftest import Upstream
-from tests.harness import HeedThread
-from tests.test_smtp_mailpath import grant, heed, policies  # noqa: F401 - fixtures
+from tests.harness import HeedThread, make_settings
+from tests.test_smtp_mailpath import NOON, POLICY, grant
 
 # --- policy loading: random YAML -> a Policy, or PolicyError with file:line --------------
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6),
@@ -97,6 +100,17 @@ def test_rewrite_keeps_every_other_field_and_the_body(fields: list, body: bytes)
 
 
 # --- odd mail through a real session ---------------------------------------------------------
+@pytest.fixture
+def heed(redis_url: str, upstream: Upstream, tmp_path: Path) -> Iterator[HeedThread]:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "policy.yaml").write_text(POLICY)
+    settings = make_settings(redis_url=redis_url, upstream_port=upstream.port,
+                             policies=tmp_path / "p")
+    h = HeedThread(settings, ManualClock(NOON)).start()
+    yield h
+    h.stop()
+
+
 def test_odd_messages_are_delivered_untouched_or_refused_clearly(heed: HeedThread,
                                                                  upstream: Upstream) -> None:
     grant(heed, "alice@example.org")
