@@ -50,6 +50,7 @@ class CountingSink:
     def __init__(self, port: int | None = None) -> None:
         self.tags: collections.Counter[str] = collections.Counter()
         self.reply: str | None = None
+        self.messages = 0  # every transaction accepted, tagged or not
         self.port = port or free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self.controller.start()
@@ -57,6 +58,7 @@ class CountingSink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.reply:
             return self.reply
+        self.messages += 1
         for tag in TAG.findall(bytes(envelope.original_content)):
             self.tags[tag.decode()] += 1
         return "250 2.0.0 queued"
