@@ -24,6 +24,7 @@ from bench.abuse import (
     smuggle,
 )
 from proxy.clock import ManualClock
+from proxy.embedded_redis import free_port
 from proxy.errors import TokenError
 from proxy.keys import Keys
 from proxy.settings import UnsubscribeKey
@@ -332,3 +333,34 @@ async def test_forged_tokens_over_http_record_nothing(aredis: aioredis.Redis, ke
         assert await aredis.dbsize() == 0
     finally:
         await server.close()
+
+
+def test_connections_closed_at_once_do_not_hold_session_slots(redis_url: str,
+                                                              tmp_path: Path) -> None:
+    """`heed serve` (uvloop): a client that connects and closes before the greeting
+    used to keep its slot until the command timeout (5 minutes)."""
+    from bench.abuse import _heed
+
+    heed = _heed(tmp_path, redis_url, free_port(),
+                 smtp="max_sessions: 2000, max_sessions_per_client: 10")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(30):
+            socket.create_connection(("127.0.0.1", heed.port), timeout=10).close()
+        codes = []
+        for _ in range(10):
+            deadline = time.monotonic() + 10
+            while True:  # the last closes may still be on their way to heed
+                s = socket.create_connection(("127.0.0.1", heed.port), timeout=10)
+                code = s.recv(100)[:3]
+                if code == b"220" or time.monotonic() > deadline:
+                    break
+                s.close()
+                time.sleep(0.1)
+            codes.append(code)
+            held.append(s)
+        assert codes == [b"220"] * 10
+    finally:
+        for s in held:
+            s.close()
+        heed.stop()
