@@ -28,10 +28,10 @@ KEY = UnsubscribeKey("b1", b"bench-secret-0123456789abcdef")
 def serve(port: int, redis_url: str) -> None:
     import uvloop
 
-    from proxy.app import connect_redis
     from proxy.http.app import make_app, start_http
     from proxy.keys import Keys
     from proxy.metrics import Metrics
+    from proxy.redisconn import connect_redis
     from proxy.state import State
     from proxy.tokens import TokenSigner
 

@@ -8,22 +8,24 @@ import os
 import secrets
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-
 from proxy.audit import Audit
+from proxy.batch import GroupCommit
+from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
 from proxy.dsn import Bounces
+from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
+from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
-from proxy.inbound import UnsubscribeMailbox
+from proxy.http.webhooks import add_webhooks
+from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue
+from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey
@@ -34,16 +36,6 @@ from proxy.state import State
 from proxy.tokens import TokenSigner
 
 log = logging.getLogger("heed")
-
-
-def connect_redis(url: str) -> Any:
-    """A Redis client that fails fast: a paused Redis must become a 451, not a hung session."""
-    # One quick retry only: redis-py's default retries with backoff for many
-    # seconds, which would hold a client for long before its 451.
-    return aioredis.Redis.from_url(
-        url, socket_timeout=3.0, socket_connect_timeout=3.0, health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-    )
 
 
 def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
@@ -70,26 +62,37 @@ class Heed:
         self.policies = policies or PolicyStore(settings.policies)
         self.redis = connect_redis(redis_url)
         self.keys = Keys(settings.redis.prefix)
-        self.state = State(self.redis, self.keys, self.clock)
-        self.audit = Audit(self.redis, self.keys)
+        # Person reads and the writes after delivery of concurrent sessions share
+        # round trips (group commit); the delay queue keeps the plain client.
+        self.batched = GroupCommit(self.redis)
+        self.state = State(self.batched, self.keys, self.clock)
+        self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
-        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname)
+        self.metrics = Metrics()
+        self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
+                                     observe=self.metrics.upstream_seconds.observe)
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
                                   settings.unsubscribe.token_lifetime)
         self.signer = DkimSigner(settings.dkim, self.clock) if settings.dkim else None
+        self.bounce_domain = settings.bounces.domain or settings.unsubscribe.mailto_domain
         self.finisher = finisher or UnsubscribeAndSign(
             self.tokens, self.signer, public_url=settings.http.public_url,
-            mailto_domain=settings.unsubscribe.mailto_domain)
-        self.metrics = Metrics()
+            mailto_domain=settings.unsubscribe.mailto_domain,
+            bounce_domain=self.bounce_domain if settings.bounces.verp else None,
+            verp_max_local=settings.bounces.verp_max_local)
+        self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
-            upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.redis,
+            upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics,
         )
-        self.local: LocalMail | None = UnsubscribeMailbox(
-            self.tokens, self.state, settings.unsubscribe.mailto_domain)
+        self.reports = ReportMailbox(
+            self.tokens, self.state, self.bounce_domain, rules=self.rules,
+            bounce=settings.bounces.address, complaints=settings.bounces.complaints)
+        self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
+            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
         # Held mail given up gets one delivery status notification (RFC 3464).
         self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(
@@ -103,13 +106,19 @@ class Heed:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
+        await warm_up(self.redis)
         handler = Handler(self.mailpath, self.access,
-                          max_recipients=self.settings.smtp.max_recipients, local=self.local)
+                          max_recipients=self.settings.smtp.max_recipients, local=self.local,
+                          metrics=self.metrics)
         self._smtp = await start_smtp(handler, self.settings.smtp, self.access,
                                       reuse_port=reuse_port)
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
                            ready=self.ready)
+            add_api(app, state=self.state, policies=self.policies, clock=self.clock,
+                    tokens=self.settings.api.tokens, rules=self.rules)
+            add_webhooks(app, state=self.state, settings=self.settings.webhooks,
+                         rules=self.rules, clock=self.clock)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
@@ -163,4 +172,4 @@ class Heed:
         if self._http is not None:
             await self._http.cleanup()
         await self.upstream.close()
-        await self.redis.aclose()
+        await self.batched.aclose()

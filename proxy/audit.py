@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys, normalise_address
 
-AUDIT_KINDS = ("decision", "change", "release", "expire", "upstream")
+AUDIT_KINDS = ("decision", "change", "release", "expire", "upstream", "event")
 _PAGE = 500  # entries read per round trip when tail() filters by time
 
 
@@ -25,7 +25,7 @@ class AuditEntry:
     """One recorded fact: who, stream, outcome, reasons, policy version, when."""
 
     at: float
-    kind: str  # decision | change | release | expire | upstream
+    kind: str  # decision | change | release | expire | upstream | event
     recipient: str
     outcome: str  # deliver, drop, reject, discarded, queued, delivered, granted, refused, …
     stream: str = ""
@@ -35,6 +35,15 @@ class AuditEntry:
     policy_version: str = ""
     correlation_id: str = ""
     detail: str = ""
+    # For a delivered marketing copy: "signed" when it went out with a one-click
+    # List-Unsubscribe covered by DKIM (RFC 8058 §4), "unsigned" when not; else "".
+    one_click: str = ""
+
+    def log_fields(self) -> dict[str, Any]:
+        """The entry for a JSON log line (reasons as a list; same correlation id as the trail)."""
+        out: dict[str, Any] = asdict(self)
+        out["reasons"] = list(self.reasons)
+        return out
 
     def to_fields(self) -> dict[str, str]:
         """The flat field map XADD stores."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy.errors import ConfigError, HeedError, PolicyError
 from proxy.settings import DEFAULT_CONFIG, Settings, load_settings, parse_hostport
+from proxy.types import ENGAGEMENT_KINDS
 
 REFUSAL_REASONS = ("unsubscribe", "complaint", "bounce", "manual")
 
@@ -73,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     engage = sub.add_parser("engage", help="record an engagement (click, reply, …)")
     _common(engage)
     engage.add_argument("address")
-    engage.add_argument("--kind", default="manual")
+    engage.add_argument("--kind", default="manual", choices=ENGAGEMENT_KINDS)
+
+    report = sub.add_parser("report", help="compliance figures from the audit trail")
+    _common(report)
+    report.add_argument("--since", default="30d", metavar="DURATION",
+                        help="how far back to look, e.g. 7d, 12h (default 30d)")
+    report.add_argument("--format", choices=("text", "json", "html"), default="text")
 
     explain = sub.add_parser("explain", help="why did / didn't this person get mail")
     _common(explain)
@@ -118,8 +125,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 @contextlib.asynccontextmanager
 async def redis_for(settings: Settings) -> AsyncIterator[Any]:
     """A client for the configured Redis, or for the embedded one (started if not running)."""
-    from proxy.app import connect_redis
     from proxy.embedded_redis import EmbeddedRedis, ping
+    from proxy.redisconn import connect_redis, warm_up
 
     embedded = None
     url = settings.redis.url
@@ -131,6 +138,7 @@ async def redis_for(settings: Settings) -> AsyncIterator[Any]:
             embedded = candidate
             url = await asyncio.to_thread(embedded.start)
     client = connect_redis(url)
+    await warm_up(client)
     try:
         yield client
     finally:
@@ -171,15 +179,11 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             await state.engage(args.address, kind=args.kind)
             print(f"engagement recorded: {args.address} ({args.kind})")
         elif args.command == "explain":
-            from proxy.policy import decide
             from proxy.policy_store import PolicyStore
 
             policy = PolicyStore(settings.policies).current
-            print(await explain(
-                state, Audit(redis, keys), args.address, now=clock.now(),
-                decide=lambda stream, snap: decide(policy, stream, snap, clock.now()),
-                streams=list(policy.streams),
-            ))
+            print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),
+                                policy=policy))
     return 0
 
 
@@ -190,6 +194,28 @@ def _check(settings: Settings) -> int:
     print(f"config ok: {settings.source or '(defaults)'}")
     print(f"policies ok: {settings.policies} version {policy.version}, "
           f"streams: {', '.join(policy.streams)}")
+    return 0
+
+
+async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.clock import SystemClock
+    from proxy.keys import Keys
+    from proxy.policy import load_policies
+    from proxy.report import RENDERERS, build_report
+    from proxy.settings import parse_duration
+    from proxy.state import GUARD_LOOKBACK, State
+
+    try:
+        window = parse_duration(args.since)
+    except ValueError as exc:
+        raise ConfigError([f"--since: {exc}"]) from None
+    policy = load_policies(settings.policies)
+    clock = SystemClock()
+    async with redis_for(settings) as redis:
+        now = clock.now()
+        report = await build_report(State(redis, Keys(settings.redis.prefix), clock), policy,
+                                    since=now - window, now=now, lookback=GUARD_LOOKBACK)
+    sys.stdout.write(RENDERERS[args.format](report))
     return 0
 
 
@@ -236,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(settings)
         if args.command == "policy":
             return asyncio.run(_policy_test(args, settings))
+        if args.command == "report":
+            return asyncio.run(_report(args, settings))
         return asyncio.run(_manage(args, settings))
     except (ConfigError, PolicyError) as exc:
         for line in exc.errors:

@@ -36,7 +36,7 @@ async def dry_run(settings: Settings, redis: Any, path: Path, recipients: Sequen
     now = clock.now()
     lines = [f"policy {policy.version}; envelope sender <{sender}>; "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(now))}"]
-    snapshots = await state.snapshots(list(recipients))
+    snapshots = await state.snapshots(list(recipients), domains=policy.guards_domains)
     for rcpt, snapshot in zip(recipients, snapshots, strict=True):
         early = classify(policy, sender, rcpt, None)
         stream = classify(policy, sender, rcpt, message) or policy.default_stream

@@ -81,6 +81,10 @@ def _facts(snap: PersonState, now: float) -> list[str]:
         engaged = "never engaged"
     lines.append(f"engagement: {engaged}; {snap.sends_since_engagement} mail(s) since;"
                  f" first mail {when(snap.first_send)}")
+    if snap.engagement:
+        kinds = ", ".join(f"{e.kind} {when(e.at)} ({e.sends_since} mail(s) since)"
+                          for e in sorted(snap.engagement.values(), key=lambda e: -e.at))
+        lines.append(f"  by kind (latest of each): {kinds}")
     sent = ", ".join(f"{s} {sum(1 for t in ts if t > now - 31 * 86400)}"
                      for s, ts in sorted(snap.sends.items()))
     lines.append(f"mails in the last 31 days: {sent or 'none'}")
@@ -90,6 +94,28 @@ def _facts(snap: PersonState, now: float) -> list[str]:
     lines.append(f"preferences: {paused}; time zone {p.timezone or '-'};"
                  f" switched off: {', '.join(sorted(p.off)) or 'nothing'};"
                  f" frequency {p.frequency or 'as sent'}")
+    return lines
+
+
+def _lifecycle(policy: Any, snap: PersonState, now: float) -> list[str]:
+    """Each marketing stream's stage for this person, and why: the facts and the thresholds."""
+    from proxy.policy.lifecycle import repermission_due  # only when a policy is given
+
+    lines = ["lifecycle (silence counts only the engagement kinds each stream names):"]
+    for stream in policy.streams.values():
+        if not stream.marketing:
+            continue
+        silence = stream.silence
+        lines.append(f"  {stream.name}: {silence.assess(snap, now).describe()}")
+        lines.append(f"    thresholds: {silence.describe()}")
+        if not any(getattr(r.condition, "repermission", False) for r in stream.rules):
+            continue
+        asked = snap.repermission.get(stream.name)
+        if repermission_due(silence, stream.name, snap, now):
+            lines.append("    re-permission: due; the next message asks whether they still "
+                         "want this mail")
+        elif asked is not None:
+            lines.append(f"    re-permission: asked {when(asked)}")
     return lines
 
 
@@ -131,6 +157,8 @@ async def explain(state: State, audit: Audit, address: str, *, now: float,
             return policy_decide(policy, stream, person, now)
 
         streams = streams or list(policy.streams)
+    if policy is not None and not _holds_nothing(snap, recent):
+        lines.extend(_lifecycle(policy, snap, now))
     if decide is not None:
         lines.append("if a message came now:")
         lines.extend(_would(s, decide(s, snap)) for s in streams)

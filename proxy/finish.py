@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from proxy.dkim import DkimSigner, from_domain
-from proxy.message import Message
+from proxy.message import Message, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
-from proxy.tokens import TokenSigner
+from proxy.tokens import BOUNCE, TokenSigner
 
 
 class PreparedMessage(Protocol):
@@ -18,6 +18,10 @@ class PreparedMessage(Protocol):
 
     def build(self, stream: Stream, recipient: str | None) -> bytes:
         """The bytes to relay for one recipient (or for all, when recipient is None)."""
+        ...
+
+    def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
+        """The MAIL FROM of one recipient's own copy (VERP), or ``sender`` unchanged."""
         ...
 
 
@@ -58,16 +62,52 @@ class _Marketing:
             return self.message.data
         return signature + headers + b"\r\n" + self.message.body
 
+    def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
+        """``bounce+TOKEN@DOMAIN`` so a bounce names its recipient (VERP); else ``sender``.
+
+        Kept as is: the null sender (a bounce is never bounced, RFC 5321 §6.1), streams
+        without their own per-recipient copies, and a local part over the limit
+        (64 octets, RFC 5321 §4.5.3.1.1, unless configured otherwise).
+        """
+        domain = self.owner.bounce_domain
+        if not domain or not sender or not self.per_recipient(stream):
+            return sender
+        local = "bounce+" + self.owner.tokens.make(recipient, stream.list, BOUNCE)
+        if len(local.encode()) > self.owner.verp_max_local:
+            return sender
+        return f"{local}@{domain}"
+
 
 class UnsubscribeAndSign:
     """Marketing copies get their own signed one-click token (RFC 8058); every copy DKIM."""
 
     def __init__(self, tokens: TokenSigner, signer: DkimSigner | None, *, public_url: str,
-                 mailto_domain: str) -> None:
+                 mailto_domain: str, bounce_domain: str | None = None,
+                 verp_max_local: int = 64) -> None:
         self.tokens = tokens
         self.signer = signer
         self.public_url = public_url.rstrip("/")
         self.mailto_domain = mailto_domain
+        self.bounce_domain = bounce_domain  # None: no VERP, the tool's sender is kept
+        self.verp_max_local = verp_max_local
 
     def prepare(self, message: Message) -> PreparedMessage:
         return _Marketing(self, message)
+
+
+def signed_one_click(data: bytes) -> bool:
+    """Whether a copy carries a working, signed one-click: an https List-Unsubscribe with
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058 §3.1) and a DKIM
+    signature whose h= covers both fields (RFC 8058 §4). Read from the bytes that go out."""
+    message = Message.parse(split(data)[0])
+    if not any("<https://" in v for v in message.get_all("List-Unsubscribe")):
+        return False
+    if "List-Unsubscribe=One-Click" not in [v.strip() for v in
+                                             message.get_all("List-Unsubscribe-Post")]:
+        return False
+    for signature in message.get_all("DKIM-Signature"):
+        tags = dict(t.strip().partition("=")[::2] for t in signature.split(";"))
+        signed = {h.strip().lower() for h in "".join(tags.get("h", "").split()).split(":")}
+        if {"list-unsubscribe", "list-unsubscribe-post"} <= signed:
+            return True
+    return False

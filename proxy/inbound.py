@@ -1,4 +1,5 @@
-"""Mail addressed to heed itself: the mailto unsubscribe (RFC 8058 §3.1, RFC 2369)."""
+"""Mail addressed to heed itself: the mailto unsubscribe (RFC 8058 §3.1, RFC 2369), and the
+bounce and complaint addresses (proxy/bounces.py) behind one LocalMail."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 from proxy.errors import TokenError
 from proxy.keys import normalise_address
+from proxy.smtp.handler import LocalMail
 from proxy.state import State
 from proxy.tokens import TokenSigner
 
@@ -48,3 +50,19 @@ class UnsubscribeMailbox:
             return
         await self.state.refuse(claims.address, "unsubscribe", list=claims.list, channel="mailto")
         log.info("unsubscribe by mail", extra={"list": claims.list})
+
+
+class LocalMailboxes:
+    """Several of heed's own mailboxes as the one LocalMail the SMTP edge knows."""
+
+    def __init__(self, *boxes: LocalMail) -> None:
+        self.boxes = boxes
+
+    def accepts(self, address: str) -> bool:
+        return any(box.accepts(address) for box in self.boxes)
+
+    async def receive(self, address: str, sender: str, data: bytes) -> None:
+        for box in self.boxes:
+            if box.accepts(address):
+                await box.receive(address, sender, data)
+                return

@@ -7,7 +7,19 @@ script touches one Redis Cluster slot. The delay queue's keys share the tag
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# Fields of the engagement hash named after an engagement kind or a stream (see
+# Keys.engagement); kept in the person's one hash so a snapshot still reads it with HGETALL.
+ENGAGED_AT = "at:"  # at:<kind> -> time of the latest engagement of that kind
+ENGAGED_MARK = "n:"  # n:<kind> -> total_sends before that engagement (sends since = the difference)
+REPERMISSION = "repermission:"  # repermission:<stream> -> "time|message-id" of the one re-ask
+
+
+def domain_of(address: str) -> str:
+    """The receiving domain of an address (after the last @), lower case."""
+    return normalise_address(address).rpartition("@")[2]
 
 
 def normalise_address(address: str) -> str:
@@ -17,6 +29,15 @@ def normalise_address(address: str) -> str:
     provider treats them so; one person must not escape a refusal by case.
     """
     return address.strip().strip("<>").strip().lower()
+
+
+# One @, no whitespace, no control characters (CR LF would smuggle SMTP commands), a dotted domain.
+_ADDRESS = re.compile(r"^[^\s@<>\x00-\x1f\x7f]+@[^\s@<>\x00-\x1f\x7f]+\.[^\s@<>\x00-\x1f\x7f]+$")
+
+
+def is_address(text: str) -> bool:
+    """One @, a dotted domain, no whitespace or control characters."""
+    return bool(_ADDRESS.match(text))
 
 
 @dataclass(frozen=True)
@@ -36,8 +57,20 @@ class Keys:
         return self._person(address, "refusal")
 
     def engagement(self, address: str) -> str:
-        """HASH last_engaged, sends_since, first_send, total_sends, last_kind."""
+        """HASH last_engaged, sends_since, first_send, total_sends, last_kind + the fields below."""
         return self._person(address, "engage")
+
+    @staticmethod
+    def engaged_at(kind: str) -> str:
+        return ENGAGED_AT + kind
+
+    @staticmethod
+    def engaged_mark(kind: str) -> str:
+        return ENGAGED_MARK + kind
+
+    @staticmethod
+    def repermission(stream: str) -> str:
+        return REPERMISSION + stream
 
     def sends(self, address: str) -> str:
         """ZSET of "stream|send-id" scored by send time, for frequency caps (all streams)."""
@@ -47,9 +80,22 @@ class Keys:
         """HASH of the person's own choices (pause, zone, off, frequency)."""
         return self._person(address, "prefs")
 
+    def soft_bounces(self, address: str) -> str:
+        """ZSET of soft bounces (member: event id) scored by time, for the soft-bounce limit."""
+        return self._person(address, "softb")
+
     def person_audit(self, address: str) -> str:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")
+
+    # --- one receiving domain (hash tag = the domain) -------------------------
+    def domain_complaints(self, domain: str) -> str:
+        """ZSET complaining address -> time of its first complaint, for the domain guard.
+
+        Read in the snapshot pipeline beside the person's keys; in Redis Cluster it
+        lives in the domain's slot, so that pipeline touches two slots (not a script).
+        """
+        return f"{self.prefix}:d:{{{domain.strip().lower()}}}:complaints"
 
     # --- global --------------------------------------------------------------
     @property
@@ -61,6 +107,10 @@ class Keys:
     def people(self) -> str:
         """SET of known addresses (for reports and lookups)."""
         return f"{self.prefix}:people"
+
+    def webhook_nonce(self, service: str, token: str) -> str:
+        """STRING with a TTL: a webhook token already used (replay protection)."""
+        return f"{self.prefix}:nonce:{service}:{token}"
 
     # --- delay queue (hash tag = queue) ---------------------------------------
     @property

@@ -7,18 +7,20 @@ import enum
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from proxy.audit import Audit, AuditEntry
 from proxy.classify import classify
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable, UpstreamError
-from proxy.finish import Finisher, PreparedMessage
+from proxy.finish import Finisher, PreparedMessage, signed_one_click
 from proxy.message import Message
+from proxy.metrics import Metrics
 from proxy.policy import Policy, Stream, decide
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue, HeldMail
+from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
 from proxy.types import Action, Decision, DropMode, Envelope, PersonState
@@ -59,6 +61,8 @@ class _Copy:
     stream: Stream
     recipients: list[str]
     data: bytes
+    sender: str = ""  # MAIL FROM of this copy: the tool's, or a VERP return path
+    signed: bool = False  # a marketing copy with a DKIM-covered one-click (see AuditEntry)
 
 
 class MailPath:
@@ -77,7 +81,7 @@ class MailPath:
         redis: Any,
         on_failure: str = "tempfail",
         retry_after: float = 60.0,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -89,7 +93,7 @@ class MailPath:
         self.redis = redis
         self.on_failure = on_failure
         self.retry_after = retry_after
-        self.metrics = metrics
+        self.metrics = metrics or Metrics()
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
@@ -103,7 +107,8 @@ class MailPath:
             return None
         if not policy.streams[stream].needs_state:
             return decide(policy, stream, PersonState(address=recipient), self.clock.now())
-        snapshot = await self.state.snapshot(recipient)
+        with self.metrics.redis_seconds.labels("snapshot").time():
+            snapshot = await self.state.snapshot(recipient, domains=policy.guards_domains)
         return decide(policy, stream, snapshot, self.clock.now())
 
     async def record_rejection(self, envelope: Envelope, recipient: str, decision: Decision,
@@ -111,8 +116,10 @@ class MailPath:
         """Audit a recipient refused at RCPT (best effort: the 550 is the record for the client)."""
         entry = self._entry("decision", recipient, decision, "reject", envelope.sender, "",
                             correlation_id)
+        self._observe([entry], {recipient: decision})
         try:
-            await self.audit.record([entry])
+            with self.metrics.redis_seconds.labels("record").time():
+                await self.audit.record([entry])
         except StateUnavailable:
             log.warning("audit record lost for RCPT rejection of %s", recipient)
 
@@ -124,8 +131,11 @@ class MailPath:
         message = Message.parse(data)
         policy = self.policies.current
         now = self.clock.now()
-        decisions = await self._decide_all(policy, envelope, message, early, now)
+        with self.metrics.decision_seconds.time():
+            decisions = await self._decide_all(policy, envelope, message, early, now)
+        streams = [d.stream for d in decisions.values()]
         message_id = message.message_id or f"<{correlation_id}@heed>"
+        decisions, claimed = await claim(self.state, policy, decisions, message_id, now)
 
         delayed = [r for r, d in decisions.items() if d.action is Action.DELAY]
         dropped = [r for r, d in decisions.items() if d.action is Action.DROP]
@@ -136,6 +146,7 @@ class MailPath:
         ):
             await self._write_audit(envelope, message_id, correlation_id, decisions,
                                     {r: "reject" for r in dropped}, [], policy)
+            self.metrics.message(streams, Verdict.REJECTED.value)
             return DataOutcome(Verdict.REJECTED, detail="no recipient may receive this message")
 
         # Hold first: a delayed copy must be durable before anything is answered.
@@ -145,10 +156,12 @@ class MailPath:
             await self.queue.put(held)  # StateUnavailable -> the edge answers 451
 
         prepared = self.finisher.prepare(message)
+        signed: set[str] = set()
         sent, refused, failed = await self._deliver(
             prepared, envelope.sender,
-            [(policy.streams[decisions[r].stream], r) for r in delivering],
+            [(policy.streams[decisions[r].stream], r) for r in delivering], signed,
         )
+        await give_back(self.state, claimed, sent, message_id)
 
         status: dict[str, str] = {r: "queued" for r in delayed}
         status.update({r: "discarded" for r in dropped})
@@ -158,6 +171,7 @@ class MailPath:
             if not sent and self.on_failure == "tempfail":
                 # Nothing went out: take back what we held, and let the client retry it all.
                 await self._unhold(held)
+                self.metrics.message(streams, Verdict.TEMPFAIL.value)
                 return DataOutcome(Verdict.TEMPFAIL, detail="upstream temporarily unavailable")
             # Some copies went out already: holding the rest avoids duplicates on retry.
             retry = [self._held(envelope.sender, r, decisions[r], data, message_id,
@@ -170,10 +184,12 @@ class MailPath:
             await self._write_audit(envelope, message_id, correlation_id, decisions, status,
                                     [], policy, refused)
             code, text = next(iter(refused.values()))
+            self.metrics.message(streams, Verdict.REJECTED.value)
             return DataOutcome(Verdict.REJECTED, detail=text, code=code)
 
         await self._write_audit(envelope, message_id, correlation_id, decisions, status,
-                                sent, policy, refused)
+                                sent, policy, refused, signed)
+        self.metrics.message(streams, Verdict.ACCEPTED.value)
         results = tuple(
             RecipientResult(r, decisions[r], status[r],
                             refused.get(r, (0, ""))[1] or failed.get(r, ""))
@@ -196,25 +212,33 @@ class MailPath:
                 decisions[r] = decide(policy, stream, PersonState(address=r), now)
         if need:
             # One round trip for every recipient still undecided.
-            for r, snapshot in zip(need, await self.state.snapshots(need), strict=True):
+            with self.metrics.redis_seconds.labels("snapshot").time():
+                snapshots = await self.state.snapshots(need, domains=policy.guards_domains)
+            for r, snapshot in zip(need, snapshots, strict=True):
                 decisions[r] = decide(policy, streams[r], snapshot, now)
         return decisions
 
     async def _deliver(
-        self, prepared: PreparedMessage, sender: str, targets: Sequence[tuple[Stream, str]]
+        self, prepared: PreparedMessage, sender: str, targets: Sequence[tuple[Stream, str]],
+        signed: set[str] | None = None,
     ) -> tuple[list[str], dict[str, tuple[int, str]], dict[str, str]]:
-        """Relay every copy; returns (sent, refused permanently, failed temporarily)."""
+        """Relay every copy; returns (sent, refused permanently, failed temporarily).
+
+        ``signed`` collects the recipients whose copy carried a signed one-click.
+        """
         copies: list[_Copy] = []
         shared: dict[str, _Copy] = {}
         for stream, r in targets:
             if prepared.per_recipient(stream):
-                copies.append(_Copy(stream, [r], prepared.build(stream, r)))
+                data = prepared.build(stream, r)
+                copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
+                                    signed_one_click(data)))
             elif stream.name in shared:
                 shared[stream.name].recipients.append(r)
             else:
-                shared[stream.name] = _Copy(stream, [r], prepared.build(stream, None))
+                shared[stream.name] = _Copy(stream, [r], prepared.build(stream, None), sender)
                 copies.append(shared[stream.name])
-        results = await asyncio.gather(*(self._send(sender, c) for c in copies))
+        results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
         sent: list[str] = []
         refused: dict[str, tuple[int, str]] = {}
         failed: dict[str, str] = {}
@@ -228,6 +252,8 @@ class MailPath:
                     refused[r] = rejected[r]
                 else:
                     sent.append(r)
+                    if copy.signed and signed is not None:
+                        signed.add(r)
         return sent, refused, failed
 
     async def _send(self, sender: str, copy: _Copy
@@ -249,11 +275,16 @@ class MailPath:
         stream = policy.streams[stream_name]
         now = self.clock.now()
         try:
-            snapshot = (await self.state.snapshot(item.recipient) if stream.needs_state
-                        else PersonState(address=item.recipient))
+            with self.metrics.redis_seconds.labels("snapshot").time():
+                snapshot = (await self.state.snapshot(item.recipient,
+                                                      domains=policy.guards_domains)
+                            if stream.needs_state
+                            else PersonState(address=item.recipient))
+            decided, claimed = await claim(self.state, policy, {
+                item.recipient: decide(policy, stream_name, snapshot, now)}, item.message_id, now)
         except StateUnavailable as exc:
             return Release(ReleaseOutcome.TEMPFAIL, error=str(exc))
-        decision = decide(policy, stream_name, snapshot, now)
+        decision = decided[item.recipient]
         envelope = Envelope(item.sender, (item.recipient,))
         cid = uuid.uuid4().hex
         if decision.action is Action.DROP:
@@ -263,13 +294,15 @@ class MailPath:
         if decision.action is Action.DELAY:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
         prepared = self.finisher.prepare(message)
+        signed: set[str] = set()
         sent, refused, failed = await self._deliver(prepared, item.sender,
-                                                    [(stream, item.recipient)])
+                                                    [(stream, item.recipient)], signed)
+        await give_back(self.state, claimed, sent, item.message_id)
         if failed:
             return Release(ReleaseOutcome.TEMPFAIL, error=failed[item.recipient])
         status = "released" if sent else "refused-upstream"
         await self._write_audit(envelope, item.message_id, cid, {item.recipient: decision},
-                                {item.recipient: status}, sent, policy, refused)
+                                {item.recipient: status}, sent, policy, refused, signed)
         if refused:
             code, text = refused[item.recipient]
             return Release(ReleaseOutcome.PERMFAIL, error=f"{code} {text}")
@@ -312,6 +345,16 @@ class MailPath:
             except StateUnavailable:
                 log.error("could not take back held copy %s after tempfail", item.id)
 
+    def _observe(self, entries: Sequence[AuditEntry],
+                 decisions: Mapping[str, Decision]) -> None:
+        """One JSON log line and one metric count per recipient decision."""
+        for entry in entries:
+            # The same correlation id as the audit record: grep one, find the other.
+            log.info("decision", extra=entry.log_fields())
+            reasons = decisions[entry.recipient].reasons
+            self.metrics.recipients.labels(entry.stream, entry.outcome,
+                                           reasons[0].code if reasons else "none").inc()
+
     def _entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
                message_id: str, correlation_id: str, detail: str = "") -> AuditEntry:
         return AuditEntry(
@@ -325,7 +368,8 @@ class MailPath:
     async def _write_audit(self, envelope: Envelope, message_id: str, correlation_id: str,
                            decisions: Mapping[str, Decision], status: Mapping[str, str],
                            sent: Sequence[str], policy: Policy,
-                           refused: Mapping[str, tuple[int, str]] | None = None) -> None:
+                           refused: Mapping[str, tuple[int, str]] | None = None,
+                           signed: set[str] | None = None) -> None:
         """Sends and audit entries of one message in one round trip (best effort: already sent)."""
         refused = refused or {}
         entries = [
@@ -334,21 +378,21 @@ class MailPath:
                         " ".join(map(str, refused[r])) if r in refused else "")
             for r in decisions
         ]
+        marketing = {n for n, s in policy.streams.items() if s.marketing}
+        went, signed = set(sent), signed or set()
+        entries = [replace(e, one_click="signed" if e.recipient in signed else "unsigned")
+                   if e.recipient in went and e.stream in marketing else e for e in entries]
         by_stream: dict[str, list[str]] = {}
         for r in sent:
             by_stream.setdefault(decisions[r].stream, []).append(r)
-        for entry in entries:
-            log.info("decision", extra={"audit": entry.to_fields()})
-            if self.metrics is not None:
-                reason = decisions[entry.recipient].reasons
-                self.metrics.recipients.labels(entry.stream, entry.outcome,
-                                               reason[0].code if reason else "none").inc()
+        self._observe(entries, decisions)
         try:
             pipe = self.redis.pipeline(transaction=False)
             for stream, recipients in by_stream.items():
                 self.state.record_sends(pipe, stream, recipients, self.clock.now())
             self.audit.add(pipe, entries)
-            await pipe.execute()
+            with self.metrics.redis_seconds.labels("record").time():
+                await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - the mail is out; never turn that into a 4xx
             log.error("could not record sends/audit for %s: %s", message_id, type(exc).__name__)
 

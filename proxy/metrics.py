@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Exposition format 0.0.4, what generate_latest writes.
@@ -10,27 +12,49 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+REDIS_OPS = ("snapshot", "record")
+
+
+def reply_class(reply: str) -> str:
+    """"2xx", "4xx" or "5xx" for an SMTP reply line (RFC 5321 §4.2.1: the first digit)."""
+    head = reply[:1]
+    return f"{head}xx" if head in ("2", "3", "4", "5") else "other"
+
 
 class Metrics:
     """One registry per heed instance, so tests and several apps never collide."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.messages = Counter("heed_messages_total", "Messages by stream and outcome",
+        self.messages = Counter("heed_messages_total",
+                                "Messages after DATA by stream and verdict "
+                                "(accepted, tempfail, rejected); once per stream it touched",
                                 ["stream", "outcome"], registry=r)
-        self.recipients = Counter("heed_recipients_total", "Recipients by decision",
+        self.recipients = Counter("heed_recipients_total",
+                                  "Recipient decisions by stream, outcome and first reason code",
                                   ["stream", "outcome", "reason"], registry=r)
-        self.smtp_replies = Counter("heed_smtp_replies_total", "SMTP replies after DATA",
-                                    ["code"], registry=r)
+        self.smtp_replies = Counter("heed_smtp_replies_total",
+                                    "Replies heed gave at RCPT and DATA, by code class",
+                                    ["phase", "class"], registry=r)
         self.unsubscribe = Counter("heed_unsubscribe_requests_total",
                                    "Requests to /u/TOKEN by method and result",
                                    ["method", "result"], registry=r)
+        # One counter for every page people use (unsubscribe, preference centre …):
+        # page is a fixed short name chosen by the handler, never a path or token.
+        self.http_requests = Counter("heed_http_requests_total",
+                                     "Requests to heed's pages by page and result",
+                                     ["page", "result"], registry=r)
         self.policy_reloads = Counter("heed_policy_reloads_total", "Policy reloads",
                                       ["result"], registry=r)
-        self.upstream_seconds = Histogram("heed_upstream_seconds", "Upstream transaction time",
+        self.upstream_seconds = Histogram("heed_upstream_seconds",
+                                          "Upstream transaction time (connection included)",
                                           buckets=_SLOW, registry=r)
-        self.redis_seconds = Histogram("heed_redis_seconds", "Redis state round-trip time",
-                                       buckets=_FAST, registry=r)
+        self.redis_seconds = Histogram("heed_redis_seconds",
+                                       "Redis round-trip time by operation "
+                                       "(snapshot: state read; record: sends and audit)",
+                                       ["op"], buckets=_FAST, registry=r)
+        for op in REDIS_OPS:  # known series exist from the start (no gaps in rate())
+            self.redis_seconds.labels(op)
         self.decision_seconds = Histogram("heed_decision_seconds",
                                           "Time to decide one message's recipients",
                                           buckets=_FAST, registry=r)
@@ -43,6 +67,19 @@ class Metrics:
         """Update the queue gauges (the scheduler's watcher calls this)."""
         self.queue_depth.set(depth)
         self.queue_oldest.set(oldest_age)
+
+    def http_request(self, page: str, result: str) -> None:
+        """Count one request to a page (``page``: a fixed name such as "unsubscribe")."""
+        self.http_requests.labels(page, result).inc()
+
+    def reply(self, phase: str, reply: str) -> str:
+        """Count an SMTP reply and hand it back, so a hook can ``return metrics.reply(...)``."""
+        self.smtp_replies.labels(phase, reply_class(reply)).inc()
+        return reply
+
+    def message(self, streams: Iterable[str], outcome: str) -> None:
+        for stream in sorted(set(streams)):
+            self.messages.labels(stream, outcome).inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

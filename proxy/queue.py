@@ -42,6 +42,30 @@ for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
+# Store copies: KEYS[1] due, KEYS[2..] one item hash each; ARGV[1] = fields per
+# item, then per item: id, due, field, value, … A script rather than MULTI:
+# atomic on one server and on a Cluster alike (the keys share {queue}), where
+# redis-py's transactional cluster pipeline runs each command on a thread.
+_PUT = """
+local k = tonumber(ARGV[1])
+local pos = 2
+for i = 2, #KEYS do
+  local fields = {}
+  for j = pos + 2, pos + 1 + 2 * k do fields[#fields + 1] = ARGV[j] end
+  redis.call('HSET', KEYS[i], unpack(fields))
+  redis.call('ZADD', KEYS[1], ARGV[pos + 1], ARGV[pos])
+  pos = pos + 2 + 2 * k
+end
+return #KEYS - 1
+"""
+
+# Forget one copy everywhere at once: KEYS due, claimed, item; ARGV[1] id.
+_DONE = """
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
 
 # End a held copy (KEYS[3], id ARGV[3]) and put another (KEYS[4], id ARGV[1], due
 # ARGV[2], fields from ARGV[4]) in its place, only if the first still exists: so a copy
@@ -105,6 +129,8 @@ class DelayQueue:
         self._claim = redis.register_script(_CLAIM)
         self._recover = redis.register_script(_RECOVER)
         self._requeue = redis.register_script(_REQUEUE)
+        self._put = redis.register_script(_PUT)
+        self._done = redis.register_script(_DONE)
         self._replace = redis.register_script(_REPLACE)
 
     async def _run(self, coro: Any) -> Any:
@@ -114,14 +140,15 @@ class DelayQueue:
             raise StateUnavailable("redis unavailable") from exc
 
     async def put(self, items: Sequence[HeldMail]) -> None:
-        """Store the copies in one transaction; once this returns Redis has them."""
+        """Store the copies atomically in one round trip; once this returns Redis has them."""
         if not items:
             return
-        pipe = self.redis.pipeline(transaction=True)
+        args: list[Any] = [len(items[0].to_hash())]
         for item in items:
-            pipe.hset(self.keys.queue_item(item.id), mapping=item.to_hash())
-            pipe.zadd(self.keys.queue_due, {item.id: item.due})
-        await self._run(pipe.execute())
+            args += [item.id, repr(item.due)]
+            args += [x for pair in item.to_hash().items() for x in pair]
+        await self._run(self._put(
+            keys=[self.keys.queue_due, *(self.keys.queue_item(i.id) for i in items)], args=args))
 
     async def claim(self, now: float, limit: int, lease: float) -> list[HeldMail]:
         """Take up to ``limit`` due copies for this worker until ``now + lease``."""
@@ -150,11 +177,9 @@ class DelayQueue:
 
     async def done(self, item_id: str) -> None:
         """Forget a copy: delivered, dropped, expired or failed for good."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.keys.queue_item(item_id))
-        pipe.zrem(self.keys.queue_claimed, item_id)
-        pipe.zrem(self.keys.queue_due, item_id)
-        await self._run(pipe.execute())
+        await self._run(self._done(
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
+            args=[item_id]))
 
     async def replace(self, item_id: str, new: HeldMail) -> bool:
         """End ``item_id`` and hold ``new`` instead, atomically; False if it had ended already."""

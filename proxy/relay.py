@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiosmtplib
 
@@ -36,8 +36,10 @@ class _Rejected(Exception):
 class SmtpUpstream:
     """Relays copies over up to ``pool_size`` reused connections."""
 
-    def __init__(self, settings: UpstreamSettings, *, local_hostname: str | None = None) -> None:
+    def __init__(self, settings: UpstreamSettings, *, local_hostname: str | None = None,
+                 observe: Callable[[float], None] | None = None) -> None:
         self.settings = settings
+        self.observe = observe  # told each transaction's seconds (heed_upstream_seconds)
         self.local_hostname = local_hostname
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = asyncio.Semaphore(max(1, settings.pool_size))
@@ -90,6 +92,15 @@ class SmtpUpstream:
         """One transaction; returns the recipients the upstream refused (address -> reply)."""
         if not recipients:
             return {}
+        started = time.monotonic()
+        try:
+            return await self._send(sender, recipients, data)
+        finally:
+            # Failed transactions too: a slow refusal is as telling as a slow success.
+            if self.observe is not None:
+                self.observe(time.monotonic() - started)
+
+    async def _send(self, sender: str, recipients: Sequence[str], data: bytes) -> Refused:
         async with self._slots:
             for attempt in (1, 2):
                 client, reused = await self._acquire(fresh=attempt == 2)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from proxy.errors import ConfigError
+from proxy.redisconn import parse_redis_url
 
 DEFAULT_CONFIG = Path("config/heed.yaml")
 
@@ -33,6 +34,14 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return (host or default_host), int(port)
+
+
+def _redis_url(value: Any) -> str | None:
+    """A Redis URL in one of proxy/redisconn.py's forms, checked at start rather than first use."""
+    if not value:
+        return None
+    parse_redis_url(str(value))
+    return str(value)
 
 
 def parse_duration(value: Any) -> float:
@@ -122,7 +131,45 @@ class DkimKey:
 class HttpSettings:
     listen: tuple[str, int] | None = ("127.0.0.1", 8025)
     public_url: str = "http://127.0.0.1:8025"
-    api_tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The events API (docs/events.md): bearer tokens; none configured -> every call is 401."""
+
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BounceSettings:
+    """Bounces and complaints: heed's own addresses, VERP, and what a bounce means."""
+
+    domain: str | None = None  # bounce+TOKEN@domain and the addresses below; None -> mailto_domain
+    verp: bool = True  # marketing copies get MAIL FROM bounce+TOKEN@domain
+    # RFC 5321 §4.5.3.1.1: a local part is at most 64 octets; a longer VERP address
+    # is not used (the tool's sender is kept). Raise it only if every receiver copes.
+    verp_max_local: int = 64
+    address: str = "bounce"  # DSNs (RFC 3464) to bounce@domain (and bounce+TOKEN@domain)
+    complaints: str = "fbl"  # ARF reports (RFC 5965) to fbl@domain
+    hard_bounce: str = "all"  # a hard bounce refuses "all" marketing, or only the "list"
+    soft_bounce_limit: int = 0  # this many soft bounces within the window refuse; 0: count only
+    soft_bounce_window: float = 30 * 86400.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Sending services' event webhooks (/webhooks/<service>); unset -> that path is 404."""
+
+    ses_topics: tuple[str, ...] = ()  # TopicArns accepted; empty -> any (signature still checked)
+    ses_cert_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)  # SigningCertURL host globs
+    ses_enabled: bool = False
+    sendgrid_public_key: str = ""  # base64 DER (as SendGrid shows it) or PEM
+    sendgrid_max_age: float = 600.0
+    mailgun_signing_key: str = ""
+    mailgun_max_age: float = 300.0  # older timestamps are refused as replays
+    postmark_username: str = ""  # basic auth...
+    postmark_password: str = ""
+    postmark_path_secret: str = ""  # ...or /webhooks/postmark/SECRET
 
 
 @dataclass(frozen=True)
@@ -140,6 +187,9 @@ class Settings:
     queue: QueueSettings = QueueSettings()
     http: HttpSettings = HttpSettings()
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
+    api: ApiSettings = ApiSettings()
+    bounces: BounceSettings = BounceSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     dkim: tuple[DkimKey, ...] = ()
     policies: Path = Path("policies")
     log_level: str = "INFO"
@@ -270,7 +320,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         RedisSettings,
         section("redis"),
         "redis",
-        {"data_dir": rel, "url": lambda v: str(v) if v else None},
+        {"data_dir": rel, "url": _redis_url},
     )
     queue = take(
         QueueSettings,
@@ -291,9 +341,9 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         {
             "listen": lambda v: parse_hostport(v) if v else None,
             "public_url": lambda v: str(v).rstrip("/"),
-            "api_tokens": lambda v: tuple(str(t) for t in (v or [])),
         },
     )
+    api, bounces, webhooks = _signals(take, section, where, errors)
 
     def keys(v: Any) -> tuple[UnsubscribeKey, ...]:
         out = []
@@ -328,7 +378,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             errors.append(f"{where}: 'dkim[{i}]' needs domain, selector and key_file ({exc})")
 
     known = {"smtp", "upstream", "redis", "queue", "http", "unsubscribe", "dkim", "policies",
-             "log_level", "log_format"}
+             "log_level", "log_format", "api", "bounces", "webhooks"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
@@ -341,9 +391,40 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         queue=queue,
         http=http,
         unsubscribe=unsub,
+        api=api,
+        bounces=bounces,
+        webhooks=webhooks,
         dkim=tuple(dkim),
         policies=rel(raw.get("policies", "policies")),
         log_level=str(raw.get("log_level", "INFO")).upper(),
         log_format=str(raw.get("log_format", "json")),
         source=source,
     )
+
+
+def _texts(v: Any) -> tuple[str, ...]:
+    return tuple(str(t) for t in (v or []))
+
+
+def _signals(take: Any, section: Any, where: str,
+             errors: list[str]) -> tuple[ApiSettings, BounceSettings, WebhookSettings]:
+    """The ``api``, ``bounces`` and ``webhooks`` sections (events in: docs/events.md)."""
+    api = take(ApiSettings, section("api"), "api", {"tokens": _texts})
+    for token in api.tokens:
+        if len(token) < 16:
+            errors.append(f"{where}: 'api.tokens': each token must be at least 16 characters")
+    bounces = take(BounceSettings, section("bounces"), "bounces", {
+        "domain": lambda v: str(v).lower() if v else None,
+        "verp_max_local": int,
+        "soft_bounce_limit": int,
+        "soft_bounce_window": parse_duration,
+    })
+    if bounces.hard_bounce not in ("all", "list"):
+        errors.append(f"{where}: 'bounces.hard_bounce' must be 'all' or 'list'")
+    hooks = take(WebhookSettings, section("webhooks"), "webhooks", {
+        "ses_topics": _texts,
+        "ses_cert_hosts": _texts,
+        "sendgrid_max_age": parse_duration,
+        "mailgun_max_age": parse_duration,
+    })
+    return api, bounces, hooks

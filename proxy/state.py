@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
-import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,26 +13,30 @@ from redis.exceptions import RedisError
 
 from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
+from proxy.consent_csv import ImportReport, proof_text, read_rows
+from proxy.consent_csv import parse_time as parse_time  # re-exported: events, webhooks
+from proxy.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.errors import StateUnavailable
-from proxy.keys import Keys, normalise_address
-from proxy.types import GLOBAL_SCOPE, REFUSAL_KINDS, Consent, PersonState, Preferences, Refusal
+from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address
+from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
+from proxy.types import (
+    ENGAGEMENT_KINDS,
+    GLOBAL_SCOPE,
+    REFUSAL_KINDS,
+    Consent,
+    PersonState,
+    Preferences,
+    Refusal,
+)
 
 SEND_WINDOW = 35 * 86400.0  # caps look back at most a month (31 days); the rest is margin
-CSV_HEADER = ("email", "list", "granted_at", "source", "ip", "text")
 CSV_BATCH = 500  # rows per Redis round trip
 FREQUENCIES = (None, "weekly", "monthly")
-_READS = 5  # commands per person in a snapshot pipeline
-# One @, no whitespace, no control characters (CR LF would smuggle SMTP commands), a dotted domain.
-_ADDRESS = re.compile(r"^[^\s@<>\x00-\x1f\x7f]+@[^\s@<>\x00-\x1f\x7f]+\.[^\s@<>\x00-\x1f\x7f]+$")
+_READS = 5  # commands per person in a snapshot pipeline (6 with domain complaints)
+# The domain guard's longest window plus pause (proxy/policy/conditions.py); complaints
+# older than this are trimmed from a domain's set.
+GUARD_LOOKBACK = 62 * 86400.0
 _UNSET: Any = object()
-
-
-@dataclass
-class ImportReport:
-    """What an import did: rows written, and "line N: message" for each row skipped."""
-
-    imported: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def _s(value: Any) -> str:
@@ -103,18 +101,22 @@ def _prefs(raw: Any) -> Preferences:
 
 
 def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
-            sends: Any) -> PersonState:
+            sends: Any, complaints: Any = None) -> PersonState:
     eng = _hash(engage)
     by_stream: dict[str, list[float]] = {}
     for member, score in sends or []:
         by_stream.setdefault(_s(member).split("|", 1)[0], []).append(float(score))
+    last = _float(eng.get("last_engaged"))
+    since = int(_float(eng.get("sends_since")) or 0)
+    total = int(_float(eng.get("total_sends")) or 0)
     return PersonState(
         address=address, consents=_consents(consent), refusals=_refusals(refusal),
-        last_engaged=_float(eng.get("last_engaged")),
-        sends_since_engagement=int(_float(eng.get("sends_since")) or 0),
+        last_engaged=last, sends_since_engagement=since,
         first_send=_float(eng.get("first_send")),
         sends={s: tuple(sorted(t)) for s, t in by_stream.items()},
-        prefs=_prefs(prefs),
+        prefs=_prefs(prefs), engagement=engagement(eng, last, since, total),
+        total_sends=total, repermission=asked(eng),
+        domain_complaints=tuple(sorted(float(score) for _, score in complaints or [])),
     )
 
 
@@ -126,17 +128,25 @@ class State:
         self.keys = keys
         self.clock = clock
         self.audit = Audit(redis, keys)
+        self._claim = redis.register_script(CLAIM)
+        self._unclaim = redis.register_script(UNCLAIM)
 
     # --- reading --------------------------------------------------------------------
-    async def snapshot(self, address: str) -> PersonState:
+    async def snapshot(self, address: str, *, domains: bool = False) -> PersonState:
         """Everything the engine reads about one address: one pipeline, one round trip."""
-        return (await self.snapshots([address]))[0]
+        return (await self.snapshots([address], domains=domains))[0]
 
-    async def snapshots(self, addresses: Sequence[str]) -> list[PersonState]:
-        """Several people in one round trip (one non-transactional pipeline)."""
+    async def snapshots(self, addresses: Sequence[str], *,
+                        domains: bool = False) -> list[PersonState]:
+        """Several people in one round trip (one non-transactional pipeline).
+
+        ``domains`` adds each address's domain complaints (for a policy with a domain
+        guard): the same round trip, but on a Cluster another slot (the domain's).
+        """
         if not addresses:
             return []
-        since = self.clock.now() - SEND_WINDOW
+        now = self.clock.now()
+        since, guard_since = now - SEND_WINDOW, now - GUARD_LOOKBACK
         norm = [normalise_address(a) for a in addresses]
         k = self.keys
         try:
@@ -147,10 +157,14 @@ class State:
                 pipe.hgetall(k.engagement(a))
                 pipe.hgetall(k.prefs(a))
                 pipe.zrangebyscore(k.sends(a), since, "+inf", withscores=True)
+                if domains:
+                    pipe.zrangebyscore(k.domain_complaints(domain_of(a)), guard_since, "+inf",
+                                       withscores=True)
             raw = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        return [_person(a, *raw[i * _READS:(i + 1) * _READS]) for i, a in enumerate(norm)]
+        n = _READS + domains
+        return [_person(a, *raw[i * n:(i + 1) * n]) for i, a in enumerate(norm)]
 
     # --- the hot path's write (queued on the caller's pipeline) ---------------------
     def record_sends(self, pipe: Any, stream: str, addresses: Iterable[str], at: float) -> None:
@@ -188,7 +202,7 @@ class State:
         at = self.clock.now() if at is None else at
         record = json.dumps({"list": list, "granted_at": at, "source": source, "ip": ip,
                              "text": text}, ensure_ascii=False)
-        await self._change(address, "granted", _proof(source, ip, text), at,
+        await self._change(address, "granted", proof_text(source, ip, text), at,
                            lambda p, a: p.hset(self.keys.consent(a), list, record), list)
 
     async def revoke(self, address: str, list: str, *, source: str = "",
@@ -219,9 +233,19 @@ class State:
         at = self.clock.now() if at is None else at
         scope = list or GLOBAL_SCOPE
         record = json.dumps({"kind": kind, "at": at, "channel": channel})
+
+        def writes(p: Any, a: str) -> None:
+            p.hsetnx(self.keys.refusal(a), scope, record)
+            if kind == "complaint":
+                # Every complaint source (ARF, webhooks, API, CLI) passes here: the domain
+                # guard counts people, so a repeat keeps the first time (NX).
+                key = self.keys.domain_complaints(domain_of(a))
+                p.zadd(key, {a: at}, nx=True)
+                p.zremrangebyscore(key, "-inf", f"({at - GUARD_LOOKBACK!r}")
+
         results = await self._change(
             address, "refused", f"{kind} of {_scope(scope)} via {channel or '-'}", at,
-            lambda p, a: p.hsetnx(self.keys.refusal(a), scope, record), scope)
+            writes, scope)
         return bool(results[0])
 
     async def unrefuse(self, address: str, list: str | None = None) -> None:
@@ -232,14 +256,61 @@ class State:
                            lambda p, a: p.hdel(self.keys.refusal(a), scope), scope)
 
     async def engage(self, address: str, *, kind: str = "click", at: float | None = None) -> None:
-        """An answer (open, click, reply…): resets the silence counter."""
+        """An answer (open, click, reply…), kept per kind: the policy says which kinds count."""
+        if kind not in ENGAGEMENT_KINDS:
+            raise ValueError(f"unknown engagement kind {kind!r}; one of "
+                             f"{', '.join(ENGAGEMENT_KINDS)}")
+        at = self.clock.now() if at is None else at
+        k = self.keys
+
+        def writes(p: Any, a: str) -> None:
+            # EVAL, not EVALSHA: it rides on the change's pipeline, and no script cache to miss.
+            p.eval(ENGAGE, 2, k.engagement(a), k.sends(a), repr(at), kind, k.engaged_at(kind),
+                   k.engaged_mark(kind), ENGAGED_AT, ENGAGED_MARK)
+
+        await self._change(address, "engaged", kind, at, writes)
+
+    # --- re-permission -----------------------------------------------------------------
+    async def claim_repermission(self, address: str, stream: str, *, since: float | None,
+                                 message_id: str, at: float | None = None) -> bool:
+        """Take the stream's one re-permission message for ``message_id``; False if taken.
+
+        ``since`` is the person's last counted engagement: a claim older than that is
+        spent and a new one may be taken.
+        """
+        at = self.clock.now() if at is None else at
+        try:
+            won = await self._claim(keys=[self.keys.engagement(address)],
+                                    args=[self.keys.repermission(stream), repr(since or 0.0),
+                                          repr(at), message_id])
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        return bool(won)
+
+    async def unclaim_repermission(self, address: str, stream: str, message_id: str) -> None:
+        """Give the claim back when its copy did not go out (best effort)."""
+        try:
+            await self._unclaim(keys=[self.keys.engagement(address)],
+                                args=[self.keys.repermission(stream), message_id])
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+
+    async def soft_bounce(self, address: str, *, event_id: str, window: float,
+                          at: float | None = None, detail: str = "") -> int:
+        """Count a soft bounce; returns how many fell within ``window`` seconds up to ``at``.
+
+        The event id is the member, so a webhook's retry of one bounce counts once.
+        """
         at = self.clock.now() if at is None else at
 
         def writes(p: Any, a: str) -> None:
-            p.hset(self.keys.engagement(a), mapping={"last_engaged": repr(at), "sends_since": 0,
-                                                     "last_kind": kind})
+            key = self.keys.soft_bounces(a)
+            p.zadd(key, {event_id: at})
+            p.zremrangebyscore(key, "-inf", f"({at - window!r}")
+            p.zcount(key, at - window, "+inf")
 
-        await self._change(address, "engaged", kind, at, writes)
+        results = await self._change(address, "soft-bounce", detail or "soft bounce", at, writes)
+        return int(results[2])
 
     async def set_preferences(self, address: str, *, paused_until: float | None = _UNSET,
                               timezone: str | None = _UNSET, off: Iterable[str] = _UNSET,
@@ -277,38 +348,13 @@ class State:
     async def import_consent_csv(self, source: Path | str | TextIO, *,
                                  source_default: str = "import") -> ImportReport:
         """Import ``email,list,granted_at,source,ip,text`` rows; bad rows reported by line."""
-        if isinstance(source, str | Path):
-            try:
-                stream: TextIO = io.StringIO(Path(source).read_text(encoding="utf-8-sig"))
-            except (OSError, UnicodeDecodeError) as exc:
-                return ImportReport(0, [f"line 0: cannot read the file ({type(exc).__name__})"])
-        else:
-            stream = source
         report = ImportReport()
-        reader = csv.reader(stream)
-        try:
-            header = [h.strip().lstrip("\ufeff").lower() for h in next(reader, [])]
-        except csv.Error as exc:
-            return ImportReport(0, [f"line 1: unreadable CSV ({exc})"])
-        problem = _header_problem(header)
-        if problem:
-            return ImportReport(0, [f"line 1: {problem}"])
         batch: list[tuple[str, str, str]] = []
-        try:
-            for row in reader:
-                line = reader.line_num
-                if not any(c.strip() for c in row):
-                    continue  # blank lines are not rows
-                parsed = _row(header, row, self.clock.now(), source_default)
-                if isinstance(parsed, str):
-                    report.errors.append(f"line {line}: {parsed}")
-                    continue
-                batch.append(parsed)
-                if len(batch) >= CSV_BATCH:
-                    report.imported += await self._write_grants(batch)
-                    batch = []
-        except csv.Error as exc:
-            report.errors.append(f"line {reader.line_num}: unreadable CSV ({exc}); stopped here")
+        for parsed in read_rows(source, self.clock.now, source_default, report):
+            batch.append(parsed)
+            if len(batch) >= CSV_BATCH:
+                report.imported += await self._write_grants(batch)
+                batch = []
         report.imported += await self._write_grants(batch)
         return report
 
@@ -324,7 +370,7 @@ class State:
                 rec = json.loads(proof)
                 self.audit.add(pipe, [AuditEntry(
                     at=now, kind="change", recipient=address, outcome="granted", stream=lst,
-                    detail="csv import; " + _proof(rec["source"], rec["ip"], rec["text"]))])
+                    detail="csv import; " + proof_text(rec["source"], rec["ip"], rec["text"]))])
             await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
@@ -335,61 +381,3 @@ def _scope(scope: str) -> str:
     return "every list" if scope == GLOBAL_SCOPE else f"list {scope}"
 
 
-def _proof(source: str, ip: str, text: str) -> str:
-    return f"source {source or '-'}; ip {ip or '-'}; text {text or '-'}"
-
-
-def _header_problem(header: list[str]) -> str:
-    if not header:
-        return f"empty file; the header must be {','.join(CSV_HEADER)}"
-    missing = [c for c in ("email", "list") if c not in header]
-    unknown = sorted(set(header) - set(CSV_HEADER))
-    if missing:
-        return f"header lacks {', '.join(missing)} (expected {','.join(CSV_HEADER)})"
-    if unknown:
-        return f"unknown columns {', '.join(unknown)} (expected {','.join(CSV_HEADER)})"
-    if len(set(header)) != len(header):
-        return "a column is named twice"
-    return ""
-
-
-def _row(header: list[str], row: list[str], now: float,
-         source_default: str) -> tuple[str, str, str] | str:
-    """A row as (address, list, proof JSON), or what is wrong with it."""
-    if len(row) != len(header):
-        return f"expected {len(header)} columns, got {len(row)}"
-    rec = dict(zip(header, (c.strip() for c in row), strict=True))
-    if not _ADDRESS.match(rec["email"].strip("<>")):
-        return f"not an email address: {rec['email']!r}"
-    if not rec["list"]:
-        return "list is empty"
-    try:
-        at = parse_time(rec.get("granted_at", ""), now)
-    except ValueError as exc:
-        return f"bad granted_at {rec.get('granted_at')!r}: {exc}"
-    proof = json.dumps({"list": rec["list"], "granted_at": at,
-                        "source": rec.get("source") or source_default,
-                        "ip": rec.get("ip", ""), "text": rec.get("text", "")},
-                       ensure_ascii=False)
-    return normalise_address(rec["email"]), rec["list"], proof
-
-
-def parse_time(value: str, default: float) -> float:
-    """ISO 8601 (UTC when no zone) or epoch seconds; empty means ``default``."""
-    if not value:
-        return default
-    try:
-        at = float(value)
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("use ISO 8601 or epoch seconds") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        at = parsed.timestamp()
-    if not math.isfinite(at) or at < 0:
-        raise ValueError("not a time")
-    if at > default + 86400:
-        raise ValueError("in the future")  # a typo or a wrong zone, not a real agreement
-    return at

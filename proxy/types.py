@@ -42,6 +42,7 @@ class Decision:
     until: float | None = None  # epoch seconds; set when action is DELAY
     drop_mode: DropMode | None = None  # set when action is DROP
     shadow: bool = False  # decided in shadow mode: recorded, not enforced
+    repermission: bool = False  # delivering it spends the person's one re-ask (docs/policy.md)
 
     @property
     def rejects_at_rcpt(self) -> bool:
@@ -54,6 +55,8 @@ class Decision:
 
 # Refusal kinds recorded in state; the policy names which ones stop a stream.
 REFUSAL_KINDS = ("unsubscribe", "complaint", "bounce", "manual")
+# Engagement kinds recorded in state; the policy names which ones count against silence.
+ENGAGEMENT_KINDS = ("open", "click", "reply", "preference-visit", "manual")
 GLOBAL_SCOPE = "*"  # a refusal of every marketing list, not just one
 
 
@@ -89,18 +92,47 @@ class Preferences:
 
 
 @dataclass(frozen=True)
+class Engagement:
+    """The person's latest engagement of one kind, and how many mails we sent since."""
+
+    kind: str
+    at: float
+    sends_since: int = 0
+
+
+@dataclass(frozen=True)
 class PersonState:
     """Everything the policy engine may read about one address, fetched in one round trip."""
 
     address: str
     consents: Mapping[str, Consent] = field(default_factory=dict)  # list -> active consent
     refusals: Mapping[str, Refusal] = field(default_factory=dict)  # scope -> refusal
-    last_engaged: float | None = None
-    sends_since_engagement: int = 0
+    last_engaged: float | None = None  # any kind, opens included
+    sends_since_engagement: int = 0  # since the last engagement of any kind
     first_send: float | None = None
     # stream -> times of recent sends (at least the last 31 days), oldest first
     sends: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     prefs: Preferences = field(default_factory=Preferences)
+    # When people at this address's domain first complained (the last GUARD_LOOKBACK), oldest
+    # first: the domain guard's input, read in the same round trip as the rest.
+    domain_complaints: tuple[float, ...] = ()
+    engagement: Mapping[str, Engagement] = field(default_factory=dict)  # kind -> latest
+    total_sends: int = 0  # every marketing copy delivered, ever
+    repermission: Mapping[str, float] = field(default_factory=dict)  # stream -> when it went
+
+    def engaged(self, kinds: frozenset[str] | tuple[str, ...]) -> tuple[float | None, int]:
+        """(last engagement of one of ``kinds``, mails sent since it): what silence counts.
+
+        A state without per-kind records (built by hand, or nothing recorded yet) has
+        only the any-kind fields, and they count.
+        """
+        if not self.engagement:
+            return self.last_engaged, self.sends_since_engagement
+        counted = [e for e in self.engagement.values() if e.kind in kinds]
+        if not counted:
+            return None, max(self.total_sends, self.sends_since_engagement)
+        latest = max(counted, key=lambda e: e.at)
+        return latest.at, latest.sends_since
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from aiosmtpd.controller import Controller
 from proxy.clock import ManualClock
 from proxy.embedded_redis import EmbeddedRedis, free_port
 from proxy.keys import Keys
+from proxy.redisconn import connect_redis, warm_up
+from tests.topologies import LocalCluster, LocalSentinel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,18 +32,53 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A local 3-master Redis Cluster, started only when a test asks for it."""
+    cluster = LocalCluster.start(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentinel]:
+    """A master and a Sentinel watching it, started only when a test asks for it."""
+    sentinel = LocalSentinel.start(tmp_path_factory.mktemp("sentinel"))
+    yield sentinel
+    sentinel.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``cluster`` run once on one Redis and once on the local Cluster."""
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster"):
+        metafunc.parametrize("redis_kind", ["single", "cluster"])
+
+
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    """The server's URL, emptied before each test."""
-    client = redis.Redis.from_url(redis_server.url)
+def redis_kind() -> str:
+    return "single"
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, redis_kind: str) -> str:
+    """The URL of an emptied Redis: the session's server, or the Cluster for ``cluster`` runs."""
+    if redis_kind == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
+    server: EmbeddedRedis = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
     client.flushall()
     client.close()
-    return redis_server.url
+    return server.url
 
 
 @pytest.fixture
 async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    # A Cluster URL gets heed's own client (RedisCluster); its API is the same.
+    client = (connect_redis(redis_url) if redis_url.startswith("redis+")
+              else aioredis.Redis.from_url(redis_url))
+    await warm_up(client)
     yield client
     await client.aclose()
 

@@ -13,6 +13,8 @@ from proxy.embedded_redis import free_port
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys
 
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
+
 
 def entry(at: float, recipient: str = "ana@example.org", **kw: object) -> AuditEntry:
     kw.setdefault("outcome", "delivered")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from proxy.audit import Audit, AuditEntry
@@ -13,6 +14,8 @@ from proxy.keys import Keys
 from proxy.policy import load_policies
 from proxy.state import State
 from proxy.types import Action, Decision, DropMode, PersonState, Reason
+
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 

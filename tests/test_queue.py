@@ -14,6 +14,9 @@ from proxy.embedded_redis import free_port
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys
 from proxy.queue import DelayQueue, HeldMail
+from proxy.redisconn import connect_redis, warm_up
+
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
 
 def item(i: int, due: float = 100.0) -> HeldMail:
@@ -34,11 +37,15 @@ async def test_put_claim_done(aredis: aioredis.Redis, keys: Keys) -> None:
     assert await q.depth() == 1 and await aredis.exists(keys.queue_item("id1")) == 0
 
 
-async def test_concurrent_claimers_never_share(aredis: aioredis.Redis, keys: Keys) -> None:
+async def test_concurrent_claimers_never_share(aredis: aioredis.Redis, keys: Keys,
+                                               redis_url: str) -> None:
     q = DelayQueue(aredis, keys)
     await q.put([item(i) for i in range(200)])
-    other = DelayQueue(aioredis.Redis(connection_pool=aredis.connection_pool), keys)
+    second = connect_redis(redis_url)  # another client, as another heed would have
+    await warm_up(second)
+    other = DelayQueue(second, keys)
     batches = await asyncio.gather(*(c.claim(1000, 7, 300) for c in [q, other] * 20))
+    await second.aclose()
     ids = [h.id for batch in batches for h in batch]
     assert len(ids) == len(set(ids)) == 200
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import pytest
 import redis.asyncio as aioredis
 
 from proxy.clock import ManualClock
@@ -13,6 +14,8 @@ from proxy.keys import Keys
 from proxy.queue import DelayQueue, HeldMail
 from proxy.scheduler import Release, ReleaseOutcome, Scheduler
 from proxy.settings import QueueSettings
+
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
 SETTINGS = QueueSettings(batch=10, lease=300, max_hold=3600, backoff=(60, 600))
 

@@ -9,14 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import redis as redis_sync
 
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
-from proxy.keys import Keys
 from proxy.settings import DkimKey
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
+
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
 POLICY = """
 version: test
@@ -117,17 +117,16 @@ def test_consent_refusal_and_no_record(heed: HeedThread, upstream: Upstream) -> 
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
-def test_decided_at_data_drops_without_consent(heed: HeedThread, upstream: Upstream,
-                                               redis_url: str) -> None:
+def test_decided_at_data_drops_without_consent(heed: HeedThread, upstream: Upstream) -> None:
     grant(heed, "alice@example.org")
     # Sender matches no envelope rule: the stream comes from a header at DATA.
     refused, reply = send(heed, "news@example.com", ["alice@example.org", "carol@example.org"],
                           extra="X-Campaign-Id: 42\r\n")
     assert refused == {} and reply.startswith("250")
     assert upstream.recipients() == ["alice@example.org"]
-    r = redis_sync.Redis.from_url(redis_url)
-    entries = r.xrange(Keys().person_audit("carol@example.org"))
-    assert entries and b"no_consent" in b" ".join(entries[-1][1].values())
+    assert heed.heed is not None
+    entries = heed.call(heed.heed.audit.recent("carol@example.org"))
+    assert entries and entries[0].reasons[0].startswith("no_consent")
 
 
 def test_every_recipient_dropped_at_data_is_550(heed: HeedThread, upstream: Upstream) -> None:

@@ -52,6 +52,7 @@ class Unsubscribe:
 
     def _count(self, request: web.Request, result: str) -> None:
         self.metrics.unsubscribe.labels(request.method, result).inc()
+        self.metrics.http_request("unsubscribe", result)
 
     async def show(self, request: web.Request) -> web.Response:
         """GET/HEAD: a confirm page. Link scanners fetch this; it must change nothing."""

@@ -10,7 +10,9 @@ from functools import cached_property
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from proxy.policy.model import DAY, STAGES, Stream, lifecycle_stage
+from proxy.policy.lifecycle import Assessment, repermission_due
+from proxy.policy.model import DAY, STAGES, Stream
+from proxy.settings import parse_duration
 from proxy.types import GLOBAL_SCOPE, REFUSAL_KINDS, PersonState, Reason
 
 
@@ -29,10 +31,17 @@ class Context:
     stream: Stream
     state: PersonState
     now: float
+    # Set by a `lifecycle` rule that let this message pass as the re-permission message:
+    # if the walk ends in deliver, delivering it spends the person's one re-ask.
+    repermission: Reason | None = None
+
+    @cached_property
+    def assessment(self) -> Assessment:
+        return self.stream.silence.assess(self.state, self.now)
 
     @cached_property
     def stage(self) -> str:
-        return lifecycle_stage(self.stream, self.state, self.now)
+        return self.assessment.stage
 
 
 def when(ts: float) -> str:
@@ -145,17 +154,29 @@ class NoConsent(Condition):
 class Lifecycle(Condition):
     name = "lifecycle"
     description = "the person is in one of the given lifecycle stages (from silence thresholds)"
-    params = {"stage": _names(STAGES, "stage")}
+    params = {"stage": _names(STAGES, "stage"), "repermission": _flag}
     required = frozenset({"stage"})
     stage: frozenset[str] = frozenset()
+    # Except once: the first message after someone turns inactive passes (the rules after
+    # this one still apply), to ask whether they still want this mail. See docs/policy.md.
+    repermission: bool = False
 
     def check(self, ctx: Context) -> Match | None:
         if ctx.stage not in self.stage:
             return None
-        s = ctx.state
-        engaged = f"last engaged {when(s.last_engaged)}" if s.last_engaged else "never engaged"
-        detail = f"{ctx.stage}: {s.sends_since_engagement} sends since engagement, {engaged}"
+        detail = ctx.assessment.describe()
+        if self.repermission and repermission_due(ctx.stream.silence, ctx.stream.name,
+                                                  ctx.state, ctx.now):
+            ctx.repermission = Reason("repermission", f"{detail}; the one message that asks "
+                                                      "whether they still want this mail")
+            return None
         return Match(Reason(self.name, detail))
+
+    def problems(self, stream: Stream, streams: Mapping[str, Stream]) -> list[str]:
+        if self.repermission and "inactive" not in self.stage:
+            return ["repermission lets one message through to inactive people: the rule's "
+                    "stage must include inactive"]
+        return []
 
 
 # The person's own pace from the preference centre: (limit, window in days).
@@ -277,6 +298,47 @@ class OptedOut(Condition):
         return None
 
 
+# The domain guard looks back at most this far (window and pause each); state keeps
+# a domain's complaints for GUARD_LOOKBACK (proxy/state.py), which covers both.
+GUARD_MAX_DAYS = 31
+
+
+def _guard_span(value: Any) -> float:
+    seconds = parse_duration(value)
+    if not 0 < seconds <= GUARD_MAX_DAYS * DAY:
+        raise ValueError(f"expected a duration between 1s and {GUARD_MAX_DAYS}d, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class DomainGuard(Condition):
+    name = "domain_guard"
+    description = ("people at the recipient's domain complained `complaints` times within "
+                   "`window`: marketing to the domain pauses for `pause`")
+    params = {"complaints": _count, "window": _guard_span, "pause": _guard_span}
+    required = frozenset({"complaints", "window", "pause"})
+    releases = True
+    complaints: int = 3
+    window: float = DAY
+    pause: float = 2 * DAY
+
+    def check(self, ctx: Context) -> Match | None:
+        times = [t for t in ctx.state.domain_complaints if t <= ctx.now]
+        n = self.complaints
+        until = None
+        for i in range(n - 1, len(times)):
+            # The i-th complaint completes n within the window: the pause runs from it.
+            if times[i] - times[i - n + 1] <= self.window:
+                until = times[i] + self.pause
+        if until is None or until <= ctx.now:
+            return None
+        domain = ctx.state.address.rpartition("@")[2]
+        detail = (f"{n} or more complaints from people at {domain} within "
+                  f"{self.window / 3600:g}h; marketing to {domain} paused until {when(until)}")
+        return Match(Reason(self.name, detail), until)
+
+
 CONDITIONS: Mapping[str, type[Condition]] = {
-    c.name: c for c in (Refused, NoConsent, Lifecycle, Cap, QuietHours, Paused, OptedOut)
+    c.name: c for c in (Refused, NoConsent, Lifecycle, Cap, QuietHours, Paused, OptedOut,
+                        DomainGuard)
 }

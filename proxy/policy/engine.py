@@ -22,14 +22,18 @@ def decide(policy: Policy, stream_name: str, state: PersonState, now: float) -> 
             continue
         match = rule.condition.check(ctx)
         if match is not None:
-            return _shadowed(stream, _act(stream, rule, match, now))
+            return _shadowed(stream, _act(stream, rule, match, now, ctx.repermission))
     if stream.default is Action.DELIVER:
+        if ctx.repermission is not None:
+            return _shadowed(stream, Decision(Action.DELIVER, stream.name, (ctx.repermission,),
+                                              repermission=True))
         return _shadowed(stream, Decision(Action.DELIVER, stream.name, ()))
     why = Reason("default", "no rule had an opinion; the stream's default is drop")
     return _shadowed(stream, Decision(Action.DROP, stream.name, (why,), drop_mode=stream.drop))
 
 
-def _act(stream: Stream, rule: Rule, match: Match, now: float) -> Decision:
+def _act(stream: Stream, rule: Rule, match: Match, now: float,
+         repermission: Reason | None) -> Decision:
     if rule.action is Action.DROP:
         return Decision(Action.DROP, stream.name, (match.reason,),
                         drop_mode=rule.drop_mode or stream.drop)
@@ -39,6 +43,9 @@ def _act(stream: Stream, rule: Rule, match: Match, now: float) -> Decision:
         else:
             until = match.until if match.until is not None else now + FALLBACK_DELAY
         return Decision(Action.DELAY, stream.name, (match.reason,), until=until)
+    if repermission is not None:
+        return Decision(Action.DELIVER, stream.name, (match.reason, repermission),
+                        repermission=True)
     return Decision(Action.DELIVER, stream.name, (match.reason,))
 
 

@@ -15,7 +15,7 @@ from proxy.errors import PolicyError
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
 from proxy.settings import parse_duration
-from proxy.types import Action, DropMode
+from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "description", "list", "consent", "drop", "unsubscribe", "shadow",
@@ -126,6 +126,17 @@ def _days(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"expected a number of days, got {value!r}")
     return float(value)
+
+
+def _kinds(value: Any) -> frozenset[str]:
+    items = value if isinstance(value, list) else [value]
+    bad = [v for v in items if v not in ENGAGEMENT_KINDS]
+    if bad:
+        raise ValueError(f"unknown engagement kind {', '.join(map(repr, bad))}; "
+                         f"expected {', '.join(ENGAGEMENT_KINDS)}")
+    if not items:
+        raise ValueError("name at least one kind (nothing would ever break the silence)")
+    return frozenset(items)
 
 
 def _positive_duration(value: Any) -> float:
@@ -292,13 +303,15 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
 
 
 def _silence(f: _File, node: Node) -> Any:
-    items = f.mapping(node, "silence", ("lapsing", "inactive", "loyal_days"))
+    items = f.mapping(node, "silence", ("lapsing", "inactive", "loyal_days", "engagement"))
     out: dict[str, Any] = {}
     for stage in ("lapsing", "inactive"):
         if stage in items:
             out[stage] = _threshold(f, items[stage][1], f"silence.{stage}")
     if "loyal_days" in items:
         out["loyal_days"] = f.convert(items["loyal_days"][1], _days, "silence.loyal_days")
+    if "engagement" in items:
+        out["engagement"] = f.convert(items["engagement"][1], _kinds, "silence.engagement")
     return _BAD if _BAD in out.values() or not isinstance(node, yaml.MappingNode) else Silence(
         **out)
 

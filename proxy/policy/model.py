@@ -3,59 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proxy.policy.lifecycle import DAY, STAGES, Silence, Threshold
 from proxy.types import Action, DropMode, PersonState
 
 if TYPE_CHECKING:
     from proxy.policy.conditions import Condition
 
-DAY = 86400.0
-# Lifecycle stages, warmest first. Silence thresholds decide lapsing and inactive;
-# "loyal" is recent engagement, "active" everyone else.
-STAGES = ("loyal", "active", "lapsing", "inactive")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Silence that puts a person in a stage: N unanswered sends, or days of silence."""
-
-    sends: int | None = None  # sends since the last engagement
-    or_days: float | None = None  # days since last engagement (or first send)...
-    min_sends: int = 1  # ...but only once we wrote at least this often: our silence is not theirs
-
-    def reached(self, sends: int, days: float) -> bool:
-        if self.sends is not None and sends >= self.sends:
-            return True
-        return self.or_days is not None and days >= self.or_days and sends >= self.min_sends
-
-
-@dataclass(frozen=True)
-class Silence:
-    """A stream's lifecycle thresholds (``silence:`` in the file)."""
-
-    lapsing: Threshold | None = None
-    inactive: Threshold | None = None
-    loyal_days: float = 14.0  # engaged this recently (and not silent) -> loyal
-
-    def stage(self, state: PersonState, now: float) -> str:
-        """loyal, active, lapsing or inactive for this person now."""
-        since = state.last_engaged if state.last_engaged is not None else state.first_send
-        days = max(0.0, (now - since) / DAY) if since is not None else 0.0
-        sends = state.sends_since_engagement
-        if self.inactive is not None and self.inactive.reached(sends, days):
-            return "inactive"
-        if self.lapsing is not None and self.lapsing.reached(sends, days):
-            return "lapsing"
-        if state.last_engaged is not None and now - state.last_engaged <= self.loyal_days * DAY:
-            return "loyal"
-        return "active"
-
-    def can_reach(self, stage: str) -> bool:
-        """False for a stage these thresholds never produce (a rule on it would never apply)."""
-        return getattr(self, stage, True) is not None if stage in STAGES else False
-
+__all__ = ["DAY", "STAGES", "Classifier", "Policy", "Rule", "Silence", "Stream", "Threshold",
+           "lifecycle_stage"]
 
 def lifecycle_stage(source: Stream | Silence, state: PersonState, now: float) -> str:
     """The person's lifecycle stage under a stream's (or a bare) silence thresholds."""
@@ -130,3 +89,8 @@ class Policy:
     default_stream: str
     classification: tuple[Classifier, ...] = ()
     files: tuple[Path, ...] = ()
+
+    @cached_property
+    def guards_domains(self) -> bool:
+        """Whether a rule reads domain complaints (then snapshots fetch them too)."""
+        return any(r.name == "domain_guard" for s in self.streams.values() for r in s.rules)

@@ -13,6 +13,7 @@ from aiosmtpd.smtp import Session
 from proxy.errors import StateUnavailable
 from proxy.mailpath import MailPath, Verdict, reply_reason
 from proxy.message import MessageRejected, normalise
+from proxy.metrics import Metrics
 from proxy.smtp.access import Access
 from proxy.smtp.server import TEMPFAIL
 from proxy.types import Decision, Envelope
@@ -45,7 +46,7 @@ class Handler:
         self.access = access
         self.max_recipients = max_recipients
         self.local = local
-        self.metrics = metrics
+        self.metrics: Metrics = metrics or Metrics()
 
     def _may_relay(self, session: Session) -> bool:
         if session.authenticated:
@@ -72,6 +73,14 @@ class Handler:
 
     async def handle_RCPT(self, server: Any, session: Session, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
+        reply = await self._rcpt(session, envelope, address, rcpt_options)
+        return self.metrics.reply("rcpt", reply)
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:
+        return self.metrics.reply("data", await self._data(server, session, envelope))
+
+    async def _rcpt(self, session: Session, envelope: SmtpEnvelope, address: str,
+                    rcpt_options: list[str]) -> str:
         tx = self._tx(envelope)
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return TOO_MANY_RCPTS  # RFC 5321 §4.5.3.1.10: 452, the client sends the rest later
@@ -98,7 +107,7 @@ class Handler:
         envelope.rcpt_options.extend(rcpt_options)
         return OK_RCPT
 
-    async def handle_DATA(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:
+    async def _data(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:
         if hasattr(server, "stop_data_deadline"):
             server.stop_data_deadline()
         tx = self._tx(envelope)

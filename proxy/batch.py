@@ -1,0 +1,170 @@
+"""Group commit: the Redis pipelines of concurrent callers go out as one round trip.
+
+``GroupCommit(redis)`` stands in for the client given to State, Audit and the mail
+path. Its ``pipeline(transaction=False)`` records commands; ``execute()`` hands them
+to a batch and waits for that batch's reply. A batch goes out as soon as the
+previous one has been answered (natural batching: no timer adds latency), so a lone
+caller pays one round trip and N concurrent callers share one. With Redis's
+``appendfsync always`` one fsync then covers every write of the batch, and each
+caller is answered only after its own commands were executed (and, for writes,
+made durable) by Redis.
+
+Everything else (single commands, MULTI pipelines, scripts) passes straight to the
+real client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.commands.core import CoreCommands
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+# Commands per batch, at most: bounds one reply's size and the wait of the last caller.
+MAX_COMMANDS = 2000
+
+
+class BatchPipeline(CoreCommands):
+    """Records ``(args, options)`` the way redis-py's pipeline does; ``execute`` joins a batch.
+
+    The command methods (hgetall, xadd, …) come from redis-py's own command mixin, so
+    argument checks fail in the caller, at the call, exactly as with a real pipeline.
+    """
+
+    _event_dispatcher: Any = None  # declared by redis-py's command protocol; never used here
+
+    def __init__(self, owner: GroupCommit) -> None:
+        self._owner = owner
+        self.command_stack: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> BatchPipeline:
+        self.command_stack.append((args, options))
+        return self
+
+    def __len__(self) -> int:
+        return len(self.command_stack)
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """This pipeline's replies, in order, once its batch has been answered."""
+        stack, self.command_stack = self.command_stack, []
+        if not stack:
+            return []
+        replies = await self._owner.submit(stack)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+    async def __aenter__(self) -> BatchPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.command_stack = []
+
+
+@dataclass
+class _Request:
+    stack: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    reply: asyncio.Future[list[Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit:
+    """A Redis client whose non-transactional pipelines are executed together."""
+
+    def __init__(self, redis: Any, *, max_commands: int = MAX_COMMANDS) -> None:
+        self.redis = redis
+        self.max_commands = max_commands
+        self._pending: deque[_Request] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        # For benchmarks and tests: batches sent, and caller pipelines they carried.
+        self.batches = 0
+        self.requests = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        if transaction:
+            return self.redis.pipeline(transaction=True, shard_hint=shard_hint)
+        return BatchPipeline(self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.redis, name)
+
+    async def aclose(self) -> None:
+        """Let the batch in flight finish, then close the client."""
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+        await self.redis.aclose()
+
+    async def submit(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        """Queue one caller's commands; their replies (errors in place) once executed."""
+        request = _Request(stack)
+        self._pending.append(request)
+        if self._flusher is None:
+            # A task, not the caller itself: a caller that is cancelled (its client
+            # went away) must not cancel the batch the others are waiting on; its
+            # commands still run, as they would have in a pipeline of its own.
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_all())
+        return await request.reply
+
+    async def _flush_all(self) -> None:
+        try:
+            while self._pending:
+                await self._flush(self._take())
+        finally:
+            self._flusher = None
+            # Anything left (the task was cancelled at shutdown) is not silently dropped.
+            while self._pending:
+                _fail(self._pending.popleft(), RedisConnectionError("redis client closed"))
+
+    def _take(self) -> list[_Request]:
+        batch = [self._pending.popleft()]
+        size = len(batch[0].stack)
+        while self._pending and size + len(self._pending[0].stack) <= self.max_commands:
+            request = self._pending.popleft()
+            batch.append(request)
+            size += len(request.stack)
+        return batch
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        self.batches += 1
+        self.requests += len(batch)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for request in batch:
+                for args, options in request.stack:
+                    pipe.execute_command(*args, **options)
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            # The whole round trip failed (connection lost, timeout): every caller of
+            # this batch gets the error, so each answers 451 rather than guessing.
+            # Those who queued behind it while it hung fail with it: Redis was not
+            # answering, and they would otherwise wait out a second timeout in turn.
+            # Callers arriving from now on start a fresh batch.
+            error = exc if isinstance(exc, Exception) else RedisConnectionError(
+                "redis round trip interrupted")
+            batch.extend(self._pending)
+            self._pending.clear()
+            for request in batch:
+                _fail(request, error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for request in batch:
+            end = start + len(request.stack)
+            if not request.reply.done():
+                request.reply.set_result(list(replies[start:end]))
+            start = end
+
+
+def _fail(request: _Request, exc: Exception) -> None:
+    if not request.reply.done():
+        request.reply.set_exception(exc)
+        request.reply.exception()  # retrieved: a caller that went away leaves no warning
+
+
+__all__ = ["BatchPipeline", "GroupCommit"]

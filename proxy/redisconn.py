@@ -1,0 +1,148 @@
+"""One Redis URL, three shapes: a single server, a Sentinel-watched master, or a Cluster.
+
+The forms (``redis.url`` in the config, ``HEED_REDIS__URL``, ``--redis``):
+
+- ``redis://[[user]:password@]host:6379/0``, ``rediss://…`` (TLS) and
+  ``unix:///path/redis.sock?db=0``: one server, as redis-py reads them.
+- ``redis+sentinel://[[user]:password@]host:26379[,host2:26379…]/SERVICE[/DB]``:
+  ask the Sentinels which server is the master of SERVICE, and ask again after a
+  failover. The password is the master's; ``?sentinel_password=…`` (and
+  ``sentinel_username``) authenticate to the Sentinels themselves.
+- ``redis+cluster://[[user]:password@]host:7000[,host:7001…]``: a Redis Cluster;
+  the nodes listed are only where to start, the client learns the rest. A
+  Cluster has database 0 only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+
+SENTINEL = "redis+sentinel"
+CLUSTER = "redis+cluster"
+_DEFAULT_PORT = {SENTINEL: 26379, CLUSTER: 6379}
+_SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
+
+log = logging.getLogger("heed")
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed URL: ``kind`` is "single", "sentinel" or "cluster"."""
+
+    kind: str
+    url: str
+    nodes: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+def _hostport(text: str, default_port: int) -> tuple[str, int]:
+    if text.startswith("["):  # [v6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not host:
+        raise ValueError(f"a node without a host in {text!r}")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port in {text!r}")
+    return host, int(port) if port else default_port
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Read one of the forms in this module's docstring; ValueError says what is wrong."""
+    scheme = url.partition("://")[0].lower()
+    if scheme not in (SENTINEL, CLUSTER):
+        parse_url(url)  # redis-py's own check of redis://, rediss://, unix://
+        return RedisTarget("single", url)
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, has_password, password = userinfo.partition(":")
+    nodes = tuple(_hostport(h.strip(), _DEFAULT_PORT[scheme]) for h in hosts.split(","))
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    common: dict[str, Any] = {"url": url, "nodes": nodes, "username": unquote(user) or None,
+                              "password": unquote(password) if has_password else None}
+    if scheme == CLUSTER:
+        if query:
+            raise ValueError(f"{CLUSTER}:// takes no query parameters")
+        if path not in ([], ["0"]):
+            raise ValueError("a Redis Cluster has database 0 only")
+        return RedisTarget("cluster", **common)
+    unknown = sorted(set(query) - set(_SENTINEL_QUERY))
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r}; {SENTINEL}:// takes "
+                         + " and ".join(_SENTINEL_QUERY))
+    if not path or len(path) > 2:
+        raise ValueError(f"expected {SENTINEL}://host:26379[,host2:26379]/SERVICE[/DB]")
+    if len(path) == 2 and not path[1].isdigit():
+        raise ValueError(f"database must be a number, got {path[1]!r}")
+    return RedisTarget("sentinel", service=path[0], db=int(path[1]) if len(path) == 2 else 0,
+                       sentinel_username=query.get("sentinel_username") or None,
+                       sentinel_password=query.get("sentinel_password") or None, **common)
+
+
+class _SentinelRedis(aioredis.Redis):
+    """The master's client; closing it also closes the connections to the Sentinels."""
+
+    watchers: Sentinel | None = None  # not `sentinel`: that is the SENTINEL command
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.watchers.sentinels if self.watchers else ():
+            await client.aclose()
+
+
+def connect_redis(url: str) -> Any:
+    """A client for any URL form that fails fast: a paused Redis must become a 451, not a hang."""
+    target = parse_redis_url(url)
+    timeouts: dict[str, Any] = {"socket_timeout": 3.0, "socket_connect_timeout": 3.0}
+    # One quick retry only: redis-py's default retries with backoff for many
+    # seconds, which would hold a client for long before its 451.
+    fast: dict[str, Any] = {**timeouts, "health_check_interval": 30,
+                            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1)}
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.kind == "cluster":
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+                            **auth, **fast)
+    if target.kind == "sentinel":
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs={
+            **timeouts, "username": target.sentinel_username,
+            "password": target.sentinel_password})
+        client = sentinel.master_for(target.service, redis_class=_SentinelRedis, db=target.db,
+                                     **auth, **fast)
+        client.watchers = sentinel
+        return client
+    return aioredis.Redis.from_url(url, **fast)
+
+
+async def warm_up(client: Any) -> None:
+    """Learn a Cluster's layout before the first concurrent commands; harmless on one server.
+
+    With redis-py 8.1, many first commands at once on a new RedisCluster client
+    (a burst of RCPTs, a scheduler batch) failed inside the client while it was
+    still reading the slot map; one initialisation up front avoids that. A Redis
+    that is down now is not fatal: the client retries on first use, and heed
+    answers 451 meanwhile.
+    """
+    try:
+        await client.initialize()
+    except Exception as exc:  # noqa: BLE001 - any failure here is retried on first use
+        log.warning("redis not reachable at start (%s); retrying on first use",
+                    type(exc).__name__)

@@ -1,0 +1,282 @@
+"""The compliance figures, computed from the audit stream (read in chunks) and person state.
+
+Definitions (also in docs/report.md):
+- a refusal is an audit ``change`` entry with outcome ``refused`` in the window; the
+  first one per person and scope (a list, or ``*`` for all marketing) is the one tracked;
+- it is *honoured* when no marketing copy for that scope was delivered to the person
+  after it was recorded (audit ``delivered``/``released`` entries, shadow deliveries too);
+- its *time to effect* is the time from the refusal's record to the last such delivery
+  (0 when there was none): how long mail still went out after the person said no;
+- a complaint is a refusal of kind ``complaint``; its domain is the person's domain.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from proxy.audit import AuditEntry
+from proxy.errors import StateUnavailable
+from proxy.keys import Keys, domain_of
+from proxy.policy import Policy, lifecycle_stage
+from proxy.state import State
+
+CHUNK = 1000  # audit entries per XRANGE round trip
+SKEW = 3600.0  # stream ids carry Redis' clock, entries heed's: start an hour early, filter by `at`
+DELIVERED = ("delivered", "released")
+DROPPED = ("reject", "rejected", "discarded", "dropped-at-release")
+DELAYED = ("queued",)
+# How many actions leaving takes, by the channel the refusal came through: the mail
+# client's button posts once (RFC 8058); a mailto is one send; the link's page is
+# open + press; the preference centre is open + choose + save.
+CLICKS = {"one-click": 1, "mailto": 1, "page": 2, "preferences": 3}
+LINES = (0.001, 0.003)  # complaint-rate lines: 0.1 % (keep below), 0.3 % (never reach)
+_SHADOW = re.compile(r"shadow: would (\w+)\b.*?: ([a-z_][a-z0-9_-]*): ")
+
+
+def since_id(since: float) -> str:
+    """The XRANGE start id for entries recorded at ``since`` (ids are ms timestamps)."""
+    return f"{max(0, int((since - SKEW) * 1000))}-0"
+
+
+def _code(reason: str) -> str:
+    return reason.split(":", 1)[0].strip() or "none"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@dataclass
+class Violation:
+    address: str
+    scope: str
+    refused_at: float
+    delivered_at: float
+    stream: str
+    shadow: bool
+
+
+@dataclass
+class Report:
+    since: float
+    now: float
+    policy_version: str
+    entries: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)  # by kind, every record
+    channels: Counter[str] = field(default_factory=Counter)  # by channel, first per scope
+    tracked: int = 0  # first refusal per person and scope
+    effect: list[float] = field(default_factory=list)  # seconds, one per tracked refusal
+    violations: list[Violation] = field(default_factory=list)
+    stopped: int = 0  # later marketing copies dropped because of a refusal
+    clicks: Counter[int] = field(default_factory=Counter)
+    delivered: Counter[str] = field(default_factory=Counter)  # marketing, by stream
+    signed: int = 0
+    by_domain: Counter[str] = field(default_factory=Counter)  # delivered marketing
+    complaints: Counter[str] = field(default_factory=Counter)  # complaining people, by domain
+    drops: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    delays: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    shadow: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    shadow_delivered: Counter[str] = field(default_factory=Counter)
+    guarded: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    guard_now: dict[str, int] = field(default_factory=dict)  # domain -> complaints on record
+    lifecycle: dict[str, Counter[str]] = field(default_factory=dict)
+    daily: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    # --- derived figures -----------------------------------------------------------
+    @property
+    def honoured(self) -> int:
+        return self.tracked - len({(v.address, v.scope) for v in self.violations})
+
+    @property
+    def effect_max(self) -> float:
+        return max(self.effect, default=0.0)
+
+    @property
+    def effect_p99(self) -> float:
+        return percentile(self.effect, 0.99)
+
+    @property
+    def delivered_total(self) -> int:
+        return sum(self.delivered.values())
+
+    @property
+    def signed_share(self) -> float | None:
+        return self.signed / self.delivered_total if self.delivered_total else None
+
+    @property
+    def complaint_total(self) -> int:
+        return sum(self.complaints.values())
+
+    def rate(self, domain: str | None = None) -> float | None:
+        """Complaints per delivered marketing copy (overall, or for one receiving domain)."""
+        if domain is None:
+            sent, got = self.delivered_total, self.complaint_total
+        else:
+            sent, got = self.by_domain[domain], self.complaints[domain]
+        return got / sent if sent else (None if not got else math.inf)
+
+    def domains(self) -> list[str]:
+        """Receiving domains with complaints or mail, most complaints (then mail) first."""
+        names = set(self.complaints) | set(self.by_domain)
+        return sorted(names, key=lambda d: (-self.complaints[d], -self.by_domain[d], d))
+
+
+class _Reader:
+    """Folds audit entries into a Report, one at a time (the trail is never held whole)."""
+
+    def __init__(self, report: Report, policy: Policy) -> None:
+        self.r = report
+        self.policy = policy
+        self.refused: dict[tuple[str, str], float] = {}  # (address, scope) -> first time
+        self.last: dict[tuple[str, str], float] = {}  # -> last delivery after it
+        self.complainers: set[str] = set()
+
+    def _list(self, stream: str) -> tuple[str, bool] | None:
+        """(list, marketing) of a stream, or None for a stream not in the policy."""
+        s = self.policy.streams.get(stream)
+        return (s.list, s.marketing) if s is not None else None
+
+    def add(self, e: AuditEntry) -> None:
+        r = self.r
+        r.entries += 1
+        day = _day(e.at)
+        if e.kind == "change" and e.outcome == "refused":
+            kind = e.detail.split(" ", 1)[0] or "manual"
+            channel = e.detail.rsplit(" via ", 1)[1] if " via " in e.detail else "-"
+            r.refusals[kind] += 1
+            r.daily[day]["refusals"] += 1
+            if kind == "complaint" and e.recipient not in self.complainers:
+                self.complainers.add(e.recipient)  # one complaint per person, however reported
+                r.complaints[domain_of(e.recipient)] += 1
+                r.daily[day]["complaints"] += 1
+            key = (e.recipient, e.stream or "*")
+            if key in self.refused:
+                return  # a repeat: the first one is the one that counts
+            self.refused[key] = e.at
+            r.tracked += 1
+            r.channels[channel] += 1
+            if kind == "unsubscribe" and channel in CLICKS:
+                r.clicks[CLICKS[channel]] += 1
+            return
+        if e.kind != "decision":
+            return
+        code = _code(e.reasons[0]) if e.reasons else "none"
+        known = self._list(e.stream)
+        marketing = known[1] if known else bool(e.one_click)
+        lst = known[0] if known else e.stream
+        if e.outcome in DELIVERED and marketing:
+            r.delivered[e.stream] += 1
+            r.by_domain[domain_of(e.recipient)] += 1
+            r.daily[day]["delivered"] += 1
+            r.signed += e.one_click == "signed"
+            for scope in (lst, "*"):
+                since = self.refused.get((e.recipient, scope))
+                if since is not None and e.at >= since:
+                    r.violations.append(Violation(e.recipient, scope, since, e.at, e.stream,
+                                                  code == "shadow"))
+                    self.last[(e.recipient, scope)] = e.at
+        if code == "shadow" and e.reasons:
+            m = _SHADOW.match(e.reasons[0])
+            r.shadow[e.stream][f"would {m.group(1)}: {m.group(2)}" if m else "would deliver"] += 1
+            r.shadow_delivered[e.stream] += e.outcome in DELIVERED
+        elif e.outcome in DROPPED:
+            r.drops[e.stream][code] += 1
+            r.stopped += code == "refused"
+        elif e.outcome in DELAYED:
+            r.delays[e.stream][code if code != "none" else "upstream retry"] += 1
+        if code == "domain_guard":
+            r.guarded[domain_of(e.recipient)]["dropped" if e.outcome in DROPPED else
+                                              "held" if e.outcome in DELAYED else e.outcome] += 1
+
+    def finish(self) -> None:
+        for key, at in self.refused.items():
+            self.r.effect.append(max(0.0, self.last.get(key, at) - at))
+
+
+def _day(at: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
+
+
+async def read_audit(redis: Any, keys: Keys, since: float,
+                     now: float) -> AsyncIterator[AuditEntry]:
+    """Yield trail entries recorded between ``since`` and ``now``, CHUNK per round trip."""
+    start = since_id(since)
+    while True:
+        try:
+            raw = await redis.xrange(keys.audit, start, "+", count=CHUNK)
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        for _id, fields in raw:
+            entry = AuditEntry.from_fields(fields)
+            if since <= entry.at <= now:
+                yield entry
+        if len(raw) < CHUNK:
+            return
+        last = raw[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+
+
+async def lifecycle(state: State, policy: Policy, now: float,
+                    batch: int = 500) -> dict[str, Counter[str]]:
+    """Stage counts per marketing stream over known people (``keys.people``) who may get it
+    (active consent to its list, or no consent needed); SSCAN and snapshots in batches."""
+    streams = [s for s in policy.streams.values() if s.marketing]
+    out: dict[str, Counter[str]] = {s.name: Counter() for s in streams}
+    cursor: int = 0
+    while True:
+        try:
+            cursor, members = await state.redis.sscan(state.keys.people, cursor, count=batch)
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        people = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        for person in await state.snapshots(people) if people else []:
+            for s in streams:
+                if s.consent_required and s.list not in person.consents:
+                    continue
+                if any(scope in person.refusals for scope in (s.list, "*")):
+                    out[s.name]["refused"] += 1
+                    continue
+                out[s.name][lifecycle_stage(s, person, now)] += 1
+        if int(cursor) == 0:
+            return out
+
+
+async def guard_state(state: State, domains: list[str], now: float,
+                      lookback: float) -> dict[str, int]:
+    """Complaints on record per domain (what the domain guard reads), one round trip."""
+    if not domains:
+        return {}
+    try:
+        pipe = state.redis.pipeline(transaction=False)
+        for d in domains:
+            pipe.zcount(state.keys.domain_complaints(d), now - lookback, now)
+        counts = await pipe.execute()
+    except RedisError as exc:
+        raise StateUnavailable("redis unavailable") from exc
+    return {d: int(c) for d, c in zip(domains, counts, strict=True) if c}
+
+
+async def build_report(state: State, policy: Policy, *, since: float, now: float,
+                       lookback: float) -> Report:
+    """Every figure for the window [since, now]; ``lookback`` bounds the guard's count."""
+    report = Report(since=since, now=now, policy_version=policy.version)
+    reader = _Reader(report, policy)
+    async for entry in read_audit(state.redis, state.keys, since, now):
+        reader.add(entry)
+    reader.finish()
+    report.lifecycle = await lifecycle(state, policy, now)
+    report.guard_now = await guard_state(state, sorted(set(report.complaints)
+                                                       | set(report.guarded)), now, lookback)
+    return report

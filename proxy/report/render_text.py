@@ -1,0 +1,138 @@
+"""The report as plain figures: a dict (for --format json) and text for a terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from proxy.report.compute import LINES, Report
+
+
+def iso(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
+def duration(seconds: float) -> str:
+    """A duration in the largest unit that keeps it readable."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def percent(share: float | None) -> str:
+    if share is None:
+        return "n/a"
+    return "no mail delivered" if math.isinf(share) else f"{share * 100:.2f} %"
+
+
+def rate_status(rate: float | None) -> str:
+    """Where a complaint rate stands against the 0.1 % and 0.3 % lines."""
+    if rate is None:
+        return "no mail, no complaints"
+    if rate >= LINES[1]:
+        return "above 0.3 %"
+    if rate >= LINES[0]:
+        return "above 0.1 %"
+    return "below 0.1 %"
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or math.isinf(x) else round(x, 6)
+
+
+def as_dict(r: Report) -> dict[str, Any]:
+    """Every figure, machine-readable (``heed report --format json``)."""
+    return {
+        "window": {"since": iso(r.since), "until": iso(r.now), "policy": r.policy_version,
+                   "audit_entries_read": r.entries},
+        "refusals": {
+            "received": dict(r.refusals), "tracked": r.tracked, "honoured": r.honoured,
+            "by_channel": dict(r.channels), "later_mail_stopped": r.stopped,
+            "time_to_effect_seconds": {"max": r.effect_max, "p99": r.effect_p99},
+            "not_honoured": [{"address": v.address, "scope": v.scope,
+                              "refused_at": iso(v.refused_at),
+                              "delivered_at": iso(v.delivered_at), "stream": v.stream,
+                              "shadow": v.shadow} for v in r.violations],
+        },
+        "clicks_to_leave": {str(k): n for k, n in sorted(r.clicks.items())},
+        "one_click": {"delivered_marketing": r.delivered_total, "signed": r.signed,
+                      "share": _finite(r.signed_share)},
+        "complaints": {
+            "total": r.complaint_total, "rate": _finite(r.rate()),
+            "status": rate_status(r.rate()), "lines": list(LINES),
+            "by_domain": [{"domain": d, "complaints": r.complaints[d],
+                           "delivered": r.by_domain[d], "rate": _finite(r.rate(d)),
+                           "status": rate_status(r.rate(d))} for d in r.domains()],
+        },
+        "lifecycle": {s: dict(c) for s, c in r.lifecycle.items()},
+        "drops": {s: dict(c) for s, c in r.drops.items()},
+        "delays": {s: dict(c) for s, c in r.delays.items()},
+        "shadow": {s: {"delivered": r.shadow_delivered[s], "would": dict(c)}
+                   for s, c in r.shadow.items()},
+        "domain_guard": {d: {**dict(r.guarded.get(d, {})),
+                             "complaints_on_record": r.guard_now.get(d, 0)}
+                         for d in sorted(set(r.guarded) | set(r.guard_now))},
+        "daily": {d: dict(c) for d, c in sorted(r.daily.items())},
+    }
+
+
+def render_json(r: Report) -> str:
+    return json.dumps(as_dict(r), indent=2, ensure_ascii=False) + "\n"
+
+
+def _counts(title: str, table: dict[str, Any], out: list[str]) -> None:
+    out.append(title)
+    if not any(table.values()):
+        out.append("  none")
+    for stream, counts in sorted(table.items()):
+        for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            out.append(f"  {stream:<16} {reason:<28} {n:>8}")
+
+
+def render_text(r: Report) -> str:
+    """The report for a terminal: the headline figures first, then the breakdowns."""
+    out = [f"heed compliance report, {iso(r.since)} to {iso(r.now)} (policy {r.policy_version})",
+           ""]
+    received = ", ".join(f"{k} {n}" for k, n in sorted(r.refusals.items())) or "none"
+    out += [f"Refusals received:            {sum(r.refusals.values())} ({received})",
+            f"Refusals honoured:            {r.honoured} of {r.tracked}",
+            f"Time from refusal to effect:  max {duration(r.effect_max)}, "
+            f"p99 {duration(r.effect_p99)}",
+            f"Later marketing mail stopped by a refusal: {r.stopped}"]
+    for v in r.violations:
+        out.append(f"  NOT honoured: {v.address} ({v.scope}) refused {iso(v.refused_at)}, "
+                   f"mail delivered {iso(v.delivered_at)}{' in shadow mode' if v.shadow else ''}")
+    clicks = ", ".join(f"{n} took {k} click{'s' if k > 1 else ''}"
+                       for k, n in sorted(r.clicks.items())) or "no unsubscribes by click"
+    out += [f"Clicks to leave:              {clicks}",
+            f"Signed one-click on delivered marketing: {r.signed} of {r.delivered_total} "
+            f"({percent(r.signed_share)})",
+            f"Complaint rate:               {percent(r.rate())} ({r.complaint_total} "
+            f"complaints / {r.delivered_total} delivered), {rate_status(r.rate())}", ""]
+    out.append("Complaints by receiving domain (lines: 0.1 % and 0.3 %)")
+    for d in r.domains()[:20]:
+        out.append(f"  {d:<32} {r.complaints[d]:>6} / {r.by_domain[d]:>8}  "
+                   f"{percent(r.rate(d)):>18}  {rate_status(r.rate(d))}")
+    out += ["", "Lifecycle (people who may get each stream)"]
+    for stream, stages in r.lifecycle.items():
+        parts = ", ".join(f"{k} {n}" for k, n in stages.items()) or "nobody"
+        out.append(f"  {stream:<16} {parts}")
+    out.append("")
+    _counts("Drops by reason", r.drops, out)
+    _counts("Delays by reason", r.delays, out)
+    out += ["", "Shadow mode: what enforcement would have changed (the mail was delivered)"]
+    if not r.shadow:
+        out.append("  no stream in shadow mode in this window")
+    for stream, counts in sorted(r.shadow.items()):
+        for what, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            out.append(f"  {stream:<16} {what:<36} {n:>8}")
+    out += ["", "Domain guard"]
+    if not r.guarded:
+        out.append("  no domain paused in this window")
+    for d, counts in sorted(r.guarded.items()):
+        what = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+        out.append(f"  {d} paused: {what} (complaints on record: {r.guard_now.get(d, 0)})")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,160 @@
+"""Amazon SES bounce and complaint notifications delivered by Amazon SNS over HTTPS.
+
+The SNS envelope is signed (SignatureVersion 1: SHA1withRSA, 2: SHA256withRSA) with
+the key of an X.509 certificate published at SigningCertURL; heed fetches that
+certificate only from an allow-listed host over https, and checks the signature
+over the fields SNS names, in its order, before reading the SES notification.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from proxy.events import Event
+from proxy.webhooks import WebhookError, event, load_json
+
+log = logging.getLogger("heed.webhooks.ses")
+
+CertFetcher = Callable[[str], Awaitable[bytes]]
+# The fields each message type signs, in this order (SNS "Verifying the signatures").
+SIGNED = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token",
+                                 "TopicArn", "Type"),
+    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token",
+                                "TopicArn", "Type"),
+}
+HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+MAX_CERT = 64 * 1024
+
+
+def string_to_sign(message: dict[str, Any]) -> bytes:
+    """``name\\nvalue\\n`` for each signed field present (Subject only when present)."""
+    fields = SIGNED.get(str(message.get("Type")))
+    if fields is None:
+        raise WebhookError(400, "unknown SNS message type")
+    out = []
+    for name in fields:
+        if name in message and message[name] is not None:
+            out.append(f"{name}\n{message[name]}\n")
+        elif name != "Subject":
+            raise WebhookError(400, f"SNS message lacks {name}")
+    return "".join(out).encode("utf-8")
+
+
+def cert_url_allowed(url: str, hosts: Sequence[str]) -> bool:
+    """https, an allow-listed host, a .pem path: never a certificate from anywhere else."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    return (parts.scheme == "https" and parts.port in (None, 443) and not parts.username
+            and parts.path.endswith(".pem")
+            and any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in hosts))
+
+
+async def fetch_cert(url: str) -> bytes:
+    """GET the signing certificate (production); tests inject their own fetcher."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
+            url, allow_redirects=False) as response:
+        if response.status != 200:
+            raise WebhookError(401, "signing certificate unavailable")
+        return await response.content.read(MAX_CERT)
+
+
+class SnsVerifier:
+    """Checks an SNS message's signature; certificates are cached by URL."""
+
+    def __init__(self, hosts: Sequence[str], fetch: CertFetcher = fetch_cert,
+                 topics: Sequence[str] = ()) -> None:
+        self.hosts = tuple(hosts)
+        self.fetch = fetch
+        self.topics = frozenset(topics)
+        self._certs: dict[str, rsa.RSAPublicKey] = {}
+
+    async def _key(self, url: str) -> rsa.RSAPublicKey:
+        key = self._certs.get(url)
+        if key is None:
+            try:
+                cert = x509.load_pem_x509_certificate(await self.fetch(url))
+            except ValueError:
+                raise WebhookError(401, "signing certificate unreadable") from None
+            public = cert.public_key()
+            if not isinstance(public, rsa.RSAPublicKey):
+                raise WebhookError(401, "signing certificate is not RSA")
+            key = self._certs[url] = public
+        return key
+
+    async def verify(self, message: dict[str, Any]) -> None:
+        """Raises WebhookError(401) unless SNS signed this message (and its topic is allowed)."""
+        algorithm = HASHES.get(str(message.get("SignatureVersion")))
+        if algorithm is None:
+            raise WebhookError(401, "unknown SNS signature version")
+        url = str(message.get("SigningCertURL") or message.get("SigningCertUrl") or "")
+        if not cert_url_allowed(url, self.hosts):
+            raise WebhookError(401, "signing certificate URL not allowed")
+        if self.topics and message.get("TopicArn") not in self.topics:
+            raise WebhookError(401, "topic not allowed")
+        try:
+            signature = base64.b64decode(str(message.get("Signature", "")), validate=True)
+        except (binascii.Error, ValueError):
+            raise WebhookError(401, "signature unreadable") from None
+        data = string_to_sign(message)
+        key = await self._key(url)
+        try:
+            key.verify(signature, data, padding.PKCS1v15(), algorithm())
+        except InvalidSignature:
+            raise WebhookError(401, "signature does not verify") from None
+
+
+def ses_events(notification: dict[str, Any], message_id: str, now: float) -> list[Event]:
+    """Events of one SES notification (or event-publishing record)."""
+    kind = notification.get("notificationType") or notification.get("eventType")
+    mail = notification.get("mail") or {}
+    out: list[Event | None] = []
+    if kind == "Bounce":
+        bounce = notification.get("bounce") or {}
+        how = "hard" if bounce.get("bounceType") == "Permanent" else "soft"
+        for r in bounce.get("bouncedRecipients") or []:
+            detail = (f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}; "
+                      f"{r.get('status', '')} {r.get('diagnosticCode', '')}")
+            out.append(event("bounce", r.get("emailAddress"), "ses", now, bounce=how,
+                             at=bounce.get("timestamp"), id=f"{message_id}|{r.get('emailAddress')}",
+                             detail=detail))
+    elif kind == "Complaint":
+        complaint = notification.get("complaint") or {}
+        feedback = complaint.get("complaintFeedbackType") or "abuse"
+        if feedback != "not-spam":
+            out.extend(event("complaint", r.get("emailAddress"), "ses", now,
+                             at=complaint.get("timestamp"), id=message_id,
+                             detail=f"feedback {feedback}")
+                       for r in complaint.get("complainedRecipients") or [])
+    elif kind in ("Open", "Click"):
+        record = notification.get(kind.lower()) or {}
+        out.extend(event(kind.lower(), r, "ses", now, at=record.get("timestamp"), id=message_id)
+                   for r in mail.get("destination") or [])
+    return [e for e in out if e is not None]
+
+
+def parse_sns(body: bytes) -> dict[str, Any]:
+    return dict(load_json(body, dict, "an SNS message"))
+
+
+def notification_of(message: dict[str, Any]) -> dict[str, Any]:
+    """The SES notification inside a verified SNS Notification's Message."""
+    return dict(load_json(str(message.get("Message", "")).encode(), dict,
+                          "an SES notification in the SNS Message"))

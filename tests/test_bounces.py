@@ -1,0 +1,189 @@
+"""DSN bounces and ARF complaints mailed to heed over real SMTP; VERP on delivered marketing."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from proxy.bounces import severity
+from proxy.clock import ManualClock
+from proxy.keys import Keys
+from proxy.tokens import BOUNCE
+from proxy.types import PersonState
+from tests import test_smtp_mailpath as mailpath
+from tests.conftest import Upstream
+from tests.harness import HeedThread, make_settings
+from tests.test_smtp_mailpath import grant, message
+
+DATA = Path(__file__).parent / "data" / "reports"
+# The mail-path tests' policy (marketing + transactional) and noon clock, as fixtures.
+policies = mailpath.policies
+clock = mailpath.clock
+ANA = "ana@example.org"
+
+
+def start(redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock,
+          **sections: dict) -> HeedThread:
+    settings = make_settings(redis_url=redis_url, upstream_port=upstream.port,
+                             policies=policies, **sections)
+    return HeedThread(settings, clock).start()
+
+
+@pytest.fixture
+def heed(redis_url: str, upstream: Upstream, policies: Path,
+         clock: ManualClock) -> Iterator[HeedThread]:
+    # Loopback may not relay here: reports reach heed's own addresses like any stranger's.
+    h = start(redis_url, upstream, policies, clock, smtp={"client_networks": ["192.0.2.0/24"]},
+              bounces={"verp_max_local": 200})
+    yield h
+    h.stop()
+
+
+def sample(name: str, **subs: str) -> bytes:
+    text = (DATA / name).read_text()
+    for key, value in {"ADDRESS": ANA, "RCPT": "bounce@heed.test", **subs}.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+
+def deliver(h: HeedThread, rcpt: str, data: bytes) -> tuple[int, bytes]:
+    """A reporting MTA: null sender (RFC 3464 §2.1), one recipient of heed's."""
+    with h.smtp() as c:
+        code, _ = c.mail("<>")
+        assert code == 250
+        code, msg = c.rcpt(rcpt)
+        if code != 250:
+            return code, msg
+        return c.data(data)
+
+
+def person(h: HeedThread, address: str = ANA) -> PersonState:
+    assert h.heed is not None
+    return h.call(h.heed.state.snapshot(address))
+
+
+def token(h: HeedThread, address: str = ANA, purpose: str = "u") -> str:
+    assert h.heed is not None
+    return h.heed.tokens.make(address, "marketing", purpose)
+
+
+@pytest.mark.parametrize(("action", "status", "expected"), [
+    ("failed", "5.1.1", "hard"), ("failed", "5.1.10", "hard"), ("failed", "5.4.4", "hard"),
+    ("failed", "5.7.1", "soft"), ("failed", "5.2.2", "soft"), ("failed", "5.3.4", "soft"),
+    ("failed", "4.4.7", "soft"), ("failed", "", "soft"), ("Delayed", "4.2.1", "soft"),
+    ("delivered", "2.0.0", None), ("relayed", "2.0.0", None), ("expanded", "2.0.0", None),
+])
+def test_severity_by_action_and_status(action: str, status: str, expected: str | None) -> None:
+    assert severity(action, status) == expected
+
+
+def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
+    h = start(redis_url, upstream, policies, clock, bounces={"verp_max_local": 200})
+    try:
+        grant(h, ANA)
+        with h.smtp() as c:
+            c.sendmail("offers@news.example.com", [ANA], message("offers@news.example.com", ANA))
+            c.sendmail("orders@shop.example.com", [ANA], message("orders@shop.example.com", ANA))
+        marketing, transactional = upstream.received
+        local, _, domain = marketing.sender.rpartition("@")
+        assert domain == "heed.test" and local.startswith("bounce+")
+        assert h.heed is not None
+        claims = h.heed.tokens.verify(local[len("bounce+"):], BOUNCE)
+        assert (claims.address, claims.list) == (ANA, "marketing")
+        assert transactional.sender == "orders@shop.example.com"  # not marketing: kept
+        # A bounce that says little, but to the VERP address: it names Ana.
+        code, _ = deliver(h, marketing.sender, sample("bounce-unhelpful.eml",
+                                                      RCPT=marketing.sender))
+        assert code == 250
+        refusal = person(h).refusals["*"]
+        assert (refusal.kind, refusal.channel) == ("bounce", "dsn")
+        with h.smtp() as c:
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+                c.sendmail("offers@news.example.com", [ANA],
+                           message("offers@news.example.com", ANA))
+        assert refused.value.recipients[ANA][0] == 550
+        assert len(upstream.received) == 2
+    finally:
+        h.stop()
+
+
+def test_verp_longer_than_64_octets_keeps_the_tools_sender(
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
+    h = start(redis_url, upstream, policies, clock)  # verp_max_local: 64 (RFC 5321)
+    try:
+        grant(h, ANA, "x@ex.io")
+        with h.smtp() as c:
+            c.sendmail("offers@news.example.com", [ANA, "x@ex.io"],
+                       message("offers@news.example.com", ANA))
+        senders = {m.recipients[0]: m.sender for m in upstream.received}
+    finally:
+        h.stop()
+    assert senders[ANA] == "offers@news.example.com"
+    assert senders["x@ex.io"].startswith("bounce+")  # a short one fits
+    assert len(senders["x@ex.io"].partition("@")[0]) <= 64
+
+
+@pytest.mark.parametrize("with_token", [True, False])
+def test_postfix_hard_bounce_refuses_all_marketing(heed: HeedThread, with_token: bool) -> None:
+    code, _ = deliver(heed, "bounce@heed.test", sample(
+        "dsn-postfix-hard.eml", TOKEN=token(heed) if with_token else "none"))
+    assert code == 250
+    refusal = person(heed).refusals["*"]
+    assert (refusal.kind, refusal.channel) == ("bounce", "dsn")
+    assert heed.heed is not None
+    events = [e for e in heed.call(heed.heed.audit.recent(ANA)) if e.kind == "event"]
+    assert events[0].outcome == "bounce"
+    assert "channel dsn; hard" in events[0].detail and "5.1.1" in events[0].detail
+
+
+def test_delayed_and_policy_bounces_only_count(heed: HeedThread, aredis_sync: redis_sync.Redis,
+                                               ) -> None:
+    for name in ("dsn-rfc3464-delayed.eml", "dsn-gmail-policy.eml"):
+        code, _ = deliver(heed, "bounce@heed.test", sample(name))
+        assert code == 250
+    assert person(heed).refusals == {}
+    assert aredis_sync.zcard(Keys().soft_bounces(ANA)) == 2
+
+
+def test_arf_complaint_refuses_all_marketing(heed: HeedThread) -> None:
+    code, _ = deliver(heed, "fbl@heed.test", sample("arf-rfc5965.eml", RCPT="fbl@heed.test"))
+    assert code == 250
+    refusal = person(heed).refusals["*"]
+    assert (refusal.kind, refusal.channel) == ("complaint", "arf")
+
+
+@pytest.mark.parametrize("via", ["list-unsubscribe", "return-path"])
+def test_redacted_arf_names_the_person_by_heeds_token(heed: HeedThread, via: str) -> None:
+    verp = f"<bounce+{token(heed, purpose=BOUNCE)}@heed.test>"
+    subs = ({"TOKEN": token(heed), "RETURN_PATH": "<offers@news.example.com>"}
+            if via == "list-unsubscribe" else {"TOKEN": "forged", "RETURN_PATH": verp})
+    code, _ = deliver(heed, "fbl@heed.test", sample("arf-redacted.eml", RCPT="fbl@heed.test",
+                                                    **subs))
+    assert code == 250
+    assert person(heed).refusals["*"].kind == "complaint"
+
+
+def test_not_spam_and_broken_reports_record_nothing(heed: HeedThread,
+                                                    aredis_sync: redis_sync.Redis) -> None:
+    code, _ = deliver(heed, "fbl@heed.test", sample("arf-not-spam.eml"))
+    assert code == 250
+    code, _ = deliver(heed, "bounce@heed.test", sample("broken-mime.eml"))
+    assert code == 250  # logged and accepted: a 5xx to a DSN only makes a double bounce
+    assert aredis_sync.dbsize() == 0
+    # A forged VERP address does not exist (and loopback may not relay here).
+    code, _ = deliver(heed, "bounce+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@heed.test",
+                      sample("dsn-postfix-hard.eml", TOKEN="x"))
+    assert code == 554
+    assert aredis_sync.dbsize() == 0
+
+
+@pytest.fixture
+def aredis_sync(redis_url: str) -> Iterator[redis_sync.Redis]:
+    client = redis_sync.Redis.from_url(redis_url)
+    yield client
+    client.close()

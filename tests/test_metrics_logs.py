@@ -1,0 +1,146 @@
+"""Watch: /metrics scraped over HTTP after real SMTP traffic; JSON log lines tied to the audit."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from proxy.audit import AuditEntry
+from proxy.clock import ManualClock
+from proxy.embedded_redis import free_port
+from proxy.keys import Keys
+from proxy.logs import JsonFormatter
+from proxy.settings import DkimKey
+from tests.conftest import Upstream
+from tests.harness import HeedThread, make_settings
+from tests.test_smtp_mailpath import NOON, grant, send
+from tests.test_smtp_mailpath import policies as policies  # the fixture, shared
+
+
+@pytest.fixture
+def heed(redis_url: str, upstream: Upstream, policies: Path, tmp_path: Path
+         ) -> Iterator[HeedThread]:
+    from proxy.dkim import generate_key
+
+    key_file, _record = generate_key("news.example.com", "s1", tmp_path / "keys")
+    settings = make_settings(redis_url=redis_url, upstream_port=upstream.port, policies=policies,
+                             http={"listen": f"127.0.0.1:{free_port()}"})
+    settings = replace(settings, dkim=(DkimKey("news.example.com", "s1", key_file),))
+    h = HeedThread(settings, ManualClock(NOON)).start()
+    yield h
+    h.stop()
+
+
+def scrape(h: HeedThread) -> dict[str, float]:
+    """GET /metrics like Prometheus does; sample name{labels} -> value."""
+    assert h.settings.http.listen is not None
+    host, port = h.settings.http.listen
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("heed.mailpath")
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield buffer
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+def test_metrics_follow_real_traffic(heed: HeedThread, upstream: Upstream,
+                                     policies: Path) -> None:
+    grant(heed, "alice@example.org")
+    assert heed.heed is not None
+    heed.call(heed.heed.state.refuse("bob@example.org", "unsubscribe", channel="test"))
+    before = scrape(heed)
+    refused, reply = send(heed, "offers@news.example.com", ["alice@example.org",
+                                                             "bob@example.org"])
+    assert reply.startswith("250") and refused["bob@example.org"][0] == 550
+    _, reply = send(heed, "orders@shop.example.com", ["zed@example.org"])
+    assert reply.startswith("250")
+    upstream.handler.reply = "451 4.3.0 try later"
+    _, reply = send(heed, "orders@shop.example.com", ["zed@example.org"])
+    assert reply.startswith("451")
+    assert heed.heed.reload()
+    (policies / "policy.yaml").write_text("streams: [")
+    assert not heed.heed.reload()
+
+    m = scrape(heed)
+    assert m['heed_recipients_total{outcome="delivered",reason="none",stream="marketing"}'] == 1
+    assert m['heed_recipients_total{outcome="reject",reason="refused",stream="marketing"}'] == 1
+    assert m['heed_recipients_total{outcome="delivered",reason="none",'
+             'stream="transactional"}'] == 1
+    assert m['heed_messages_total{outcome="accepted",stream="marketing"}'] == 1
+    assert m['heed_messages_total{outcome="accepted",stream="transactional"}'] == 1
+    assert m['heed_messages_total{outcome="tempfail",stream="transactional"}'] == 1
+    assert m['heed_smtp_replies_total{class="2xx",phase="rcpt"}'] == 3
+    assert m['heed_smtp_replies_total{class="5xx",phase="rcpt"}'] == 1
+    assert m['heed_smtp_replies_total{class="2xx",phase="data"}'] == 2
+    assert m['heed_smtp_replies_total{class="4xx",phase="data"}'] == 1
+    assert m['heed_policy_reloads_total{result="ok"}'] == 1
+    assert m['heed_policy_reloads_total{result="failed"}'] == 1
+    # Three upstream transactions (the marketing copy, the receipt, the refused retry).
+    assert m["heed_upstream_seconds_count"] == 3
+    # The refusal at RCPT read state once, the DATA phase decided without a new read
+    # (alice's decision came from RCPT): snapshots = 2 RCPTs; records = 1 rejection + 2 DATA.
+    assert m['heed_redis_seconds_count{op="snapshot"}'] == before.get(
+        'heed_redis_seconds_count{op="snapshot"}', 0) + 2
+    assert m['heed_redis_seconds_count{op="record"}'] == 3
+    assert m["heed_decision_seconds_count"] == 3
+    assert "heed_queue_depth" in m and "heed_queue_oldest_seconds" in m
+
+
+def test_page_requests_are_counted(heed: HeedThread) -> None:
+    assert heed.settings.http.listen is not None
+    host, port = heed.settings.http.listen
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://{host}:{port}/u/not-a-token", timeout=10)
+    m = scrape(heed)
+    assert m['heed_http_requests_total{page="unsubscribe",result="bad"}'] == 1
+
+
+def test_one_json_line_per_decision_shares_the_audit_correlation_id(
+        heed: HeedThread, upstream: Upstream, redis_url: str, log_lines: io.StringIO) -> None:
+    grant(heed, "alice@example.org", "carol@example.org")
+    assert heed.heed is not None
+    heed.call(heed.heed.state.refuse("bob@example.org", "unsubscribe", channel="test"))
+    send(heed, "offers@news.example.com",
+         ["alice@example.org", "bob@example.org", "carol@example.org"])
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    decisions = [line for line in lines if line["msg"] == "decision"]
+    assert sorted(d["recipient"] for d in decisions) == [
+        "alice@example.org", "bob@example.org", "carol@example.org"]
+    r = redis_sync.Redis.from_url(redis_url)
+    trail = [AuditEntry.from_fields(f) for _, f in r.xrange(Keys().audit)]
+    audited = {(e.recipient, e.correlation_id, e.outcome) for e in trail if e.kind == "decision"}
+    logged = {(d["recipient"], d["correlation_id"], d["outcome"]) for d in decisions}
+    assert logged == audited
+    # One SMTP transaction, one id: the RCPT rejection and the DATA decisions share it.
+    assert len({cid for _, cid, _ in logged}) == 1 and re.fullmatch(r"[0-9a-f]{32}",
+                                                                   decisions[0]["correlation_id"])
+    # A delivered marketing copy records that it carried a DKIM-covered one-click.
+    by = {e.recipient: e for e in trail if e.kind == "decision"}
+    assert by["alice@example.org"].one_click == "signed"
+    assert by["bob@example.org"].one_click == ""
+    assert decisions[0]["reasons"] == [] or isinstance(decisions[0]["reasons"], list)

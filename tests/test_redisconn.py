@@ -1,0 +1,100 @@
+"""Redis URLs: three forms parse, bad ones stop heed at start, Sentinel and Cluster carry mail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio.cluster import RedisCluster
+
+from proxy.clock import ManualClock
+from proxy.errors import ConfigError
+from proxy.keys import Keys
+from proxy.redisconn import RedisTarget, connect_redis, parse_redis_url
+from proxy.settings import load_settings
+from tests.conftest import Upstream
+from tests.harness import HeedThread, make_settings
+from tests.topologies import LocalCluster, LocalSentinel
+
+POLICY = """
+version: t
+default_stream: marketing
+streams:
+  marketing:
+    kind: marketing
+    rules:
+      - {if: refused, then: drop}
+      - {if: no_consent, then: drop}
+"""
+
+
+def test_sentinel_form() -> None:
+    t = parse_redis_url("redis+sentinel://:s%40cret@10.0.0.1:26379,[::1],sent3:26380/mymaster/2"
+                        "?sentinel_password=watch")
+    assert t == RedisTarget("sentinel", t.url, nodes=(("10.0.0.1", 26379), ("::1", 26379),
+                                                      ("sent3", 26380)),
+                            service="mymaster", db=2, password="s@cret",
+                            sentinel_password="watch")
+    assert parse_redis_url("redis+sentinel://s1/mymaster").db == 0
+
+
+def test_cluster_form() -> None:
+    t = parse_redis_url("redis+cluster://app:pw@n1:7000,n2:7001,n3")
+    assert (t.kind, t.nodes, t.username, t.password) == (
+        "cluster", (("n1", 7000), ("n2", 7001), ("n3", 6379)), "app", "pw")
+    assert parse_redis_url("redis+cluster://n1:7000/0").kind == "cluster"
+    assert parse_redis_url("redis://127.0.0.1:6379/0").kind == "single"
+    assert parse_redis_url("unix:///run/redis.sock?db=0").kind == "single"
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis+cluster://n1:7000/1", "database 0 only"),
+    ("redis+cluster://n1:7000?x=1", "no query"),
+    ("redis+sentinel://s1:26379", "/SERVICE"),
+    ("redis+sentinel://s1:26379/m/x", "database must be a number"),
+    ("redis+sentinel://s1:26379/m?password=x", "unknown parameter 'password'"),
+    ("redis+sentinel://s1:99999/m", "bad port"),
+    ("redis+cluster://:7000", "without a host"),
+    ("mongodb://db:27017", "redis://"),
+])
+def test_bad_urls_are_refused_at_start(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"HEED_REDIS__URL": url})
+    assert "'redis.url'" in str(info.value) and problem in str(info.value)
+
+
+async def test_cluster_client_is_a_cluster_client(redis_cluster: LocalCluster) -> None:
+    client = connect_redis(redis_cluster.url)
+    try:
+        assert isinstance(client, RedisCluster)
+        assert len(client.get_primaries()) == 0  # learnt on first use ...
+        await client.initialize()
+        assert len(client.get_primaries()) == 3  # ... from one listed node or more
+    finally:
+        await client.aclose()
+
+
+def test_mail_through_a_sentinel_url(redis_sentinel: LocalSentinel, upstream: Upstream,
+                                     tmp_path: Path) -> None:
+    """heed knows only the Sentinel's port: it learns the master from it, and state lands there."""
+    redis_sentinel.flush()
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "policy.yaml").write_text(POLICY)
+    settings = make_settings(redis_url=redis_sentinel.url, upstream_port=upstream.port,
+                             policies=tmp_path / "p")
+    h = HeedThread(settings, ManualClock(1_800_000_000.0)).start()
+    try:
+        assert h.heed is not None
+        h.call(h.heed.state.grant("ana@example.org", "marketing", source="form"))
+        with h.smtp() as c:
+            c.mail("news@shop.example.com")
+            assert c.rcpt("ana@example.org")[0] == 250
+            assert c.rcpt("bo@example.org")[0] == 550  # no consent: read through the Sentinel
+            assert c.data("Subject: hi\r\n\r\nhello\r\n")[0] == 250
+        assert upstream.recipients() == ["ana@example.org"]
+    finally:
+        h.stop()
+    with redis.Redis(port=redis_sentinel.master.port) as master:
+        assert master.hexists(Keys().consent("ana@example.org"), "marketing")
+        assert master.xlen(Keys().person_audit("bo@example.org")) == 1
