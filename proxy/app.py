@@ -90,7 +90,8 @@ class Heed:
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
-            bounce=settings.bounces.address, complaints=settings.bounces.complaints)
+            bounce=settings.bounces.address, complaints=settings.bounces.complaints,
+            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
         # Held mail given up gets one delivery status notification (RFC 3464).
@@ -116,9 +117,9 @@ class Heed:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
                            ready=self.ready)
             add_api(app, state=self.state, policies=self.policies, clock=self.clock,
-                    tokens=self.settings.api.tokens, rules=self.rules)
+                    tokens=self.settings.api.tokens, rules=self.rules, metrics=self.metrics)
             add_webhooks(app, state=self.state, settings=self.settings.webhooks,
-                         rules=self.rules, clock=self.clock)
+                         rules=self.rules, clock=self.clock, metrics=self.metrics)
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))

@@ -19,6 +19,7 @@ import email.message
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.errors import TokenError
 from proxy.events import Event, EventRules, apply
@@ -165,10 +166,11 @@ def find_token(tokens: TokenSigner, text: str) -> TokenClaims | None:
 
 
 def events_of(kind: str, findings: list[Finding], text: str, claims: TokenClaims | None,
-              *, verp: bool = False) -> list[Event]:
+              *, verp: bool = False, trust_unsigned: bool = True) -> list[Event]:
     """Events for a report; ``claims`` (from a token) names the person when there is one.
 
     ``verp``: the report came to bounce+TOKEN@, so it is a bounce whatever its body says.
+    ``trust_unsigned``: without a token, act on the addresses the report itself names.
     """
     channel = "arf" if kind == "arf" else "dsn"
     if claims is not None:
@@ -183,15 +185,20 @@ def events_of(kind: str, findings: list[Finding], text: str, claims: TokenClaims
         worst = next((f for f in findings if f.bounce == "hard"), findings[0])
         return [Event(kind=worst.kind, address=claims.address, channel=channel,
                       list=claims.list, bounce=worst.bounce, detail=worst.detail)]
+    if not trust_unsigned:
+        return []
     return [Event(kind=f.kind, address=f.address, channel=channel, bounce=f.bounce,
-                  detail=f.detail) for f in findings if f.address]
+                  detail=f.detail + "; unsigned") for f in findings if f.address]
 
 
 class ReportMailbox:
     """heed's bounce and complaint addresses: ``bounce@``, ``bounce+TOKEN@`` and ``fbl@``."""
 
     def __init__(self, tokens: TokenSigner, state: State, domain: str, *,
-                 rules: EventRules, bounce: str = "bounce", complaints: str = "fbl") -> None:
+                 rules: EventRules, bounce: str = "bounce", complaints: str = "fbl",
+                 trust_unsigned: bool = True, metrics: Any = None) -> None:
+        self.metrics = metrics
+        self.trust_unsigned = trust_unsigned
         self.tokens = tokens
         self.state = state
         self.domain = domain.lower()
@@ -228,8 +235,9 @@ class ReportMailbox:
         verp = isinstance(claims, TokenClaims)
         if not isinstance(claims, TokenClaims):
             claims = find_token(self.tokens, text)
-        events = events_of(kind, findings, text, claims, verp=verp)
+        events = events_of(kind, findings, text, claims, verp=verp,
+                           trust_unsigned=self.trust_unsigned)
         if not events:
             log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
         for event in events:
-            await apply(self.state, event, self.rules)
+            await apply(self.state, event, self.rules, self.metrics)

@@ -134,7 +134,8 @@ def _describe(event: Event) -> str:
     return "; ".join(parts)
 
 
-async def apply(state: State, event: Event, rules: EventRules | None = None) -> Applied:
+async def apply(state: State, event: Event, rules: EventRules | None = None,
+                metrics: Any = None) -> Applied:
     """Map one event onto the state; StateUnavailable when Redis cannot take it (retry)."""
     rules = rules or EventRules()
     at = state.clock.now() if event.at is None else event.at
@@ -143,7 +144,10 @@ async def apply(state: State, event: Event, rules: EventRules | None = None) -> 
     # The event's own record: what came in, by which channel, and what it did.
     await state.audit.record([AuditEntry(
         at=at, kind="event", recipient=address, outcome=event.kind,
-        stream=event.list or "", reasons=(applied.outcome,), detail=_describe(event))])
+        stream=event.list or "", reasons=(applied.outcome, _describe(event)),
+        detail=_describe(event))])
+    if metrics is not None:
+        metrics.events.labels(event.channel, event.kind, applied.outcome).inc()
     return applied
 
 

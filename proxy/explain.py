@@ -32,6 +32,17 @@ OUTCOME_WORDS = {
     "unrefused": "refusal lifted by hand",
     "engaged": "engaged",
     "preferences": "changed preferences",
+    # Events in (proxy/events.py): what was reported, then what it did.
+    "soft-bounce": "soft bounce counted",
+    "open": "open reported",
+    "click": "click reported",
+    "reply": "reply reported",
+    "preference-visit": "preference centre visited",
+    "bounce": "bounce reported",
+    "complaint": "complaint reported",
+    "unsubscribe": "unsubscribe reported",
+    "grant": "consent reported",
+    "revoke": "withdrawal reported",
 }
 
 Decide = Callable[[str, PersonState], Decision]

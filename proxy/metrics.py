@@ -62,6 +62,13 @@ class Metrics:
                                  registry=r)
         self.queue_oldest = Gauge("heed_queue_oldest_seconds",
                                   "How overdue the earliest held copy is", registry=r)
+        self.events = Counter("heed_events_total",
+                              "Events in (API, webhooks, DSN, ARF) by channel, kind and outcome",
+                              ["channel", "kind", "outcome"], registry=r)
+        self.webhooks = Counter("heed_webhook_requests_total",
+                                "Webhook requests by service and result "
+                                "(ok, refused, bad, unavailable)",
+                                ["service", "result"], registry=r)
 
     def set_queue(self, depth: int, oldest_age: float) -> None:
         """Update the queue gauges (the scheduler's watcher calls this)."""

@@ -151,6 +151,9 @@ class BounceSettings:
     verp_max_local: int = 64
     address: str = "bounce"  # DSNs (RFC 3464) to bounce@domain (and bounce+TOKEN@domain)
     complaints: str = "fbl"  # ARF reports (RFC 5965) to fbl@domain
+    # Act on reports that name the person only in their own fields (no heed token):
+    # anyone can write those, so a forged one could refuse someone's mail.
+    trust_unsigned: bool = True
     hard_bounce: str = "all"  # a hard bounce refuses "all" marketing, or only the "list"
     soft_bounce_limit: int = 0  # this many soft bounces within the window refuse; 0: count only
     soft_bounce_window: float = 30 * 86400.0

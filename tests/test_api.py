@@ -15,6 +15,7 @@ from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.errors import ConfigError
 from proxy.events import EventRules
+from proxy.explain import explain
 from proxy.http.api import add_api
 from proxy.http.app import make_app
 from proxy.http.webhooks import add_webhooks
@@ -127,6 +128,9 @@ async def test_hard_bounce_and_complaint_refuse_all_marketing(api: tuple[TestSer
     events = [e for e in recent if e.kind == "event"]
     assert [e.outcome for e in events] == ["complaint", "complaint"]
     assert all("channel api" in e.detail for e in events)
+    text = await explain(state, state.audit, "dan@example.org", now=state.clock.now())
+    assert "complaint reported: refused; channel api" in text
+    assert "complaint reported: repeat; channel api" in text
 
 
 async def test_soft_bounce_limit_refuses(aredis: aioredis.Redis, keys: Keys,

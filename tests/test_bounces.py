@@ -139,6 +139,23 @@ def test_postfix_hard_bounce_refuses_all_marketing(heed: HeedThread, with_token:
     events = [e for e in heed.call(heed.heed.audit.recent(ANA)) if e.kind == "event"]
     assert events[0].outcome == "bounce"
     assert "channel dsn; hard" in events[0].detail and "5.1.1" in events[0].detail
+    assert heed.heed.metrics.events.labels("dsn", "bounce", "refused")._value.get() == 1
+
+
+def test_unsigned_reports_can_be_distrusted(redis_url: str, upstream: Upstream,
+                                            policies: Path, clock: ManualClock,
+                                            aredis_sync: redis_sync.Redis) -> None:
+    h = start(redis_url, upstream, policies, clock, bounces={"trust_unsigned": False})
+    try:
+        for rcpt, name in (("bounce@heed.test", "dsn-postfix-hard.eml"),
+                           ("fbl@heed.test", "arf-rfc5965.eml")):
+            assert deliver(h, rcpt, sample(name, TOKEN="none"))[0] == 250
+        assert aredis_sync.dbsize() == 0  # nobody named by a token: nothing done
+        assert deliver(h, "bounce@heed.test",
+                       sample("dsn-postfix-hard.eml", TOKEN=token(h)))[0] == 250
+        assert person(h).refusals["*"].kind == "bounce"
+    finally:
+        h.stop()
 
 
 def test_delayed_and_policy_bounces_only_count(heed: HeedThread, aredis_sync: redis_sync.Redis,

@@ -60,6 +60,7 @@ class Fetcher:
 
     def __init__(self) -> None:
         self.urls: list[str] = []
+        self.metrics = Metrics()  # the app's metrics, for the tests' convenience
 
     async def __call__(self, url: str) -> bytes:
         self.urls.append(url)
@@ -73,8 +74,9 @@ async def hooks(aredis: aioredis.Redis, keys: Keys,
     tokens = TokenSigner([UnsubscribeKey("t1", b"test-secret-0123456789abcdef")], clock, 9e6)
     app = make_app(tokens=tokens, state=state, metrics=Metrics())
     fetcher = Fetcher()
+    metrics = fetcher.metrics = Metrics()
     add_webhooks(app, state=state, rules=EventRules(), clock=clock, fetch=fetcher,
-                 settings=WebhookSettings(
+                 metrics=metrics, settings=WebhookSettings(
                      ses_enabled=True, ses_topics=(TOPIC,), sendgrid_public_key=EC_PUBLIC,
                      mailgun_signing_key=MAILGUN_KEY, postmark_username="pm",
                      postmark_password="pm-password-0123", postmark_path_secret="s3cr3t-path"))
@@ -141,6 +143,8 @@ async def test_ses_signed_bounce_and_complaint(hooks: tuple[TestServer, State, F
     ben = (await state.snapshot("ben@example.org")).refusals["*"]
     assert (ana.kind, ana.channel, ben.kind, ben.channel) == ("bounce", "ses", "complaint", "ses")
     assert fetcher.urls == [CERT_URL]  # fetched once, then cached
+    assert fetcher.metrics.webhooks.labels("ses", "ok")._value.get() == 2
+    assert fetcher.metrics.events.labels("ses", "complaint", "refused")._value.get() == 1
 
 
 async def test_ses_forgeries_are_401_and_record_nothing(
@@ -164,6 +168,7 @@ async def test_ses_forgeries_are_401_and_record_nothing(
         status, _ = await post(server, "/webhooks/ses", json.dumps(body))
         assert status == 401, body
     assert set(fetcher.urls) <= {CERT_URL}  # no certificate from a host not allowed
+    assert fetcher.metrics.webhooks.labels("ses", "refused")._value.get() == len(forgeries)
     status, _ = await post(server, "/webhooks/ses", "{not json")
     assert status == 400
     assert await aredis.dbsize() == 0

@@ -71,7 +71,8 @@ class Api:
     """Handlers for /api/…; every one but the OpenAPI document needs a token."""
 
     def __init__(self, state: State, policies: PolicyStore, clock: Clock, tokens: Sequence[str],
-                 rules: EventRules) -> None:
+                 rules: EventRules, metrics: Any = None) -> None:
+        self.metrics = metrics
         self.state = state
         self.policies = policies
         self.clock = clock
@@ -92,7 +93,7 @@ class Api:
         if not isinstance(parsed, Event):
             return problem(422, "invalid event", fields=parsed)
         try:
-            applied = await apply(self.state, parsed, self.rules)
+            applied = await apply(self.state, parsed, self.rules, self.metrics)
         except StateUnavailable:
             return answer(UNAVAILABLE, 503)
         return answer(_result(1, applied.outcome, applied.count))
@@ -120,7 +121,7 @@ class Api:
                 results.append({"line": number, "ok": False, "fields": parsed})
                 continue
             try:
-                applied = await apply(self.state, parsed, self.rules)
+                applied = await apply(self.state, parsed, self.rules, self.metrics)
             except StateUnavailable:
                 results.append({"line": number, "ok": False, "retry": True,
                                 "error": UNAVAILABLE["error"]})
@@ -195,9 +196,9 @@ def _lines(body: bytes) -> list[tuple[int, Any]] | str:
 
 
 def add_api(app: web.Application, *, state: State, policies: PolicyStore, clock: Clock,
-            tokens: Sequence[str], rules: EventRules) -> None:
+            tokens: Sequence[str], rules: EventRules, metrics: Any = None) -> None:
     """Mount /api/… on ``app``."""
-    api = Api(state, policies, clock, tokens, rules)
+    api = Api(state, policies, clock, tokens, rules, metrics)
     app.router.add_post("/api/events", api.event)
     app.router.add_post("/api/events/batch", api.batch)
     app.router.add_get("/api/people/{address}", api.person)

@@ -13,6 +13,7 @@ import binascii
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -36,7 +37,8 @@ def _same(given: str, wanted: str) -> bool:
 
 class Webhooks:
     def __init__(self, state: State, settings: WebhookSettings, rules: EventRules, clock: Clock,
-                 fetch: ses.CertFetcher) -> None:
+                 fetch: ses.CertFetcher, metrics: Any = None) -> None:
+        self.metrics = metrics
         self.state = state
         self.settings = settings
         self.rules = rules
@@ -49,11 +51,18 @@ class Webhooks:
         except ValueError as exc:
             raise ConfigError([str(exc)]) from None
 
+    def _count(self, service: str, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.webhooks.labels(service, result).inc()
+
     async def _record(self, service: str, events: Sequence[Event]) -> web.Response:
         try:
-            outcomes = [(await apply(self.state, e, self.rules)).outcome for e in events]
+            outcomes = [(await apply(self.state, e, self.rules, self.metrics)).outcome
+                        for e in events]
         except StateUnavailable:
+            self._count(service, "unavailable")
             return problem(503, "state store unavailable; try again")
+        self._count(service, "ok")
         return answer({"service": service, "events": len(outcomes), "outcomes": outcomes})
 
     async def _handle(self, request: web.Request, service: str,
@@ -65,8 +74,10 @@ class Webhooks:
             events = await work(body)
         except WebhookError as exc:
             log.warning("%s webhook refused: %s", service, exc.message)
+            self._count(service, "refused" if exc.status == 401 else "bad")
             return problem(exc.status, exc.message)
         except StateUnavailable:
+            self._count(service, "unavailable")
             return problem(503, "state store unavailable; try again")
         return await self._record(service, events)
 
@@ -157,9 +168,10 @@ class Webhooks:
 
 
 def add_webhooks(app: web.Application, *, state: State, settings: WebhookSettings,
-                 rules: EventRules, clock: Clock, fetch: ses.CertFetcher = ses.fetch_cert) -> None:
+                 rules: EventRules, clock: Clock, fetch: ses.CertFetcher = ses.fetch_cert,
+                 metrics: Any = None) -> None:
     """Mount /webhooks/<service> on ``app`` (unconfigured services answer 404)."""
-    hooks = Webhooks(state, settings, rules, clock, fetch)
+    hooks = Webhooks(state, settings, rules, clock, fetch, metrics)
     app.router.add_post("/webhooks/ses", hooks.ses)
     app.router.add_post("/webhooks/sendgrid", hooks.sendgrid)
     app.router.add_post("/webhooks/mailgun", hooks.mailgun)
