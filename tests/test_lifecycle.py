@@ -205,3 +205,32 @@ def test_loader_errors_for_the_new_keys(tmp_path: Path) -> None:
         f"{f}:8: repermission lets one message through to inactive people: the rule's stage"
         " must include inactive",
     ]
+
+
+def test_heed_engage_and_explain_commands(redis_url: str, tmp_path: Path) -> None:
+    """The real commands against a real Redis: an open is recorded but not counted."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    def heed(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "proxy", *args, "--redis", redis_url,
+                               "--policies", str(ROOT / "policies")], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60,
+                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+    assert heed("consent", "grant", ADDR, "--list", "marketing").returncode == 0
+    assert heed("engage", ADDR, "--kind", "open").returncode == 0
+    bad = heed("engage", ADDR, "--kind", "like")
+    assert bad.returncode != 0 and "invalid choice: 'like'" in bad.stderr
+    out = heed("explain", ADDR).stdout
+    assert "by kind (latest of each): open " in out
+    assert "  marketing: active: 0 sends since engagement, never engaged" in out
+    assert ("thresholds: lapsing at 5 mails unanswered or 60 days silent after at least 3"
+            " mails; inactive at 10 mails unanswered or 180 days silent after at least 5 mails;"
+            " loyal when engaged within 14 days; engagement counted: click, manual,"
+            " preference-visit, reply") in out
+    assert heed("engage", ADDR, "--kind", "reply").returncode == 0
+    assert "  marketing: loyal: 0 sends since engagement, last engaged " in heed(
+        "explain", ADDR).stdout
