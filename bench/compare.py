@@ -351,7 +351,7 @@ class Heed:
     copies_per_recipient = True  # one copy per recipient (its own token and signature)
 
     def __init__(self, site: Path, upstream_port: int, addresses: list[str],
-                 workers: int = 1) -> None:
+                 workers: int = 1, smtp_options: str = "") -> None:
         self.site = site
         self.port = free_port()
         site.mkdir()
@@ -366,7 +366,7 @@ class Heed:
             raise RuntimeError(f"heed dkim keygen failed: {keygen.stderr[-500:]}")
         key = next((site / "keys").glob("*.pem"))
         (site / "config" / "heed.yaml").write_text(f"""
-smtp: {{listen: "127.0.0.1:{self.port}", max_sessions: 2000}}
+smtp: {{listen: "127.0.0.1:{self.port}", max_sessions: 2000{smtp_options}}}
 upstream: {{host: 127.0.0.1, port: {upstream_port}, pool_size: 32}}
 redis: {{data_dir: var/redis}}
 http: {{listen: "127.0.0.1:{free_port()}", public_url: "https://heed.bench"}}
@@ -609,6 +609,32 @@ async def latencies(port: int, rate: float, seconds: float, sessions: int = 20,
     return results, errors
 
 
+def heed_latency(tmp: Path, rate: float, seconds: float, workers: int,
+                 appendfsync: str | None = None
+                 ) -> tuple[tuple[list[float], list[str], str], str, str]:
+    """heed's latency run into a fresh sink: (timings, Redis stalls, heed's log tail).
+
+    ``appendfsync`` changes the embedded Redis's setting for the run (CONFIG SET), to
+    show what the fsync of every write costs; heed's default stays ``always``.
+    """
+    sink = Sink(tmp)
+    heed = Heed(tmp / f"heed-lat-{appendfsync or 'always'}", sink.port,
+                [f"lat{n}@example.org" for n in range(int(rate * seconds))], workers)
+    try:
+        if appendfsync:
+            heed.redis.config_set("appendfsync", appendfsync)
+        heed.redis_stalls()
+        _cmds, reads0 = heed.redis_stats()
+        run = timed(latencies(heed.port, rate, seconds))
+        _cmds, reads1 = heed.redis_stats()
+        trips = (f"{(reads1 - reads0 - 1) / max(len(run[0]), 1):.2f} read events (≈ round "
+                 f"trips) per recipient; ")
+        return run, trips + heed.redis_stalls(), heed.log_tail()
+    finally:
+        heed.stop()
+        sink.stop()
+
+
 def timed(coro: Any) -> tuple[list[float], list[str], str]:
     m0 = machine_cpu()
     values, errors = asyncio.run(coro)
@@ -672,7 +698,6 @@ def main() -> None:
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: apt-get install postfix (bash .ci/run does)")
     rcpt_counts = [int(x) for x in a.rcpts.split(",")]
-    n_lat = int(a.rate * a.seconds)
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -821,19 +846,10 @@ def main() -> None:
                 postfix_why = str(exc)
             finally:
                 sink.stop()
-        sink = Sink(tmp)
-        heed = Heed(tmp / "heed-lat", sink.port, [f"lat{n}@example.org" for n in range(n_lat)],
-                    a.workers)
-        try:
-            heed.redis_stalls()
-            lat[Heed.name] = timed(latencies(heed.port, a.rate, a.seconds))
-            lat_redis = heed.redis_stalls()
-            if lat[Heed.name][1]:
-                failures.append(f"heed latency run: {len(lat[Heed.name][1])} errors, first: "
-                                f"{lat[Heed.name][1][0]}\nheed log:\n{heed.log_tail()}")
-        finally:
-            heed.stop()
-            sink.stop()
+        lat[Heed.name], lat_redis, heed_log = heed_latency(tmp, a.rate, a.seconds, a.workers)
+        if lat[Heed.name][1]:
+            failures.append(f"heed latency run: {len(lat[Heed.name][1])} errors, first: "
+                            f"{lat[Heed.name][1][0]}\nheed log:\n{heed_log}")
 
     # ----- the report
     print(versions(redis_version, postfix_version))

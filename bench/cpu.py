@@ -27,6 +27,7 @@ from bench.compare import (  # noqa: E402
     Result,
     Sink,
     cleanup_all,
+    cpu_seconds,
     descendants,
     run_load,
     spawn,
@@ -64,10 +65,13 @@ def main() -> None:
                                         "200", "-o", str(out)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             cmds0, reads0 = heed.redis_stats()
+            pids = [heed.proc.pid, *descendants(heed.proc.pid)]
+            per0 = {pid: cpu_seconds([pid]) for pid in pids}
             res = run_load(heed.port, sink,
                            Result(heed.name, a.messages, a.rcpts, a.messages * a.rcpts),
                            a.sessions, a.size, tmp, watch(heed))
             cmds1, reads1 = heed.redis_stats()
+            per1 = {pid: cpu_seconds([pid]) for pid in pids}
             for proc, _stop in spies:
                 proc.send_signal(2)  # SIGINT: py-spy writes its file and exits
                 proc.wait(30)
@@ -83,6 +87,11 @@ def main() -> None:
           f"({res.rate:.0f} msg/s; {res.machine})")
     for name, secs in sorted(res.cpu.items(), key=lambda kv: -kv[1]):
         print(f"  CPU {name:16s} {secs * 1000 / a.messages:6.3f} ms/message")
+    for pid in pids:
+        for name, secs in per1[pid].items():
+            used = secs - per0[pid].get(name, 0.0)
+            if used > 0.05:
+                print(f"    pid {pid} ({name}): {used / res.secs * 100:.0f}% of a core")
     print(f"  CPU total        {sum(res.cpu.values()) * 1000 / a.messages:6.3f} ms/message")
     print(f"  Redis: {calls / delivered:.2f} commands and "
           f"{(reads1 - reads0 - 1) / delivered:.2f} read events (round trips) per recipient")

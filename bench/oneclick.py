@@ -4,7 +4,8 @@
 
 Starts a private durable Redis (AOF, appendfsync always), heed's HTTP app in a
 process of its own, and an aiohttp client in this one; every request records a
-real refusal for a distinct address before its 200.
+real refusal for a distinct address before its 200. State is built as ``heed serve``
+builds it: concurrent requests share Redis round trips (proxy/batch.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ KEY = UnsubscribeKey("b1", b"bench-secret-0123456789abcdef")
 def serve(port: int, redis_url: str) -> None:
     import uvloop
 
+    from proxy.batch import GroupCommit
     from proxy.http.app import make_app, start_http
     from proxy.keys import Keys
     from proxy.metrics import Metrics
@@ -38,7 +40,8 @@ def serve(port: int, redis_url: str) -> None:
     async def main() -> None:
         clock = SystemClock()
         app = make_app(tokens=TokenSigner([KEY], clock, 90 * 86400),
-                       state=State(connect_redis(redis_url), Keys(), clock), metrics=Metrics())
+                       state=State(GroupCommit(connect_redis(redis_url)), Keys(), clock),
+                       metrics=Metrics())
         await start_http(app, "127.0.0.1", port)
         await asyncio.Event().wait()
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 from typing import Any
 
 from proxy.audit import Audit
@@ -24,6 +22,7 @@ from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
+from proxy.privacy import erase_secret, key_file
 from proxy.queue import DelayQueue
 from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
@@ -42,14 +41,9 @@ def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
     """The configured token keys, or one random key kept beside the embedded Redis data."""
     if settings.unsubscribe.keys:
         return settings.unsubscribe.keys
-    path = settings.redis.data_dir.parent / "unsubscribe.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-        log.info("generated an unsubscribe token key at %s", path)
-    return (UnsubscribeKey("auto", path.read_text().strip().encode()),)
+    secret = key_file(settings.redis.data_dir.parent / "unsubscribe.key",
+                       "unsubscribe token key")
+    return (UnsubscribeKey("auto", secret),)
 
 
 class Heed:
@@ -65,7 +59,8 @@ class Heed:
         # Person reads and the writes after delivery of concurrent sessions share
         # round trips (group commit); the delay queue keeps the plain client.
         self.batched = GroupCommit(self.redis)
-        self.state = State(self.batched, self.keys, self.clock)
+        self.state = State(self.batched, self.keys, self.clock,
+                           secret=erase_secret(settings))
         self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
         self.metrics = Metrics()
@@ -115,7 +110,8 @@ class Heed:
                                       reuse_port=reuse_port)
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
-                           ready=self.ready)
+                           ready=self.ready, policies=self.policies,
+                           public_url=self.settings.http.public_url)
             add_api(app, state=self.state, policies=self.policies, clock=self.clock,
                     tokens=self.settings.api.tokens, rules=self.rules, metrics=self.metrics)
             add_webhooks(app, state=self.state, settings=self.settings.webhooks,

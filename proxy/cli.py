@@ -152,12 +152,13 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.clock import SystemClock
     from proxy.explain import explain
     from proxy.keys import Keys
+    from proxy.privacy import erase_secret
     from proxy.state import State
 
     clock = SystemClock()
     keys = Keys(settings.redis.prefix)
     async with redis_for(settings) as redis:
-        state = State(redis, keys, clock)
+        state = State(redis, keys, clock, secret=erase_secret(settings))
         if args.command == "consent" and args.consent_command == "grant":
             await state.grant(args.address, args.list_name, source=args.source, ip=args.ip,
                               text=args.text)

@@ -14,6 +14,7 @@ from proxy.errors import HeedError
 from proxy.keys import Keys
 from proxy.message import Message, MessageRejected, normalise
 from proxy.policy import decide, load_policies
+from proxy.privacy import erase_secret
 from proxy.settings import Settings
 from proxy.state import State
 from proxy.types import Action
@@ -32,7 +33,7 @@ async def dry_run(settings: Settings, redis: Any, path: Path, recipients: Sequen
         sender = email.utils.parseaddr(message.get("From"))[1]
     policy = load_policies(settings.policies)
     clock = SystemClock()
-    state = State(redis, Keys(settings.redis.prefix), clock)
+    state = State(redis, Keys(settings.redis.prefix), clock, secret=erase_secret(settings))
     now = clock.now()
     lines = [f"policy {policy.version}; envelope sender <{sender}>; "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(now))}"]

@@ -7,8 +7,13 @@ script touches one Redis Cluster slot. The delay queue's keys share the tag
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
+
+# Domain separation for the suppression digest (see suppression_id).
+_SUPPRESSION_CONTEXT = b"heed-suppression-v1\x00"
 
 # Fields of the engagement hash named after an engagement kind or a stream (see
 # Keys.engagement); kept in the person's one hash so a snapshot still reads it with HGETALL.
@@ -29,6 +34,16 @@ def normalise_address(address: str) -> str:
     provider treats them so; one person must not escape a refusal by case.
     """
     return address.strip().strip("<>").strip().lower()
+
+
+def suppression_id(secret: bytes, address: str) -> str:
+    """The member of the suppression set for an erased address: HMAC-SHA256, hex.
+
+    Keyed with a server secret, so the set is not a lookup table: without the
+    secret nobody can test a list of known addresses against it.
+    """
+    message = _SUPPRESSION_CONTEXT + normalise_address(address).encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 # One @, no whitespace, no control characters (CR LF would smuggle SMTP commands), a dotted domain.
@@ -88,6 +103,12 @@ class Keys:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")
 
+    def person_keys(self, address: str) -> tuple[str, ...]:
+        """Every key of one person: erasure deletes these (add each new person key here)."""
+        return (self.consent(address), self.refusal(address), self.engagement(address),
+                self.sends(address), self.prefs(address), self.soft_bounces(address),
+                self.person_audit(address))
+
     # --- one receiving domain (hash tag = the domain) -------------------------
     def domain_complaints(self, domain: str) -> str:
         """ZSET complaining address -> time of its first complaint, for the domain guard.
@@ -107,6 +128,11 @@ class Keys:
     def people(self) -> str:
         """SET of known addresses (for reports and lookups)."""
         return f"{self.prefix}:people"
+
+    @property
+    def suppressed(self) -> str:
+        """SET of suppression_id() digests of erased addresses: no marketing, ever."""
+        return f"{self.prefix}:suppressed"
 
     def webhook_nonce(self, service: str, token: str) -> str:
         """STRING with a TTL: a webhook token already used (replay protection)."""

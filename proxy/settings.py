@@ -180,6 +180,9 @@ class UnsubscribeSettings:
     mailto_domain: str = "heed.localdomain"
     keys: tuple[UnsubscribeKey, ...] = ()
     token_lifetime: float = 90 * 86400.0  # CASL asks 60 days, CAN-SPAM 30
+    # Keys the hashed suppression entries of erased addresses; never rotate it (the
+    # entries would stop matching). None: a random one beside the embedded Redis data.
+    erase_secret: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,14 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"
     source: Path | None = None  # the config file these came from
+
+
+def _erase_secret(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if len(str(value).encode()) < 16:
+        raise ValueError("must be at least 16 bytes")
+    return str(value).encode()
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -361,7 +372,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         UnsubscribeSettings,
         section("unsubscribe"),
         "unsubscribe",
-        {"keys": keys, "token_lifetime": parse_duration},
+        {"keys": keys, "token_lifetime": parse_duration, "erase_secret": _erase_secret},
     )
     if unsub.token_lifetime < 60 * 86400:
         errors.append(f"{where}: 'unsubscribe.token_lifetime' must be at least 60d (CASL)")

@@ -17,7 +17,7 @@ from proxy.consent_csv import ImportReport, proof_text, read_rows
 from proxy.consent_csv import parse_time as parse_time  # re-exported: events, webhooks
 from proxy.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.errors import StateUnavailable
-from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address
+from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
 from proxy.types import (
     ENGAGEMENT_KINDS,
@@ -101,7 +101,7 @@ def _prefs(raw: Any) -> Preferences:
 
 
 def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
-            sends: Any, complaints: Any = None) -> PersonState:
+            sends: Any, complaints: Any = None, *, suppressed: Any = False) -> PersonState:
     eng = _hash(engage)
     by_stream: dict[str, list[float]] = {}
     for member, score in sends or []:
@@ -117,16 +117,19 @@ def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
         prefs=_prefs(prefs), engagement=engagement(eng, last, since, total),
         total_sends=total, repermission=asked(eng),
         domain_complaints=tuple(sorted(float(score) for _, score in complaints or [])),
+        suppressed=bool(suppressed),
     )
 
 
 class State:
     """Reads one person in one round trip; every write leaves an audit "change" entry."""
 
-    def __init__(self, redis: Any, keys: Keys, clock: Clock) -> None:
+    def __init__(self, redis: Any, keys: Keys, clock: Clock, *, secret: bytes = b"") -> None:
+        """``secret`` keys the suppression digests of erased addresses (see proxy/privacy.py)."""
         self.redis = redis
         self.keys = keys
         self.clock = clock
+        self.secret = secret
         self.audit = Audit(redis, keys)
         self._claim = redis.register_script(CLAIM)
         self._unclaim = redis.register_script(UNCLAIM)
@@ -160,11 +163,19 @@ class State:
                 if domains:
                     pipe.zrangebyscore(k.domain_complaints(domain_of(a)), guard_since, "+inf",
                                        withscores=True)
+            # Erased addresses: one command for the whole batch, in the same round trip.
+            pipe.smismember(k.suppressed, [self.suppression_id(a) for a in norm])
             raw = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
         n = _READS + domains
-        return [_person(a, *raw[i * n:(i + 1) * n]) for i, a in enumerate(norm)]
+        flags = raw[-1]
+        return [_person(a, *raw[i * n:(i + 1) * n], suppressed=flags[i])
+                for i, a in enumerate(norm)]
+
+    def suppression_id(self, address: str) -> str:
+        """The digest an erased ``address`` is kept under in the suppression set."""
+        return suppression_id(self.secret, address)
 
     # --- the hot path's write (queued on the caller's pipeline) ---------------------
     def record_sends(self, pipe: Any, stream: str, addresses: Iterable[str], at: float) -> None:

@@ -113,6 +113,7 @@ class PersonState:
     # stream -> times of recent sends (at least the last 31 days), oldest first
     sends: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     prefs: Preferences = field(default_factory=Preferences)
+    suppressed: bool = False  # erased at the person's request: only a hashed "no" is left
     # When people at this address's domain first complained (the last GUARD_LOOKBACK), oldest
     # first: the domain guard's input, read in the same round trip as the rest.
     domain_complaints: tuple[float, ...] = ()

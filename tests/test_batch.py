@@ -13,12 +13,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from proxy.app import connect_redis
 from proxy.batch import GroupCommit
 from proxy.clock import ManualClock
 from proxy.embedded_redis import EmbeddedRedis, free_port
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys
+from proxy.redisconn import connect_redis, warm_up
 from proxy.state import State
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
@@ -26,9 +26,16 @@ from tests.harness import HeedThread, make_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+async def group_commit(redis_url: str, **kwargs: int) -> GroupCommit:
+    client = connect_redis(redis_url)
+    await warm_up(client)
+    return GroupCommit(client, **kwargs)
+
+
+@pytest.mark.cluster  # on one server and on a Cluster (one pipeline per node)
 async def test_concurrent_writers_share_one_batch_and_each_sees_its_write(
         redis_url: str, aredis: aioredis.Redis) -> None:
-    batched = GroupCommit(connect_redis(redis_url))
+    batched = await group_commit(redis_url)
     seen: dict[int, bytes | None] = {}
 
     async def writer(i: int) -> list[object]:
@@ -55,8 +62,9 @@ async def test_concurrent_writers_share_one_batch_and_each_sees_its_write(
     assert (batched.batches, batched.requests) == (1, 50)
 
 
+@pytest.mark.cluster
 async def test_callers_arriving_during_a_batch_go_in_the_next(redis_url: str) -> None:
-    batched = GroupCommit(connect_redis(redis_url))
+    batched = await group_commit(redis_url)
 
     async def one(i: int) -> object:
         pipe = batched.pipeline(transaction=False)
@@ -74,10 +82,11 @@ async def test_callers_arriving_during_a_batch_go_in_the_next(redis_url: str) ->
     assert batched.batches == 2 and batched.requests == 11
 
 
+@pytest.mark.cluster
 async def test_a_command_error_fails_only_its_caller(redis_url: str,
                                                      aredis: aioredis.Redis) -> None:
     await aredis.set("plain", "x")
-    batched = GroupCommit(connect_redis(redis_url))
+    batched = await group_commit(redis_url)
 
     async def bad() -> object:
         pipe = batched.pipeline(transaction=False)
@@ -98,8 +107,9 @@ async def test_a_command_error_fails_only_its_caller(redis_url: str,
     assert batched.batches == 1
 
 
+@pytest.mark.cluster
 async def test_batch_size_is_bounded(redis_url: str) -> None:
-    batched = GroupCommit(connect_redis(redis_url), max_commands=10)
+    batched = await group_commit(redis_url, max_commands=10)
 
     async def one(i: int) -> object:
         pipe = batched.pipeline(transaction=False)

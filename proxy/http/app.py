@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.http.preferences import PreferenceCentre
 from proxy.http.unsubscribe import Unsubscribe
 from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.policy_store import PolicyStore
 from proxy.state import State
 from proxy.tokens import TokenSigner
 
@@ -36,8 +38,10 @@ async def _secure(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def make_app(*, tokens: TokenSigner, state: State, metrics: Metrics,
-             ready: Ready | None = None) -> web.Application:
-    """The aiohttp app: /u/{token}, /healthz, /readyz (runs ``ready``) and /metrics."""
+             ready: Ready | None = None, policies: PolicyStore | None = None,
+             public_url: str = "") -> web.Application:
+    """The aiohttp app: /u/{token}, /p/{token} (with ``policies``), /healthz, /readyz (runs
+    ``ready``) and /metrics."""
     app = web.Application(client_max_size=MAX_BODY)
     app.on_response_prepare.append(_secure)
     unsub = Unsubscribe(tokens, state, metrics)
@@ -61,6 +65,10 @@ def make_app(*, tokens: TokenSigner, state: State, metrics: Metrics,
     # add_get also answers HEAD through the same handler (aiohttp sends no body).
     app.router.add_get("/u/{token}", unsub.show)
     app.router.add_post("/u/{token}", unsub.one_click)
+    if policies is not None:
+        centre = PreferenceCentre(tokens, state, policies, public_url=public_url)
+        app.router.add_get("/p/{token}", centre.show)
+        app.router.add_post("/p/{token}", centre.change)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
+        "manage": "Choose what you receive instead, pause, or see your data",
         "title": "Unsubscribe",
         "confirm": "Stop emails from {list} to {address}?",
         "button": "Unsubscribe",
@@ -18,6 +19,7 @@ TEXTS: dict[str, dict[str, str]] = {
                  "please try again in a few minutes.",
     },
     "vi": {
+        "manage": "Chọn những gì bạn nhận, tạm dừng, hoặc xem dữ liệu của bạn",
         "title": "Hủy đăng ký",
         "confirm": "Ngừng gửi email từ {list} đến {address}?",
         "button": "Hủy đăng ký",
@@ -32,6 +34,7 @@ TEXTS: dict[str, dict[str, str]] = {
                  "vui lòng thử lại sau vài phút.",
     },
     "ar": {
+        "manage": "اختر ما تتلقاه بدلًا من ذلك، أو أوقف مؤقتًا، أو اطّلع على بياناتك",
         "title": "إلغاء الاشتراك",
         "confirm": "هل تريد إيقاف رسائل {list} إلى {address}؟",
         "button": "إلغاء الاشتراك",
@@ -45,6 +48,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "later": "تعذّر تسجيل طلبك الآن. لم يتغير شيء؛ يرجى المحاولة بعد بضع دقائق.",
     },
     "th": {
+        "manage": "เลือกสิ่งที่คุณต้องการรับ หยุดชั่วคราว หรือดูข้อมูลของคุณ",
         "title": "ยกเลิกการรับอีเมล",
         "confirm": "หยุดส่งอีเมลจาก {list} ถึง {address} ใช่หรือไม่?",
         "button": "ยกเลิกการรับอีเมล",

@@ -15,6 +15,8 @@ button{font:inherit;font-weight:600;color:#fff;background:#0b5394;border:0;borde
 padding:.7rem 1.4rem;cursor:pointer}
 button:focus-visible{outline:3px solid #f1c232;outline-offset:3px}
 p.note{color:#444}
+a{color:#0b5394}
+a:focus-visible{outline:3px solid #f1c232;outline-offset:2px}
 """
 
 
@@ -24,19 +26,32 @@ def fill(template: str, **values: str) -> str:
 
 
 def page(lang: str, title_key: str, body_html: str) -> str:
+    """A page titled by one of TEXTS' keys."""
+    return frame(lang, TEXTS[lang][title_key], body_html)
+
+
+def frame(lang: str, title: str, body_html: str, style: str = "") -> str:
     """The frame every page shares: language, direction, inline style, one heading."""
-    t = TEXTS[lang]
     direction = "rtl" if lang in RTL else "ltr"
     return (
         f'<!doctype html>\n<html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
         f'<meta name="robots" content="noindex">'
-        f"<title>{escape(t[title_key])}</title><style>{_STYLE}</style></head>"
-        f"<body><main><h1>{escape(t[title_key])}</h1>{body_html}</main></body></html>\n"
+        f"<title>{escape(title)}</title><style>{_STYLE}{style}</style></head>"
+        f"<body><main><h1>{escape(title)}</h1>{body_html}</main></body></html>\n"
     )
 
 
-def confirm_page(lang: str, list_name: str, masked: str) -> str:
+def manage_link(lang: str, prefs_url: str) -> str:
+    """The way from the unsubscribe pages to the preference centre (empty when none)."""
+    if not prefs_url:
+        return ""
+    return f'<p class="note"><a id="manage" href="{escape(prefs_url)}">' \
+           f'{escape(TEXTS[lang]["manage"])}</a></p>'
+
+
+
+def confirm_page(lang: str, list_name: str, masked: str, prefs_url: str = "") -> str:
     """The GET page: the question and one button that POSTs the one-click body."""
     t = TEXTS[lang]
     # A plain form posting the RFC 8058 §3.1 body: the button works without JavaScript.
@@ -48,15 +63,17 @@ def confirm_page(lang: str, list_name: str, masked: str) -> str:
         '<button type="submit" id="unsubscribe" aria-describedby="question">'
         f'{escape(t["button"])}</button></form>'
         f'<p class="note">{escape(t["explain"])}</p>'
+        + manage_link(lang, prefs_url)
     )
     return page(lang, "title", form)
 
 
-def done_page(lang: str, list_name: str, masked: str) -> str:
+def done_page(lang: str, list_name: str, masked: str, prefs_url: str = "") -> str:
     """The answer to a recorded one-click."""
     t = TEXTS[lang]
     return page(lang, "done_title",
-                f'<p role="status">{fill(t["done"], list=list_name, address=masked)}</p>')
+                f'<p role="status">{fill(t["done"], list=list_name, address=masked)}</p>'
+                + manage_link(lang, prefs_url))
 
 
 def message_page(lang: str, key: str) -> str:

@@ -12,7 +12,7 @@ from proxy.http.i18n import negotiate
 from proxy.http.pages import confirm_page, done_page, message_page
 from proxy.metrics import Metrics
 from proxy.state import State
-from proxy.tokens import TokenClaims, TokenSigner, mask_address
+from proxy.tokens import PREFERENCES, TokenClaims, TokenSigner, mask_address
 
 log = logging.getLogger("heed.http")
 
@@ -50,6 +50,10 @@ class Unsubscribe:
         except TokenError:
             return None
 
+    def _prefs_url(self, claims: TokenClaims) -> str:
+        """The person's preference centre: a token of its own purpose, from verified claims."""
+        return "/p/" + self.tokens.make(claims.address, claims.list, purpose=PREFERENCES)
+
     def _count(self, request: web.Request, result: str) -> None:
         self.metrics.unsubscribe.labels(request.method, result).inc()
         self.metrics.http_request("unsubscribe", result)
@@ -63,7 +67,8 @@ class Unsubscribe:
             # One page for every failure: no hint whether the address is known.
             return html(message_page(lang, "bad"), 400)
         self._count(request, "shown")
-        return html(confirm_page(lang, claims.list, mask_address(claims.address)))
+        return html(confirm_page(lang, claims.list, mask_address(claims.address),
+                                 self._prefs_url(claims)))
 
     async def one_click(self, request: web.Request) -> web.Response:
         """POST: record the refusal durably, then answer 200. No cookie, no auth, no redirect."""
@@ -86,4 +91,5 @@ class Unsubscribe:
             return html(message_page(lang, "later"), 503)
         # Idempotent: a second click keeps the first refusal and answers the same.
         self._count(request, "recorded" if new else "repeat")
-        return html(done_page(lang, claims.list, mask_address(claims.address)))
+        return html(done_page(lang, claims.list, mask_address(claims.address),
+                              self._prefs_url(claims)))

@@ -16,6 +16,11 @@ FALLBACK_DELAY = 3600.0
 def decide(policy: Policy, stream_name: str, state: PersonState, now: float) -> Decision:
     """The decision for one person and one stream (a name in ``policy.streams``); no I/O."""
     stream = policy.streams[stream_name]
+    if stream.marketing and state.suppressed:
+        # Erasure leaves only a hashed "no"; no rule table, shadow mode included, may
+        # override it (GDPR Art. 17 and 21(3): no more marketing to that person).
+        why = Reason("erased", "the person's data was erased; the suppression entry holds")
+        return Decision(Action.DROP, stream.name, (why,), drop_mode=stream.drop)
     ctx = Context(stream, state, now)
     for rule in stream.rules:
         if rule.stages and ctx.stage not in rule.stages:

@@ -60,8 +60,9 @@ class Stream:
 
     @property
     def needs_state(self) -> bool:
-        """Whether deciding needs the person's state (a stream without rules never does)."""
-        return bool(self.rules)
+        """Whether deciding needs the person's state: rules read it, and marketing always
+        checks the suppression of erased addresses."""
+        return bool(self.rules) or self.marketing
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,151 @@
+"""The preference centre's pages: plain forms that post back, no script, every value escaped."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from html import escape
+
+from proxy.http.pages import fill, frame
+from proxy.http.prefs_i18n import PREFS
+
+# Focus: a dark ring (17:1 on white) rather than the pale one, so it is visible on
+# the white page and beside the blue buttons (WCAG 2.2 §2.4.7, §1.4.11 ≥ 3:1).
+_STYLE = """
+main :focus-visible{outline:3px solid #1a1a1a;outline-offset:3px}
+h2{font-size:1.2rem;margin:2rem 0 .4rem}
+fieldset{border:1px solid #767676;border-radius:.4rem;margin:1rem 0;padding:.5rem 1rem 1rem}
+legend{font-weight:600;padding:0 .3rem}
+.choice{display:flex;align-items:center;gap:.6rem;margin:.5rem 0}
+.choice input{width:1.3rem;height:1.3rem;margin:0;accent-color:#0b5394;flex:none}
+.choice small{color:#444}
+.actions{display:flex;flex-wrap:wrap;gap:.6rem;margin:.6rem 0}
+button.quiet{background:#fff;color:#0b5394;border:2px solid #0b5394}
+button.danger{background:#a61c00}
+p[role=status]{border-inline-start:4px solid #0b5394;padding-inline-start:.6rem}
+"""
+FREQUENCIES = (("", "as_sent"), ("weekly", "weekly"), ("monthly", "monthly"))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One marketing stream as the person sees it."""
+
+    name: str  # the stream's name (the form value)
+    label: str  # its description, or its name
+    on: bool
+    refused: bool  # the person unsubscribed: shown off, not switchable here
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything the main page shows; nothing else about the person reaches the HTML."""
+
+    lang: str
+    masked: str
+    rows: tuple[Row, ...]
+    frequency: str  # "", "weekly" or "monthly"
+    paused_until: float | None
+    left_at: float | None  # when the person left all marketing, if they did
+    nonce: str
+    status: str = ""  # a PREFS key to announce (after a change), or ""
+
+
+def day(ts: float) -> str:
+    """A date every language reads alike (ISO 8601), in UTC."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _form(nonce: str, inner: str, extra: str = "") -> str:
+    # No action attribute: it posts back to this very URL, whatever prefix a proxy adds.
+    return (f'<form method="post"{extra}><input type="hidden" name="nonce" '
+            f'value="{escape(nonce)}">{inner}</form>')
+
+
+def _button(action: str, label: str, cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return (f'<button type="submit" name="action" value="{action}" id="{action}"{klass}>'
+            f"{escape(label)}</button>")
+
+
+def _streams(v: View) -> str:
+    t = PREFS[v.lang]
+    rows = []
+    for i, row in enumerate(v.rows):
+        attrs = " checked" if row.on and not row.refused else ""
+        attrs += " disabled" if row.refused else ""
+        note = f' <small>({escape(t["refused"])})</small>' if row.refused else ""
+        rows.append(f'<div class="choice"><input type="checkbox" name="on" id="s{i}" '
+                    f'value="{escape(row.name)}"{attrs}><label for="s{i}">'
+                    f"{escape(row.label)}{note}</label></div>")
+    radios = "".join(
+        f'<div class="choice"><input type="radio" name="frequency" id="f-{key}" '
+        f'value="{value}"{" checked" if v.frequency == value else ""}>'
+        f'<label for="f-{key}">{escape(t[key])}</label></div>'
+        for value, key in FREQUENCIES)
+    return _form(v.nonce, f'<fieldset><legend>{escape(t["streams"])}</legend>{"".join(rows)}'
+                          f'</fieldset><fieldset><legend>{escape(t["frequency"])}</legend>'
+                          f'{radios}</fieldset>{_button("save", t["save"])}')
+
+
+def _pause(v: View, now: float) -> str:
+    t = PREFS[v.lang]
+    if v.paused_until is not None and v.paused_until > now:
+        inner = (f'<p id="paused">{fill(t["paused"], date=day(v.paused_until))}</p>'
+                 f'<div class="actions">{_button("resume", t["resume"])}</div>')
+    else:
+        inner = (f'<div class="actions">{_button("pause30", t["pause30"], "quiet")}'
+                 f'{_button("pause90", t["pause90"], "quiet")}</div>')
+    return _form(v.nonce, f'<fieldset><legend>{escape(t["pause"])}</legend>{inner}</fieldset>')
+
+
+def centre_page(v: View, now: float) -> str:
+    """The preference centre: streams and frequency, pause, leave, download, erase."""
+    t = PREFS[v.lang]
+    status = f'<p role="status">{escape(t[v.status])}</p>' if v.status else ""
+    if v.left_at is not None:
+        leave = f'<p id="left">{fill(t["left"], date=day(v.left_at))}</p>'
+    else:
+        leave = (f'<p class="note">{escape(t["leave_explain"])}</p>'
+                 + _form(v.nonce, _button("leave", t["leave"])))
+    body = (
+        status
+        + f'<p>{fill(t["intro"], address=v.masked)}</p>'
+        + _streams(v) + _pause(v, now)
+        + f'<h2>{escape(t["leave_heading"])}</h2>{leave}'
+        + f'<h2>{escape(t["data"])}</h2><p class="note">{escape(t["download_explain"])}</p>'
+        + _form(v.nonce, _button("download", t["download"], "quiet"))
+        + f'<p class="note">{escape(t["erase_explain"])}</p>'
+        + _form(v.nonce, _button("erase", t["erase"], "danger"))
+    )
+    return frame(v.lang, t["title"], body, _STYLE)
+
+
+def erase_confirm_page(lang: str, masked: str, nonce: str) -> str:
+    """The second step of erasure: say what goes, then one more POST."""
+    t = PREFS[lang]
+    yes = _button("erase-confirm", t["erase_yes"], "danger")
+    body = (f'<p id="question">{fill(t["erase_confirm"], address=masked)}</p>'
+            + _form(nonce, f'<div class="actions">{yes}'
+                           f'<a href="" id="cancel">{escape(t["cancel"])}</a></div>'))
+    return frame(lang, t["erase_title"], body, _STYLE)
+
+
+def erased_page(lang: str) -> str:
+    """After erasure: what was deleted, and what was kept and why."""
+    t = PREFS[lang]
+    body = f'<p role="status">{escape(t["erased"])}</p><p id="kept">{escape(t["kept"])}</p>'
+    return frame(lang, t["erased_title"], body, _STYLE)
+
+
+def gone_page(lang: str) -> str:
+    """The centre of an erased address: nothing is left to show or change."""
+    t = PREFS[lang]
+    return frame(lang, t["title"], f'<p id="gone">{escape(t["gone"])}</p>', _STYLE)
+
+
+def form_error_page(lang: str) -> str:
+    """A form that failed the nonce or Origin check: nothing changed, a way back."""
+    t = PREFS[lang]
+    body = f'<p>{escape(t["form"])}</p><p><a href="" id="back">{escape(t["back"])}</a></p>'
+    return frame(lang, t["form_title"], body, _STYLE)
