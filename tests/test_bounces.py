@@ -11,6 +11,7 @@ import redis as redis_sync
 
 from proxy.bounces import severity
 from proxy.clock import ManualClock
+from proxy.embedded_redis import free_port
 from proxy.keys import Keys
 from proxy.tokens import BOUNCE
 from proxy.types import PersonState
@@ -204,3 +205,16 @@ def aredis_sync(redis_url: str) -> Iterator[redis_sync.Redis]:
     client = redis_sync.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+def test_redis_down_is_451_so_the_reporting_mta_retries(upstream: Upstream, policies: Path,
+                                                        clock: ManualClock) -> None:
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0",
+                             upstream_port=upstream.port, policies=policies)
+    h = HeedThread(settings, clock).start()
+    try:
+        code, msg = deliver(h, "bounce@heed.test", sample("dsn-postfix-hard.eml", TOKEN="x"))
+        assert (code, msg[:5]) == (451, b"4.3.0")
+        assert b"127.0.0.1" not in msg
+    finally:
+        h.stop()
