@@ -229,6 +229,23 @@ async def test_batch_ndjson_and_array_line_by_line(api: tuple[TestServer, State]
     assert "*" in (await state.snapshot("fay@example.org")).refusals
 
 
+async def test_large_chunked_batch_is_read_whole(api: tuple[TestServer, State]) -> None:
+    server, state = api
+    lines = [json.dumps({"kind": "open", "address": f"p{i}@example.org", "detail": "x" * 200})
+             for i in range(2000)]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked, piece by piece
+        for i in range(0, len(lines), 100):
+            yield ("\n".join(lines[i:i + 100]) + "\n").encode()
+
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(server.make_url("/api/events/batch"), data=chunks(), headers=AUTH)
+        assert r.status == 200
+        reply = await r.json()
+    assert (reply["accepted"], reply["failed"]) == (2000, 0)
+    assert (await state.snapshot("p1999@example.org")).last_engaged is not None
+
+
 async def test_person_lookup(api: tuple[TestServer, State], clock: ManualClock) -> None:
     server, state = api
     await state.grant("ida@example.org", "marketing", source="form", ip="192.0.2.1", text="ok")

@@ -12,10 +12,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from proxy.cli import main
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
+from proxy.keys import Keys
+from proxy.report.compute import CHUNK, read_audit
 from proxy.settings import DkimKey
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
@@ -82,12 +85,12 @@ def heed(redis_url: str, upstream: Upstream, policies: Path, tmp_path: Path,
     h.stop()
 
 
-def one_click(h: HeedThread, address: str, list_name: str) -> None:
+def one_click(h: HeedThread, address: str, list_name: str, body: bytes = b"") -> None:
     assert h.heed is not None and h.settings.http.listen is not None
     host, port = h.settings.http.listen
     token = h.heed.tokens.make(address, list_name)
     request = urllib.request.Request(f"http://{host}:{port}/u/{token}", method="POST",
-                                     data=b"List-Unsubscribe=One-Click")
+                                     data=b"List-Unsubscribe=One-Click" + body)
     with urllib.request.urlopen(request, timeout=10) as r:
         assert r.status == 200
 
@@ -120,6 +123,8 @@ def history(h: HeedThread, start: float) -> None:
     h.call(state.refuse("h@x.org", "unsubscribe", list="trial", channel="mailto"))
     clock.set(start + 5 * HOUR)
     assert send(h, "try@trial.example.com", ["a@x.org", "g@x.org", "h@x.org"])[0] == {}
+    clock.set(start + 5.5 * HOUR)
+    one_click(h, "a@x.org", "trial", b"&via=page")  # the confirm page's button: 2 clicks
 
 
 def report(redis_url: str, policies: Path, fmt: str,
@@ -140,15 +145,15 @@ def test_report_figures_for_a_constructed_history(
     assert {"g@x.org", "h@x.org"} <= set(upstream.recipients())
     data = json.loads(report(redis_url, policies, "json", capsys))
     refusals = data["refusals"]
-    assert refusals["received"] == {"unsubscribe": 2, "complaint": 3}
-    assert (refusals["tracked"], refusals["honoured"]) == (4, 3)
+    assert refusals["received"] == {"unsubscribe": 3, "complaint": 3}
+    assert (refusals["tracked"], refusals["honoured"]) == (5, 4)
     [miss] = refusals["not_honoured"]
     assert (miss["address"], miss["scope"], miss["shadow"]) == ("h@x.org", "trial", True)
     # Mail went to h 30 minutes after the no (a shadow stream delivers: that is the point).
     assert refusals["time_to_effect_seconds"] == {"max": 1800.0, "p99": 1800.0}
-    assert refusals["by_channel"] == {"one-click": 1, "arf": 2, "mailto": 1}
+    assert refusals["by_channel"] == {"one-click": 1, "arf": 2, "mailto": 1, "page": 1}
     assert refusals["later_mail_stopped"] == 3
-    assert data["clicks_to_leave"] == {"1": 2}
+    assert data["clicks_to_leave"] == {"1": 2, "2": 1}
     # 6 + 1 legacy + 1 + 2 + 3 trial delivered; only the legacy copy lacked a signed one-click.
     assert data["one_click"] == {"delivered_marketing": 13, "signed": 12,
                                  "share": round(12 / 13, 6)}
@@ -157,7 +162,7 @@ def test_report_figures_for_a_constructed_history(
     y = next(d for d in complaints["by_domain"] if d["domain"] == "y.org")
     assert (y["complaints"], y["delivered"], y["status"]) == (2, 4, "above 0.3 %")
     assert data["lifecycle"] == {"marketing": {"active": 3, "refused": 3},
-                                 "trial": {"active": 2, "refused": 1},
+                                 "trial": {"active": 1, "refused": 2},
                                  "legacy": {"active": 6, "refused": 2}}
     assert data["drops"] == {"marketing": {"refused": 3}}
     assert data["delays"] == {"marketing": {"domain_guard": 1}}
@@ -166,7 +171,8 @@ def test_report_figures_for_a_constructed_history(
     assert data["domain_guard"] == {"y.org": {"held": 1, "complaints_on_record": 2}}
 
     text = report(redis_url, policies, "text", capsys)
-    assert "Refusals honoured:            3 of 4" in text
+    assert "Refusals honoured:            4 of 5" in text
+    assert "Clicks to leave:              2 took 1 click, 1 took 2 clicks" in text
     assert "NOT honoured: h@x.org (trial)" in text and "in shadow mode" in text
     assert "y.org paused: held 1 (complaints on record: 2)" in text
     assert "trial            would drop: no_consent" in text
@@ -212,3 +218,25 @@ def test_html_report_has_accessible_charts(heed: HeedThread, redis_url: str, pol
         ET.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")
     assert "Complaint rate per receiving domain" in page and "0.3 %" in page
     assert "y.org: 50.00 %" in page  # the chart's description carries its figures
+
+
+async def test_the_trail_is_read_in_chunks_from_the_window_start(aredis: aioredis.Redis,
+                                                                   keys: Keys) -> None:
+    """2,345 entries in the window come back in order over three XRANGE pages; an entry
+    whose stream id is before the window is never read, one recorded too early is dropped."""
+    from proxy.audit import Audit, AuditEntry
+
+    now = time.time()
+    since = now - 86400
+    audit = Audit(aredis, keys)
+    old_id = f"{int((since - 2 * HOUR) * 1000)}-0"
+    stale = AuditEntry(at=now - 60, kind="decision", recipient="old@x.org", outcome="delivered")
+    await aredis.xadd(keys.audit, stale.to_fields(), id=old_id)  # type: ignore[arg-type]
+    early = AuditEntry(at=since - 60, kind="decision", recipient="early@x.org",
+                       outcome="delivered")
+    entries = [AuditEntry(at=now - 30, kind="decision", recipient=f"p{i}@x.org",
+                          outcome="delivered") for i in range(2345)]
+    await audit.record([early, *entries])
+    seen = [e.recipient async for e in read_audit(aredis, keys, since, now)]
+    assert seen == [e.recipient for e in entries]
+    assert CHUNK < len(seen) < 3 * CHUNK

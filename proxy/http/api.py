@@ -40,8 +40,13 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
     """The body up to ``limit`` bytes, or None when larger (the app's own limit is for forms)."""
     if request.content_length is not None and request.content_length > limit:
         return None
-    body = await request.content.read(limit + 1)
-    return None if len(body) > limit else body
+    chunks, size = [], 0
+    while chunk := await request.content.read(64 * 1024):  # read(n) gives what has arrived
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class TokenCheck:

@@ -60,6 +60,8 @@ def confirm_page(lang: str, list_name: str, masked: str, prefs_url: str = "") ->
         f'<p id="question">{fill(t["confirm"], list=list_name, address=masked)}</p>'
         '<form method="post">'
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        # Marks the page's own button, so `heed report` counts it as two clicks, not one.
+        '<input type="hidden" name="via" value="page">'
         '<button type="submit" id="unsubscribe" aria-describedby="question">'
         f'{escape(t["button"])}</button></form>'
         f'<p class="note">{escape(t["explain"])}</p>'

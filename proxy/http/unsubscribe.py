@@ -36,6 +36,20 @@ async def is_one_click(request: web.Request) -> bool:
         return False
 
 
+async def channel(request: web.Request) -> str:
+    """"page" when the confirm page's button posted (open + press), else "one-click"."""
+    via: object = None
+    try:
+        if request.content_type == "multipart/form-data":
+            via = (await request.post()).get("via")
+        else:
+            text = (await request.read()).decode("utf-8", "replace").strip()
+            via = parse_qs(text).get("via", [""])[0]
+    except ValueError:
+        pass
+    return "page" if via == "page" else "one-click"
+
+
 class Unsubscribe:
     """Handlers for /u/{token}."""
 
@@ -83,7 +97,7 @@ class Unsubscribe:
             return html(message_page(lang, "bad"), 400)
         try:
             new = await self.state.refuse(claims.address, "unsubscribe", list=claims.list,
-                                          channel="one-click")
+                                          channel=await channel(request))
         except StateUnavailable:
             # Never 200 unless recorded: the person must be told to try again.
             self._count(request, "unavailable")
