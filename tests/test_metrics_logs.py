@@ -20,6 +20,7 @@ from proxy.embedded_redis import free_port
 from proxy.keys import Keys
 from proxy.logs import JsonFormatter
 from proxy.settings import DkimKey
+from proxy.tokens import PREFERENCES
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
 from tests.test_smtp_mailpath import NOON, grant, send
@@ -116,8 +117,20 @@ def test_page_requests_are_counted(heed: HeedThread) -> None:
     host, port = heed.settings.http.listen
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://{host}:{port}/u/not-a-token", timeout=10)
+    assert heed.heed is not None
+    token = heed.heed.tokens.make("ana@example.org", "marketing")
+    with urllib.request.urlopen(f"http://{host}:{port}/u/{token}", timeout=10) as r:
+        assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://{host}:{port}/p/not-a-token", timeout=10)
+    prefs = heed.heed.tokens.make("ana@example.org", "marketing", purpose=PREFERENCES)
+    with urllib.request.urlopen(f"http://{host}:{port}/p/{prefs}", timeout=10) as r:
+        assert r.status == 200
     m = scrape(heed)
     assert m['heed_http_requests_total{page="unsubscribe",result="bad"}'] == 1
+    assert m['heed_http_requests_total{page="unsubscribe",result="shown"}'] == 1
+    assert m['heed_http_requests_total{page="preferences",result="bad"}'] == 1
+    assert m['heed_http_requests_total{page="preferences",result="shown"}'] == 1
 
 
 def test_one_json_line_per_decision_shares_the_audit_correlation_id(

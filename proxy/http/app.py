@@ -32,6 +32,32 @@ SECURITY_HEADERS = {
 MAX_BODY = 64 * 1024
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def counted(metrics: Metrics, page: str, handler: Handler) -> Handler:
+    """``handler`` counted in heed_http_requests_total{page, result} by its answer:
+    shown (a GET answered), changed (a POST done, 303 included), bad (4xx), unavailable (5xx)."""
+
+    def result(method: str, status: int) -> str:
+        if status >= 500:
+            return "unavailable"
+        if status >= 400:
+            return "bad"
+        return "changed" if method == "POST" else "shown"
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # a redirect after a change, or an HTTP error
+            metrics.http_request(page, result(request.method, exc.status))
+            raise
+        metrics.http_request(page, result(request.method, response.status))
+        return response
+
+    return run
+
+
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
@@ -67,8 +93,8 @@ def make_app(*, tokens: TokenSigner, state: State, metrics: Metrics,
     app.router.add_post("/u/{token}", unsub.one_click)
     if policies is not None:
         centre = PreferenceCentre(tokens, state, policies, public_url=public_url)
-        app.router.add_get("/p/{token}", centre.show)
-        app.router.add_post("/p/{token}", centre.change)
+        app.router.add_get("/p/{token}", counted(metrics, "preferences", centre.show))
+        app.router.add_post("/p/{token}", counted(metrics, "preferences", centre.change))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
