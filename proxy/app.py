@@ -35,6 +35,9 @@ from proxy.state import State
 from proxy.tokens import TokenSigner
 
 log = logging.getLogger("heed")
+# A batch of person reads/writes that Redis has not answered in this long fails with
+# a 451 for its callers: the 3 s read timeout and one retry of the other clients.
+BATCH_TIMEOUT = 6.0
 
 
 def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
@@ -58,7 +61,8 @@ class Heed:
         self.keys = Keys(settings.redis.prefix)
         # Person reads and the writes after delivery of concurrent sessions share
         # round trips (group commit); the delay queue keeps the plain client.
-        self.batched = GroupCommit(self.redis)
+        self.batched = GroupCommit(self.redis, lane=connect_redis(redis_url, read_timeout=None),
+                                   timeout=BATCH_TIMEOUT)
         self.state = State(self.batched, self.keys, self.clock,
                            secret=erase_secret(settings))
         self.audit = Audit(self.batched, self.keys)
@@ -103,6 +107,7 @@ class Heed:
 
     async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
         await warm_up(self.redis)
+        await warm_up(self.batched.lane)
         handler = Handler(self.mailpath, self.access,
                           max_recipients=self.settings.smtp.max_recipients, local=self.local,
                           metrics=self.metrics)

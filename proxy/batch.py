@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.commands.core import CoreCommands
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Commands per batch, at most: bounds one reply's size and the wait of the last caller.
 MAX_COMMANDS = 2000
@@ -76,8 +77,13 @@ class _Request:
 class GroupCommit:
     """A Redis client whose non-transactional pipelines are executed together."""
 
-    def __init__(self, redis: Any, *, max_commands: int = MAX_COMMANDS) -> None:
+    def __init__(self, redis: Any, *, lane: Any = None, timeout: float | None = None,
+                 max_commands: int = MAX_COMMANDS) -> None:
         self.redis = redis
+        # The client batches go out on (default: ``redis``). heed gives one without a
+        # per-reply read timeout and bounds each batch's round trip with ``timeout``.
+        self.lane = lane if lane is not None else redis
+        self.timeout = timeout
         self.max_commands = max_commands
         self._pending: deque[_Request] = deque()
         self._flusher: asyncio.Task[None] | None = None
@@ -97,6 +103,8 @@ class GroupCommit:
         """Let the batch in flight finish, then close the client."""
         if self._flusher is not None:
             await asyncio.wait([self._flusher])
+        if self.lane is not self.redis:
+            await self.lane.aclose()
         await self.redis.aclose()
 
     async def submit(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
@@ -133,11 +141,17 @@ class GroupCommit:
         self.batches += 1
         self.requests += len(batch)
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.lane.pipeline(transaction=False)
             for request in batch:
                 for args, options in request.stack:
                     pipe.execute_command(*args, **options)
-            replies = await pipe.execute(raise_on_error=False)
+            try:
+                # Cancelled by the timeout, redis-py drops the connection mid-reply
+                # rather than reuse it out of step.
+                async with asyncio.timeout(self.timeout):
+                    replies = await pipe.execute(raise_on_error=False)
+            except TimeoutError:
+                raise RedisTimeoutError("redis did not answer in time") from None
         except BaseException as exc:
             # The whole round trip failed (connection lost, timeout): every caller of
             # this batch gets the error, so each answers 451 rather than guessing.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,6 +23,9 @@ from proxy.redisconn import connect_redis, warm_up
 from tests.topologies import LocalCluster, LocalSentinel
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="session")
@@ -152,3 +157,23 @@ def upstream() -> Iterator[Upstream]:
     controller.start()
     yield Upstream("127.0.0.1", port, handler)
     controller.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """A real headless Chromium (Debian's) driven by Playwright, for the page tests."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("the browser tests need Playwright's Python package (pip install playwright)"
+                    " or HEED_SKIP_BROWSER=1")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"the browser tests need Chromium at {CHROMIUM} (bash .ci/run installs it)"
+                    " or HEED_SKIP_BROWSER=1")
+    async with async_playwright() as p:
+        try:
+            b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:  # noqa: BLE001 - say plainly why, then fail
+            pytest.fail(f"Chromium at {CHROMIUM} would not start: {exc}")
+        yield b
+        await b.close()

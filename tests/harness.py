@@ -25,7 +25,8 @@ def make_settings(*, redis_url: str, upstream_port: int, policies: Path,
         "redis": {"url": redis_url},
         "http": {"listen": None, "public_url": "https://heed.test"},
         "unsubscribe": {"mailto_domain": "heed.test",
-                        "keys": [{"id": "t1", "secret": "test-secret-0123456789abcdef"}]},
+                        "keys": [{"id": "t1", "secret": "test-secret-0123456789abcdef"}],
+                        "erase_secret": "erase-secret-0123456789abcdef"},
         "policies": str(policies),
     }
     for name, values in sections.items():

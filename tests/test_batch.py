@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.batch import GroupCommit
 from proxy.clock import ManualClock
@@ -191,4 +192,36 @@ def test_paused_redis_mid_batch_answers_every_session_451(
         for c in clients:
             c.close()
         heed.stop()
+        server.stop()
+
+
+async def test_a_batch_that_times_out_fails_its_callers_and_the_next_batch_is_in_step(
+        tmp_path: Path) -> None:
+    """The lane has no per-reply timeout; the batch's own bound fails every waiter, and the
+    connection it left mid-reply is not reused out of step (the next replies are right)."""
+    server = EmbeddedRedis(tmp_path / "r", durable=False)
+    url = server.start()
+    batched = GroupCommit(connect_redis(url), lane=connect_redis(url, read_timeout=None),
+                          timeout=0.5)
+
+    async def one(i: int) -> object:
+        pipe = batched.pipeline(transaction=False)
+        pipe.set(f"k{i}", f"v{i}")
+        pipe.get(f"k{i}")
+        return await pipe.execute()
+
+    try:
+        assert await one(0) == [True, b"v0"]
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            stalled = await asyncio.gather(*(one(i) for i in range(1, 6)),
+                                           return_exceptions=True)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert all(isinstance(r, RedisTimeoutError) for r in stalled), stalled
+        assert await asyncio.gather(*(one(i) for i in range(6, 9))) == [
+            [True, f"v{i}".encode()] for i in range(6, 9)]
+    finally:
+        await batched.aclose()
         server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,33 +19,11 @@ from proxy.settings import UnsubscribeKey
 from proxy.state import State
 from proxy.tokens import TokenSigner
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 900, "height": 600}
 
 # Skipped only on request; a missing or broken browser is a failure, not a skip.
 pytestmark = pytest.mark.skipif(os.environ.get("HEED_SKIP_BROWSER") == "1",
                                 reason="HEED_SKIP_BROWSER=1")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.fail("the browser tests need Playwright's Python package (pip install playwright)"
-                    " or HEED_SKIP_BROWSER=1")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"the browser tests need Chromium at {CHROMIUM} (bash .ci/run installs it)"
-                    " or HEED_SKIP_BROWSER=1")
-    async with async_playwright() as p:
-        try:
-            b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        except Exception as exc:  # noqa: BLE001 - say plainly why, then fail
-            pytest.fail(f"Chromium at {CHROMIUM} would not start: {exc}")
-        yield b
-        await b.close()
 
 
 @pytest.fixture

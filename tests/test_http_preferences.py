@@ -114,6 +114,8 @@ async def test_get_shows_marketing_streams_and_changes_nothing(
     assert 'value="marketing" checked' in page and 'value="newsletter" checked' in page
     assert "transactional" not in page  # nothing to choose about receipts
     assert "a•••@example.org" in page and ADDRESS not in page
+    # Not "no-referrer" here: under it a browser's own form posts carry Origin: null.
+    assert r.headers["Referrer-Policy"] == "same-origin"
     assert 'id="f-as_sent" value="" checked' in page
     assert await aredis.dbsize() == 0  # a GET (a link scanner) records nothing, not a visit
 
@@ -174,6 +176,8 @@ async def test_forms_need_the_nonce_and_a_same_site_origin(
             ({"action": "leave", "nonce": "1800000000.AAAA"}, {}),  # forged
             ({"action": "leave", "nonce": foreign}, {}),  # another person's page
             ({"action": "leave", "nonce": good}, {"Origin": "https://evil.example"}),
+            ({"action": "leave", "nonce": good}, {"Origin": "null"}),  # opaque origin
+            ({"action": "leave", "nonce": good}, {"Sec-Fetch-Site": "cross-site"}),
         ]
         for data, headers in cases:
             r = await s.post(url, data=data, headers=headers, allow_redirects=False)

@@ -38,7 +38,7 @@ from proxy.http.prefs_pages import (
     form_error_page,
     gone_page,
 )
-from proxy.http.unsubscribe import html
+from proxy.http.unsubscribe import html as _html
 from proxy.policy_store import PolicyStore
 from proxy.state import State
 from proxy.tokens import PREFERENCES, TokenClaims, TokenSigner, mask_address
@@ -52,6 +52,16 @@ PAUSES = {"pause30": 30, "pause90": 90}
 STATUS = {"save": "saved", "pause30": "saved", "pause90": "saved", "resume": "saved",
           "leave": "saved"}
 VISIT = "preference-visit"
+
+
+def html(text: str, status: int = 200) -> web.Response:
+    """A centre page. Its forms must send a real Origin: under the app-wide "no-referrer"
+    a browser sends ``Origin: null`` (Fetch §3.1 "serializing a request origin"), which
+    is also what a cross-site page with that policy sends, so here the policy is
+    "same-origin" (the token still never leaves the site in a Referer)."""
+    response = _html(text, status)
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
 
 
 class PreferenceCentre:
@@ -84,10 +94,14 @@ class PreferenceCentre:
         return base64.urlsafe_b64encode(mac[:16]).rstrip(b"=").decode()
 
     def _form_ok(self, request: web.Request, token: str, nonce: str) -> bool:
+        # Browsers send Origin with every POST and Sec-Fetch-Site where they support it;
+        # a client that sends neither (curl, an old browser) still needs the nonce.
         origin = request.headers.get("Origin")
         if origin is not None and origin not in (f"{request.scheme}://{request.host}",
                                                  self._origin):
-            return False  # a cross-site form post (Fetch standard: browsers send Origin)
+            return False  # another site, or "null" (an opaque or no-referrer origin)
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return False
         ts, _, tag = nonce.partition(".")
         if not ts.isdigit() or not hmac.compare_digest(self._tag(token, ts), tag):
             return False
