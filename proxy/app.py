@@ -148,13 +148,17 @@ class Heed:
             redis_ok = False
         return {"redis": redis_ok, "upstream": await self.upstream.ping()}
 
+    async def refresh_queue_gauges(self) -> None:
+        """Read the queue's depth and its most overdue copy into the /metrics gauges."""
+        depth, oldest = await self.queue.depth(), await self.queue.oldest()
+        age = max(0.0, self.clock.now() - oldest) if oldest is not None else 0.0
+        self.metrics.set_queue(depth, age)
+
     async def _watch_queue(self, every: float = 5.0) -> None:
         """Keep the queue gauges fresh for /metrics."""
         while not self._stop.is_set():
             try:
-                depth, oldest = await self.queue.depth(), await self.queue.oldest()
-                age = max(0.0, self.clock.now() - oldest) if oldest is not None else 0.0
-                self.metrics.set_queue(depth, age)
+                await self.refresh_queue_gauges()
             except Exception:  # noqa: BLE001 - a gauge must never stop heed
                 log.debug("queue gauges not updated", exc_info=True)
             try:

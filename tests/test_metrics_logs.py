@@ -112,6 +112,20 @@ def test_metrics_follow_real_traffic(heed: HeedThread, upstream: Upstream,
     assert "heed_queue_depth" in m and "heed_queue_oldest_seconds" in m
 
 
+def test_queue_gauges_show_held_mail_and_how_overdue(heed: HeedThread) -> None:
+    grant(heed, "alice@example.org")
+    assert heed.heed is not None and isinstance(heed.clock, ManualClock)
+    heed.clock.set(NOON + 10 * 3600)  # 22:00 UTC: inside the policy's quiet hours
+    assert send(heed, "offers@news.example.com", ["alice@example.org"])[1].startswith("250")
+    heed.call(heed.heed.refresh_queue_gauges())
+    m = scrape(heed)
+    assert (m["heed_queue_depth"], m["heed_queue_oldest_seconds"]) == (1, 0)  # not due yet
+    heed.clock.set(NOON + 20 * 3600 + 90)  # 08:01:30, not released yet: 90 s overdue
+    heed.call(heed.heed.refresh_queue_gauges())
+    m = scrape(heed)
+    assert (m["heed_queue_depth"], m["heed_queue_oldest_seconds"]) == (1, 90)
+
+
 def test_page_requests_are_counted(heed: HeedThread) -> None:
     assert heed.settings.http.listen is not None
     host, port = heed.settings.http.listen
