@@ -10,8 +10,12 @@ COPY config /etc/heed/config
 COPY policies /etc/heed/policies
 
 # Mount your own: -v ./config:/etc/heed/config -v ./policies:/etc/heed/policies
+# Every key can also come from the environment (docs/configuration.md); with no
+# HEED_REDIS__URL heed runs its embedded Redis in /var/lib/heed (keep it a volume).
 VOLUME ["/etc/heed/config", "/etc/heed/policies", "/var/lib/heed"]
-ENV HEED_SMTP__LISTEN=0.0.0.0:2525 \
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HEED_SMTP__LISTEN=0.0.0.0:2525 \
     HEED_HTTP__LISTEN=0.0.0.0:8025 \
     HEED_REDIS__DATA_DIR=/var/lib/heed/redis \
     HEED_POLICIES=/etc/heed/policies \

@@ -44,6 +44,9 @@ def unsubscribe_keys(settings: Settings) -> tuple[UnsubscribeKey, ...]:
     """The configured token keys, or one random key kept beside the embedded Redis data."""
     if settings.unsubscribe.keys:
         return settings.unsubscribe.keys
+    if settings.redis.url is not None:
+        log.warning("no unsubscribe.keys: this instance signs with a key of its own; instances "
+                    "sharing a Redis need the same unsubscribe.keys to honour each other's links")
     secret = key_file(settings.redis.data_dir.parent / "unsubscribe.key",
                        "unsubscribe token key")
     return (UnsubscribeKey("auto", secret),)

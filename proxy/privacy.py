@@ -27,10 +27,19 @@ def key_file(path: Path, what: str) -> bytes:
     """A random secret kept in ``path`` (made 0600 on first use), for the embedded default."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written aside, then linked into place: with `--workers N` every worker
+        # gets here at once, and each must read the one complete secret that won.
+        spare = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
-        log.info("generated an %s at %s", what, path)
+        try:
+            os.link(spare, path)
+            log.info("generated an %s at %s", what, path)
+        except FileExistsError:
+            pass
+        finally:
+            spare.unlink()
     return path.read_text().strip().encode()
 
 

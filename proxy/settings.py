@@ -21,6 +21,8 @@ from proxy.errors import ConfigError
 from proxy.redisconn import parse_redis_url
 
 DEFAULT_CONFIG = Path("config/heed.yaml")
+# HEED_* variables that are not config keys (the embedded Redis's binary).
+NOT_CONFIG = ("HEED_CONFIG", "HEED_REDIS_SERVER")
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -214,7 +216,7 @@ def _erase_secret(value: Any) -> bytes | None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith("HEED_") or name in ("HEED_CONFIG",):
+        if not name.startswith("HEED_") or name in NOT_CONFIG:
             continue
         path = [p.lower() for p in name[5:].split("__") if p]
         node = tree
