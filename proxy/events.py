@@ -7,6 +7,7 @@ leaves an audit entry naming the channel it came by.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ def parse_event(data: Any, channel: str, now: float) -> Event | dict[str, str]:
             errors[f"proof.{name}"] = "unknown field"
         elif not isinstance(value, str) or len(value) > MAX_TEXT:
             errors[f"proof.{name}"] = f"a string of at most {MAX_TEXT} characters"
+    if isinstance(proof.get("ip"), str) and proof["ip"] and not _is_ip(proof["ip"]):
+        errors["proof.ip"] = "an IPv4 or IPv6 address"
     if kind == "grant" and not (isinstance(proof.get("source"), str) and proof["source"]):
         errors["proof.source"] = "required for grant: where the consent was given"
     if proof and kind not in ("grant", "revoke"):
@@ -119,6 +122,14 @@ def parse_event(data: Any, channel: str, now: float) -> Event | dict[str, str]:
                  at=at, list=lst, bounce=bounce, source=str(proof.get("source", "")),
                  ip=str(proof.get("ip", "")), text=str(proof.get("text", "")),
                  id=str(data.get("id") or ""), detail=str(data.get("detail") or ""))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe(event: Event) -> str:

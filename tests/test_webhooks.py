@@ -36,10 +36,10 @@ TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
 MAILGUN_KEY = "key-0123456789abcdef0123456789abcdef"
 
 
-def rsa_cert() -> tuple[rsa.RSAPrivateKey, bytes]:
+def rsa_cert(age_days: int = 0) -> tuple[rsa.RSAPrivateKey, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(days=age_days)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
@@ -171,6 +171,28 @@ async def test_ses_forgeries_are_401_and_record_nothing(
     assert fetcher.metrics.webhooks.labels("ses", "refused")._value.get() == len(forgeries)
     status, _ = await post(server, "/webhooks/ses", "{not json")
     assert status == 400
+    assert await aredis.dbsize() == 0
+
+
+async def test_ses_expired_certificate_is_refused(aredis: aioredis.Redis, keys: Keys,
+                                                  clock: ManualClock) -> None:
+    key, old_cert = rsa_cert(age_days=60)  # valid for 30 days, 60 days ago
+
+    async def fetch(url: str) -> bytes:
+        return old_cert
+
+    state = State(aredis, keys, clock)
+    tokens = TokenSigner([UnsubscribeKey("t1", b"test-secret-0123456789abcdef")], clock, 9e6)
+    app = make_app(tokens=tokens, state=state, metrics=Metrics())
+    add_webhooks(app, state=state, rules=EventRules(), clock=clock, fetch=fetch,
+                 settings=WebhookSettings(ses_enabled=True))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        status, reply = await post(server, "/webhooks/ses", json.dumps(sns(SES_BOUNCE, key=key)))
+    finally:
+        await server.close()
+    assert (status, reply["error"]) == (401, "signing certificate expired or not yet valid")
     assert await aredis.dbsize() == 0
 
 

@@ -13,6 +13,7 @@ import binascii
 import fnmatch
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,7 +74,12 @@ async def fetch_cert(url: str) -> bytes:
             url, allow_redirects=False) as response:
         if response.status != 200:
             raise WebhookError(401, "signing certificate unavailable")
-        return await response.content.read(MAX_CERT)
+        data = b""
+        async for chunk in response.content.iter_chunked(8192):
+            data += chunk
+            if len(data) > MAX_CERT:
+                raise WebhookError(401, "signing certificate too large")
+        return data
 
 
 class SnsVerifier:
@@ -93,6 +99,9 @@ class SnsVerifier:
                 cert = x509.load_pem_x509_certificate(await self.fetch(url))
             except ValueError:
                 raise WebhookError(401, "signing certificate unreadable") from None
+            now = datetime.now(UTC)
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                raise WebhookError(401, "signing certificate expired or not yet valid")
             public = cert.public_key()
             if not isinstance(public, rsa.RSAPublicKey):
                 raise WebhookError(401, "signing certificate is not RSA")
