@@ -156,6 +156,9 @@ async def explain(state: State, audit: Audit, address: str, *, now: float,
     snap = await state.snapshot(address)
     recent = await audit.recent(address, count)
     lines = [f"{snap.address} (as of {when(now)})"]
+    if snap.suppressed:
+        lines.append("erased at the person's request: heed keeps only a keyed hash of the"
+                     " address, and no marketing stream will mail it again")
     if _holds_nothing(snap, recent):
         lines.append("heed holds nothing about this address: no consent, no refusal, no mail"
                      " sent, no decision recorded. Without consent it gets no marketing mail.")

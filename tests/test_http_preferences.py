@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from proxy.clock import ManualClock
+from proxy.explain import explain
 from proxy.http.app import SECURITY_HEADERS, make_app
 from proxy.keys import Keys
 from proxy.metrics import Metrics
@@ -293,5 +294,8 @@ async def test_erase_asks_first_then_keeps_only_a_hashed_no(
             assert d.drop_mode is DropMode.REJECT
         else:
             assert d.action is Action.DELIVER, name
+    text = await explain(state, state.audit, ADDRESS, now=clock.now(), policy=policy)
+    assert "erased at the person's request" in text
+    assert "newsletter: would be: drop because the person's data was erased" in text
     # A different secret does not recognise the address: the entry is keyed.
     assert not (await State(aredis, keys, clock, secret=b"x" * 32).snapshot(ADDRESS)).suppressed
