@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestServer
 from proxy.clock import ManualClock
 from proxy.explain import explain
 from proxy.http.app import SECURITY_HEADERS, make_app
+from proxy.http.i18n import TEXTS
+from proxy.http.prefs_i18n import PREFS
 from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.policy import decide
@@ -299,3 +301,18 @@ async def test_erase_asks_first_then_keeps_only_a_hashed_no(
     assert "newsletter: would be: drop because the person's data was erased" in text
     # A different secret does not recognise the address: the entry is keyed.
     assert not (await State(aredis, keys, clock, secret=b"x" * 32).snapshot(ADDRESS)).suppressed
+
+
+async def test_every_language_has_every_text(centre: tuple[TestServer, State],
+                                             tokens: TokenSigner) -> None:
+    assert {lang: set(t) for lang, t in PREFS.items()} == {lang: set(PREFS["en"]) for lang in PREFS}
+    assert set(PREFS) == set(TEXTS) == {"en", "vi", "ar", "th"}
+    server, _ = centre
+    token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
+    async with aiohttp.ClientSession() as s:
+        for lang, title in (("vi", "Lựa chọn email của bạn"), ("th", "ตัวเลือกอีเมลของคุณ"),
+                            ("ar", "اختياراتك للبريد الإلكتروني")):
+            r = await s.get(server.make_url(f"/p/{token}"), headers={"Accept-Language": lang})
+            page = await r.text()
+            direction = "rtl" if lang == "ar" else "ltr"
+            assert f'<html lang="{lang}" dir="{direction}">' in page and f"<h1>{title}</h1>" in page
