@@ -266,6 +266,9 @@ async def test_person_lookup(api: tuple[TestServer, State], clock: ManualClock) 
     assert person["refusals"] == [{"scope": "weekly", "kind": "unsubscribe", "at": clock.now(),
                                    "channel": "one-click"}]
     assert person["engagement"]["last_engaged"] == clock.now()
+    assert person["engagement"]["by_kind"] == {"preference-visit": {"at": clock.now(),
+                                                                   "sends_since": 0}}
+    assert person["suppressed"] is False
     assert person["lifecycle"]["marketing"] == "loyal"
     assert set(person["lifecycle"]) == set(PolicyStore(ROOT / "policies").current.streams)
     assert person["recent"][0]["kind"] == "event"

@@ -159,7 +159,10 @@ class Api:
                             "frequency": snap.prefs.frequency},
             "engagement": {"last_engaged": snap.last_engaged,
                            "sends_since_engagement": snap.sends_since_engagement,
-                           "first_send": snap.first_send},
+                           "first_send": snap.first_send, "total_sends": snap.total_sends,
+                           "by_kind": {k: {"at": e.at, "sends_since": e.sends_since}
+                                       for k, e in snap.engagement.items()}},
+            "suppressed": snap.suppressed,
             "lifecycle": {name: lifecycle_stage(stream, snap, now)
                           for name, stream in policy.streams.items()},
             "recent": [{"at": e.at, "kind": e.kind, "outcome": e.outcome, "stream": e.stream,

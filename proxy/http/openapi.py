@@ -84,7 +84,10 @@ _SCHEMAS: dict[str, Any] = {
                 "at": {"type": "number"}, "channel": {"type": "string", "enum": [
                     *CHANNELS, "one-click", "mailto", "cli", ""]}}}},
             "preferences": {"type": "object"},
-            "engagement": {"type": "object"},
+            "engagement": {"type": "object", "description": "last_engaged (any kind), "
+                           "sends_since_engagement, first_send, total_sends, by_kind: "
+                           "{kind: {at, sends_since}}"},
+            "suppressed": {"type": "boolean", "description": "erased at the person's request"},
             "lifecycle": {"type": "object", "description": "stream -> loyal, active, lapsing "
                           "or inactive", "additionalProperties": {"type": "string"}},
             "recent": {"type": "array", "items": {"type": "object"}},
