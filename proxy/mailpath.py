@@ -322,6 +322,8 @@ class MailPath:
                            stream=item.stream, reasons=(why,), message_id=item.message_id,
                            sender=item.sender,
                            policy_version=self.policies.current.version)
+        log.info("decision", extra=entry.log_fields())
+        self.metrics.recipients.labels(item.stream, outcome, entry.kind).inc()
         try:
             await self.audit.record([entry])
         except StateUnavailable:
