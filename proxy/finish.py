@@ -56,6 +56,10 @@ class _Marketing:
             ).headers
         # DKIM last, after every other change, so h= covers the unsubscribe fields.
         signature = self.dkim.sign(headers) if self.dkim is not None else b""
+        if not signature and headers is self.message.header_block:
+            # Nothing to change: relay byte for byte (a message with no empty line
+            # after its header block must not gain one).
+            return self.message.data
         return signature + headers + b"\r\n" + self.message.body
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
