@@ -38,6 +38,7 @@ _TOKEN = "([A-Za-z0-9_-]{20,})"
 _FOUND = ((re.compile(r"bounce\+" + _TOKEN + "@"), BOUNCE),
           (re.compile(r"/u/" + _TOKEN), UNSUBSCRIBE),
           (re.compile(r"unsubscribe\+" + _TOKEN + "@"), UNSUBSCRIBE))
+_COMPACT = re.compile(r"bounce\+([A-Za-z2-7]{20})@")
 # RFC 5965 §7.3 feedback types that are a person's complaint; "not-spam" and
 # "auth-failure" (RFC 6591, a DKIM/SPF report) are not.
 COMPLAINT_TYPES = frozenset(("abuse", "fraud", "virus", "other"))
@@ -247,6 +248,14 @@ class ReportMailbox:
         return TokenClaims(address=address, list=list_name, issued_at=0.0, key_id="",
                            purpose=BOUNCE)
 
+    async def _returned_verp(self, text: str) -> TokenClaims | None:
+        """A compact VERP token in the returned original's Return-Path (e.g. an ARF report,
+        which comes to fbl@ and quotes the copy's headers): at most one lookup."""
+        for candidate in _COMPACT.findall(text):
+            if self.tokens.verp_plausible(candidate):
+                return await self._lookup(candidate.lower())
+        return None
+
     def accepts(self, address: str) -> bool:
         return self._claims(address) is not False
 
@@ -263,7 +272,7 @@ class ReportMailbox:
             found if isinstance(found, TokenClaims) else None)
         verp = claims is not None
         if claims is None:
-            claims = find_token(self.tokens, text)
+            claims = find_token(self.tokens, text) or await self._returned_verp(text)
         events = events_of(kind, findings, text, claims, verp=verp,
                            trust_unsigned=self.trust_unsigned)
         if not events:
