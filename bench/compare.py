@@ -177,7 +177,9 @@ class PostfixRelay:
     name = "plain relay (Postfix)"
     copies_per_recipient = False
 
-    def __init__(self, base: Path, upstream_port: int) -> None:
+    def __init__(self, base: Path, upstream_port: int, *, main_extra: str = "",
+                 master_extra: str = "") -> None:
+        """The ``*_extra`` texts are appended to main.cf and master.cf (tests/test_postfix.py)."""
         if not shutil.which("postfix") or not shutil.which("postconf"):
             raise PostfixUnavailable("postfix is not installed (Debian package postfix)")
         if os.geteuid() != 0:
@@ -226,6 +228,7 @@ maillog_file_prefixes = {base}
 maillog_file = {self.maillog}
 syslog_name = postfix-bench
 biff = no
+{main_extra}
 """)
         (self.conf / "master.cf").write_text(f"""
 127.0.0.1:{self.port} inet n - n - - smtpd
@@ -248,6 +251,7 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+{master_extra}
 """)
         self._stopped = False
         on_cleanup(self.stop)

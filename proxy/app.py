@@ -88,7 +88,7 @@ class Heed:
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
-            metrics=self.metrics,
+            metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,

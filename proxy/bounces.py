@@ -1,7 +1,8 @@
 """Bounces (RFC 3464 DSN) and complaints (RFC 5965 ARF) mailed to heed, read into Events.
 
-Who bounced or complained is taken, most trusted first, from: the signed VERP
-token of the address the report came to (``bounce+TOKEN@DOMAIN``); a signed token
+Who bounced or complained is taken, most trusted first, from: the VERP token of
+the address the report came to (``bounce+TOKEN@DOMAIN``: a compact MAC whose
+address and list heed stored when the copy was sent, Keys.verp); a signed token
 in the returned original message (its Return-Path, or its List-Unsubscribe
 header); and only then the report's own fields (Original-Recipient /
 Final-Recipient, Original-Rcpt-To), which anyone can write.
@@ -21,7 +22,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import TokenError
+from redis.exceptions import RedisError
+
+from proxy.errors import StateUnavailable, TokenError
 from proxy.events import Event, EventRules, apply
 from proxy.keys import normalise_address
 from proxy.state import State, is_address
@@ -35,6 +38,7 @@ _TOKEN = "([A-Za-z0-9_-]{20,})"
 _FOUND = ((re.compile(r"bounce\+" + _TOKEN + "@"), BOUNCE),
           (re.compile(r"/u/" + _TOKEN), UNSUBSCRIBE),
           (re.compile(r"unsubscribe\+" + _TOKEN + "@"), UNSUBSCRIBE))
+_COMPACT = re.compile(r"bounce\+([A-Za-z2-7]{20})@")
 # RFC 5965 §7.3 feedback types that are a person's complaint; "not-spam" and
 # "auth-failure" (RFC 6591, a DKIM/SPF report) are not.
 COMPLAINT_TYPES = frozenset(("abuse", "fraud", "virus", "other"))
@@ -206,8 +210,9 @@ class ReportMailbox:
         self.plain = {bounce.lower(), complaints.lower()}
         self.prefix = bounce.lower() + "+"
 
-    def _claims(self, address: str) -> TokenClaims | None | bool:
-        """Token claims for bounce+TOKEN@, True for a plain address of ours, False otherwise."""
+    def _claims(self, address: str) -> TokenClaims | str | bool:
+        """Token claims for an old (long, signed) bounce+TOKEN@, the token of a compact one,
+        True for a plain address of ours, False otherwise."""
         local, at, domain = address.strip().strip("<>").rpartition("@")
         if not at or domain.lower() != self.domain:
             return False
@@ -215,26 +220,59 @@ class ReportMailbox:
             return True
         if not local.lower().startswith(self.prefix):
             return False
+        token = local[len(self.prefix):]
+        if self.tokens.verp_plausible(token):
+            return token.lower()  # known key, right shape: the MAC is checked on lookup
         try:
-            return self.tokens.verify(local[len(self.prefix):], BOUNCE)
+            # Long self-contained tokens of mail sent before compact VERP tokens.
+            return self.tokens.verify(token, BOUNCE)
         except TokenError:
             return False  # a forged VERP address does not exist
+
+    async def _lookup(self, token: str) -> TokenClaims | None:
+        """The recipient a compact VERP token was sent to: one GET, then the MAC checked
+        against what was stored. None (expired, unknown or not matching): the report
+        is read like one to plain bounce@."""
+        try:
+            stored = await self.state.redis.get(self.state.keys.verp(token))
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        if stored is None:
+            log.info("VERP token unknown or expired; reading the report's own fields")
+            return None
+        text = stored.decode() if isinstance(stored, bytes) else str(stored)
+        address, _, list_name = text.partition("\n")
+        if not self.tokens.verp_matches(token, address, list_name):
+            log.warning("VERP mapping does not match its token; ignored")
+            return None
+        return TokenClaims(address=address, list=list_name, issued_at=0.0, key_id="",
+                           purpose=BOUNCE)
+
+    async def _returned_verp(self, text: str) -> TokenClaims | None:
+        """A compact VERP token in the returned original's Return-Path (e.g. an ARF report,
+        which comes to fbl@ and quotes the copy's headers): at most one lookup."""
+        for candidate in _COMPACT.findall(text):
+            if self.tokens.verp_plausible(candidate):
+                return await self._lookup(candidate.lower())
+        return None
 
     def accepts(self, address: str) -> bool:
         return self._claims(address) is not False
 
     async def receive(self, address: str, sender: str, data: bytes) -> None:
         """Record what the report says (StateUnavailable -> the edge answers 451)."""
-        claims = self._claims(address)
+        found = self._claims(address)
         try:
             kind, findings, text = read_report(data)
         except Exception:  # noqa: BLE001 - a malformed report is logged, never a crash
             log.warning("unreadable report to %s (%d bytes); ignored", address, len(data),
                         exc_info=True)
             return
-        verp = isinstance(claims, TokenClaims)
-        if not isinstance(claims, TokenClaims):
-            claims = find_token(self.tokens, text)
+        claims = await self._lookup(found) if isinstance(found, str) else (
+            found if isinstance(found, TokenClaims) else None)
+        verp = claims is not None
+        if claims is None:
+            claims = find_token(self.tokens, text) or await self._returned_verp(text)
         events = events_of(kind, findings, text, claims, verp=verp,
                            trust_unsigned=self.trust_unsigned)
         if not events:

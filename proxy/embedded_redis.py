@@ -149,7 +149,9 @@ class EmbeddedRedis:
         self.process = None
 
     def kill(self) -> None:
-        """SIGKILL, for crash tests."""
+        """SIGKILL, for crash tests; start() may follow on the same port and files."""
         if self.process:
             self.process.kill()
             self.process.wait()
+            if self.process.stderr:
+                self.process.stderr.close()

@@ -8,7 +8,7 @@ from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
-from proxy.tokens import BOUNCE, TokenSigner
+from proxy.tokens import TokenSigner
 
 
 class PreparedMessage(Protocol):
@@ -22,6 +22,10 @@ class PreparedMessage(Protocol):
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
         """The MAIL FROM of one recipient's own copy (VERP), or ``sender`` unchanged."""
+        ...
+
+    def verp_token(self, stream: Stream, recipient: str, sender: str) -> str | None:
+        """The VERP token in that return path (its mapping is stored once sent), or None."""
         ...
 
 
@@ -56,6 +60,10 @@ class _Marketing:
             ).headers
         # DKIM last, after every other change, so h= covers the unsubscribe fields.
         signature = self.dkim.sign(headers) if self.dkim is not None else b""
+        if not signature and headers is self.message.header_block:
+            # Nothing to change: relay byte for byte (a message with no empty line
+            # after its header block must not gain one).
+            return self.message.data
         return signature + headers + b"\r\n" + self.message.body
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
@@ -65,13 +73,17 @@ class _Marketing:
         without their own per-recipient copies, and a local part over the limit
         (64 octets, RFC 5321 §4.5.3.1.1, unless configured otherwise).
         """
-        domain = self.owner.bounce_domain
-        if not domain or not sender or not self.per_recipient(stream):
-            return sender
-        local = "bounce+" + self.owner.tokens.make(recipient, stream.list, BOUNCE)
-        if len(local.encode()) > self.owner.verp_max_local:
-            return sender
-        return f"{local}@{domain}"
+        token = self.verp_token(stream, recipient, sender)
+        return sender if token is None else f"bounce+{token}@{self.owner.bounce_domain}"
+
+    def verp_token(self, stream: Stream, recipient: str, sender: str) -> str | None:
+        # The compact token (27 octets with "bounce+") always fits the default limit.
+        if not self.owner.bounce_domain or not sender or not self.per_recipient(stream):
+            return None
+        token = self.owner.tokens.verp(recipient, stream.list)
+        if len("bounce+" + token) > self.owner.verp_max_local:
+            return None
+        return token
 
 
 class UnsubscribeAndSign:

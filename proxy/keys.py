@@ -134,6 +134,13 @@ class Keys:
         """SET of suppression_id() digests of erased addresses: no marketing, ever."""
         return f"{self.prefix}:suppressed"
 
+    def verp(self, token: str) -> str:
+        """STRING "address\\nlist" of a VERP token (bounce+TOKEN@), with a TTL.
+
+        Not under the person's hash tag: a bounce knows only the token. Erasure finds
+        it by computing the person's tokens (TokenSigner.verp_all)."""
+        return f"{self.prefix}:verp:{{{token.lower()}}}"
+
     def webhook_nonce(self, service: str, token: str) -> str:
         """STRING with a TTL: a webhook token already used (replay protection)."""
         return f"{self.prefix}:nonce:{service}:{token}"

@@ -63,6 +63,7 @@ class _Copy:
     data: bytes
     sender: str = ""  # MAIL FROM of this copy: the tool's, or a VERP return path
     signed: bool = False  # a marketing copy with a DKIM-covered one-click (see AuditEntry)
+    verp: str | None = None  # the VERP token in ``sender``, if it is one
 
 
 class MailPath:
@@ -82,6 +83,7 @@ class MailPath:
         on_failure: str = "tempfail",
         retry_after: float = 60.0,
         metrics: Metrics | None = None,
+        verp_ttl: float = 30 * 86400.0,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -94,6 +96,7 @@ class MailPath:
         self.on_failure = on_failure
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
+        self.verp_ttl = verp_ttl
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
@@ -157,9 +160,10 @@ class MailPath:
 
         prepared = self.finisher.prepare(message)
         signed: set[str] = set()
+        verp: dict[str, tuple[str, str]] = {}
         sent, refused, failed = await self._deliver(
             prepared, envelope.sender,
-            [(policy.streams[decisions[r].stream], r) for r in delivering], signed,
+            [(policy.streams[decisions[r].stream], r) for r in delivering], signed, verp,
         )
         await give_back(self.state, claimed, sent, message_id)
 
@@ -188,7 +192,7 @@ class MailPath:
             return DataOutcome(Verdict.REJECTED, detail=text, code=code)
 
         await self._write_audit(envelope, message_id, correlation_id, decisions, status,
-                                sent, policy, refused, signed)
+                                sent, policy, refused, signed, verp)
         self.metrics.message(streams, Verdict.ACCEPTED.value)
         results = tuple(
             RecipientResult(r, decisions[r], status[r],
@@ -220,19 +224,21 @@ class MailPath:
 
     async def _deliver(
         self, prepared: PreparedMessage, sender: str, targets: Sequence[tuple[Stream, str]],
-        signed: set[str] | None = None,
+        signed: set[str] | None = None, verp: dict[str, tuple[str, str]] | None = None,
     ) -> tuple[list[str], dict[str, tuple[int, str]], dict[str, str]]:
         """Relay every copy; returns (sent, refused permanently, failed temporarily).
 
-        ``signed`` collects the recipients whose copy carried a signed one-click.
+        ``signed`` collects the recipients whose copy carried a signed one-click;
+        ``verp`` the VERP token and list of each copy sent with its own return path.
         """
         copies: list[_Copy] = []
         shared: dict[str, _Copy] = {}
         for stream, r in targets:
             if prepared.per_recipient(stream):
                 data = prepared.build(stream, r)
+                token = prepared.verp_token(stream, r, sender)
                 copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
-                                    signed_one_click(data)))
+                                    signed_one_click(data), token))
             elif stream.name in shared:
                 shared[stream.name].recipients.append(r)
             else:
@@ -254,6 +260,8 @@ class MailPath:
                     sent.append(r)
                     if copy.signed and signed is not None:
                         signed.add(r)
+                    if copy.verp and verp is not None:
+                        verp[r] = (copy.verp, copy.stream.list)
         return sent, refused, failed
 
     async def _send(self, sender: str, copy: _Copy
@@ -295,14 +303,15 @@ class MailPath:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
         prepared = self.finisher.prepare(message)
         signed: set[str] = set()
+        verp: dict[str, tuple[str, str]] = {}
         sent, refused, failed = await self._deliver(prepared, item.sender,
-                                                    [(stream, item.recipient)], signed)
+                                                    [(stream, item.recipient)], signed, verp)
         await give_back(self.state, claimed, sent, item.message_id)
         if failed:
             return Release(ReleaseOutcome.TEMPFAIL, error=failed[item.recipient])
         status = "released" if sent else "refused-upstream"
         await self._write_audit(envelope, item.message_id, cid, {item.recipient: decision},
-                                {item.recipient: status}, sent, policy, refused, signed)
+                                {item.recipient: status}, sent, policy, refused, signed, verp)
         if refused:
             code, text = refused[item.recipient]
             return Release(ReleaseOutcome.PERMFAIL, error=f"{code} {text}")
@@ -322,6 +331,8 @@ class MailPath:
                            stream=item.stream, reasons=(why,), message_id=item.message_id,
                            sender=item.sender,
                            policy_version=self.policies.current.version)
+        log.info("decision", extra=entry.log_fields())
+        self.metrics.recipients.labels(item.stream, outcome, entry.kind).inc()
         try:
             await self.audit.record([entry])
         except StateUnavailable:
@@ -369,8 +380,10 @@ class MailPath:
                            decisions: Mapping[str, Decision], status: Mapping[str, str],
                            sent: Sequence[str], policy: Policy,
                            refused: Mapping[str, tuple[int, str]] | None = None,
-                           signed: set[str] | None = None) -> None:
-        """Sends and audit entries of one message in one round trip (best effort: already sent)."""
+                           signed: set[str] | None = None,
+                           verp: Mapping[str, tuple[str, str]] | None = None) -> None:
+        """Sends, VERP mappings and audit entries of one message in one round trip
+        (best effort: already sent; a lost mapping leaves the DSN's own fields)."""
         refused = refused or {}
         entries = [
             self._entry("decision", r, decisions[r], status.get(r, decisions[r].action.value),
@@ -390,6 +403,10 @@ class MailPath:
             pipe = self.redis.pipeline(transaction=False)
             for stream, recipients in by_stream.items():
                 self.state.record_sends(pipe, stream, recipients, self.clock.now())
+            for r, (token, list_name) in (verp or {}).items():
+                # Deterministic token: resending rewrites the same value and renews the TTL.
+                pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}",
+                         ex=max(1, int(self.verp_ttl)))
             self.audit.add(pipe, entries)
             with self.metrics.redis_seconds.labels("record").time():
                 await pipe.execute()

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +103,15 @@ async def export(state: State, address: str) -> dict[str, Any]:
     }
 
 
-async def erase(state: State, address: str) -> str:
+async def erase(state: State, address: str, verp_tokens: Sequence[str] = ()) -> str:
     """Delete the person's keys, keeping only the keyed hash that stops all marketing.
 
     Returns the first characters of the suppression digest (for the audit and the page).
     The suppression entry is written first: if the connection fails half way, the "no"
     already holds. The global audit trail keeps its entries (capped, it ages out) and
     held copies in the delay queue stay until release, where the suppression drops them.
+    ``verp_tokens``: the person's VERP tokens (TokenSigner.verp_all per marketing list);
+    their mappings name the address but live outside its hash tag, so are deleted here.
     """
     a = normalise_address(address)
     digest = state.suppression_id(a)
@@ -123,6 +126,8 @@ async def erase(state: State, address: str) -> str:
         pipe.sadd(k.suppressed, digest)
         pipe.delete(*k.person_keys(a))  # one hash tag: one slot, one command
         pipe.srem(k.people, a)
+        for token in verp_tokens:
+            pipe.delete(k.verp(token))  # other slots: one command each
         if complained is not None:
             # The domain guard counts complaints; it keeps the count, not the address.
             pipe.zadd(guard, {digest: complained})

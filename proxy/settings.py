@@ -151,6 +151,9 @@ class BounceSettings:
     # RFC 5321 §4.5.3.1.1: a local part is at most 64 octets; a longer VERP address
     # is not used (the tool's sender is kept). Raise it only if every receiver copes.
     verp_max_local: int = 64
+    # How long bounce+TOKEN@ still names its recipient: DSNs of delayed mail come days
+    # later (RFC 5321 §4.5.4.1: retries for 4-5 days); after it, the DSN's own fields.
+    verp_ttl: float = 30 * 86400.0
     address: str = "bounce"  # DSNs (RFC 3464) to bounce@domain (and bounce+TOKEN@domain)
     complaints: str = "fbl"  # ARF reports (RFC 5965) to fbl@domain
     # Act on reports that name the person only in their own fields (no heed token):
@@ -432,6 +435,7 @@ def _signals(take: Any, section: Any, where: str,
     bounces = take(BounceSettings, section("bounces"), "bounces", {
         "domain": lambda v: str(v).lower() if v else None,
         "verp_max_local": int,
+        "verp_ttl": parse_duration,
         "soft_bounce_limit": int,
         "soft_bounce_window": parse_duration,
     })

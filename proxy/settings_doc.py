@@ -41,6 +41,7 @@ NOTES = {
     "queue.backoff": "retry delays when the upstream fails",
     "http.listen": "the HTTP side (one-click, pages, health, metrics); empty: off",
     "unsubscribe.mailto_domain": "domain of the mailto unsubscribe address",
+    "bounces.verp_ttl": "how long bounce+TOKEN@ names its recipient (token -> address in Redis)",
     "bounces.soft_bounce_window": "the window of `soft_bounce_limit`",
     "webhooks.ses_cert_hosts": "hosts SNS signing certificates may come from",
     "webhooks.postmark_password": "with `postmark_username`",

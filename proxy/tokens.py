@@ -48,6 +48,21 @@ class TokenClaims:
     purpose: str
 
 
+# VERP tokens (bounce+TOKEN@) are compact and carry no address, so that the local
+# part stays within the 64 octets RFC 5321 §4.5.3.1.1 asks every server to accept:
+# 4 characters naming the key, then 16 of HMAC-SHA256 (80 bits), base32 lowercase
+# without padding (RFC 4648 §6; local parts are matched case-blind in practice).
+# heed stores token -> address and list in Redis (Keys.verp) when the copy is sent.
+VERP_KID_CHARS = 4
+VERP_MAC_CHARS = 16
+VERP_CHARS = VERP_KID_CHARS + VERP_MAC_CHARS
+_VERP = re.compile(rf"[a-z2-7]{{{VERP_CHARS}}}")
+
+
+def _b32(raw: bytes, chars: int) -> str:
+    return base64.b32encode(raw).decode("ascii").lower()[:chars]
+
+
 class TokenSigner:
     """Makes and verifies tokens with rotating HMAC keys; verification needs no database."""
 
@@ -70,6 +85,9 @@ class TokenSigner:
         if errors:
             raise ConfigError(errors)
         self._current = active[-1]
+        # VERP key names: derived from the secret, so a key id of any spelling fits.
+        self._verp_kids = {_b32(hmac.new(k.secret, b"heed-verp-kid", hashlib.sha256).digest(),
+                                VERP_KID_CHARS): k.secret for k in active}
         self._clock = clock
         self._lifetime = lifetime
 
@@ -92,6 +110,32 @@ class TokenSigner:
             + addr
         )
         return _encode(payload + _tag(self._current.secret, payload))
+
+    def verp(self, address: str, list_name: str) -> str:
+        """The compact, deterministic VERP token of ``address`` on ``list_name`` (current key)."""
+        return self._verp_with(self._current.secret, address, list_name)
+
+    def verp_all(self, address: str, list_name: str) -> list[str]:
+        """The token under every key that verifies (erasure deletes each mapping)."""
+        return [self._verp_with(s, address, list_name) for s in self._verp_kids.values()]
+
+    def verp_plausible(self, token: str) -> bool:
+        """Right shape and a known key: worth one lookup. Anything else is not ours."""
+        token = token.lower()
+        return bool(_VERP.fullmatch(token)) and token[:VERP_KID_CHARS] in self._verp_kids
+
+    def verp_matches(self, token: str, address: str, list_name: str) -> bool:
+        """Whether ``token`` is the MAC of this address and list (checks the stored mapping)."""
+        token = token.lower()
+        secret = self._verp_kids.get(token[:VERP_KID_CHARS])
+        return secret is not None and hmac.compare_digest(
+            self._verp_with(secret, address, list_name), token)
+
+    def _verp_with(self, secret: bytes, address: str, list_name: str) -> str:
+        kid = _b32(hmac.new(secret, b"heed-verp-kid", hashlib.sha256).digest(), VERP_KID_CHARS)
+        msg = f"verp|{address.strip().lower()}|{list_name}".encode()
+        mac = hmac.new(secret, _CONTEXT + msg, hashlib.sha256).digest()
+        return kid + _b32(mac, VERP_MAC_CHARS)
 
     def verify(self, token: str, purpose: str = UNSUBSCRIBE) -> TokenClaims:
         """The claims of a valid token, or TokenError for anything else (same message always)."""

@@ -16,6 +16,18 @@ from proxy.settings import Settings, load_settings
 
 T = TypeVar("T")
 
+# The smallest consent policy: marketing needs consent and no refusal.
+CONSENT_POLICY = """
+version: consent
+default_stream: marketing
+streams:
+  marketing:
+    kind: marketing
+    rules:
+      - {if: refused, then: drop}
+      - {if: no_consent, then: drop}
+"""
+
 
 def make_settings(*, redis_url: str, upstream_port: int, policies: Path,
                   **sections: dict[str, Any]) -> Settings:

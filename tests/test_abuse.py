@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,14 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bench.abuse import (
+    SMUGGLING_ENDINGS,
+    CountingUpstream,
+    Raw,
+    bit_flips,
+    nmap_relay_probes,
+    smuggle,
+)
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.errors import TokenError
@@ -44,123 +50,7 @@ def start(redis_url: str, upstream_port: int, policies: Path, clock: ManualClock
     return HeedThread(settings, clock).start()
 
 
-class Raw:
-    """A raw SMTP client socket: send any bytes, read whole (multi-line) replies."""
-
-    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
-                                             source_address=(source, 0))
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
-
-    def reply(self) -> bytes:
-        line = self.file.readline()
-        while line[3:4] == b"-":
-            line = self.file.readline()
-        return line
-
-    def cmd(self, data: bytes) -> bytes:
-        self.sock.sendall(data)
-        return self.reply()
-
-    def close(self) -> None:
-        """QUIT and wait for heed to close its side, so no transport outlives the test."""
-        try:
-            self.sock.sendall(b"QUIT\r\n")
-            while self.file.readline():
-                pass
-        except OSError:
-            pass
-        self.file.close()
-        self.sock.close()
-
-
 # --- SMTP smuggling -------------------------------------------------------------------
-# End-of-data variants from SEC Consult's SMTP smuggling research (Longin, 2023) and
-# Postfix's smtpd_forbid_bare_newline notes: a lenient upstream may end DATA at any of
-# these, so heed must never pass one on as a line of its own.
-SMUGGLING_ENDINGS = [
-    b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r.\n", b"\r.\r\n", b"\r\n.\n",
-    b"\n.\r", b"\r\r\n.\r\n", b"\r\n\x00.\r\n", b"\n\n.\n\n", b"\r\n.\r\r\n",
-]
-
-
-class CountingUpstream:
-    """A deliberately lenient upstream over a raw socket: any of CR, LF or CRLF ends a
-    line, a line "." ends DATA (as bare-LF tolerant MTAs do); counts MAIL commands."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.mail_commands = 0
-        self.loop = asyncio.new_event_loop()
-        self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._session, "127.0.0.1", self.port))
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 lenient ESMTP\r\n")
-        buffer = b""
-        in_data = False
-        try:
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    return
-                buffer += chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if in_data:
-                        if line == b".":
-                            in_data = False
-                            writer.write(b"250 2.0.0 queued\r\n")
-                        continue
-                    verb = line[:4].upper()
-                    if verb == b"EHLO":
-                        writer.write(b"250-lenient\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-                    elif verb == b"MAIL":
-                        self.mail_commands += 1
-                        writer.write(b"250 2.1.0 ok\r\n")
-                    elif verb == b"DATA":
-                        in_data = True
-                        writer.write(b"354 go on\r\n")
-                    elif verb == b"QUIT":
-                        writer.write(b"221 bye\r\n")
-                        return
-                    else:
-                        writer.write(b"250 ok\r\n")
-                await writer.drain()
-        finally:
-            writer.close()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
-def smuggle(port: int, ending: bytes) -> int:
-    """One transaction with a smuggled second message behind ``ending``; returns how many
-    times heed answered 250 to a DATA (what heed itself took responsibility for)."""
-    c = Raw(port)
-    try:
-        assert c.cmd(b"EHLO tool.test\r\n").startswith(b"250")
-        assert c.cmd(b"MAIL FROM:<receipts@shop.example.com>\r\n").startswith(b"250")
-        assert c.cmd(b"RCPT TO:<alice@example.org>\r\n").startswith(b"250")
-        assert c.cmd(b"DATA\r\n").startswith(b"354")
-        smuggled = (b"From: receipts@shop.example.com\r\nSubject: hi\r\n\r\nbody" + ending
-                    + b"MAIL FROM:<ceo@shop.example.com>\r\nRCPT TO:<carol@example.org>\r\n"
-                    + b"DATA\r\nSubject: smuggled\r\n\r\nevil\r\n")
-        c.sock.sendall(smuggled + b"\r\n.\r\nQUIT\r\n")
-        replies = []
-        while not (line := c.reply()).startswith(b"221") and line:
-            replies.append(line)
-        return sum(1 for r in replies if r.startswith(b"250 2.0.0"))
-    finally:
-        c.close()
-
-
 def test_smuggling_endings_make_no_extra_transaction_upstream(
         redis_url: str, policies: Path, clock: ManualClock) -> None:
     lenient = CountingUpstream()
@@ -227,29 +117,6 @@ def test_smuggling_through_a_lenient_postfix(redis_url: str, policies: Path,
 
 
 # --- open relay -------------------------------------------------------------------------
-def nmap_relay_probes(domain: str, ip: str, server: str) -> list[tuple[str, str]]:
-    """The 16 MAIL/RCPT pairs of nmap's smtp-open-relay script."""
-    src = f"antispam@[{ip}]"
-    return [
-        ("<>", f"relaytest@{domain}"),
-        (f"antispam@{domain}", f"relaytest@{domain}"),
-        (f"antispam@{server}", f"relaytest@{domain}"),
-        (src, f"relaytest@{domain}"),
-        (src, f"relaytest%{domain}@[{ip}]"),
-        (src, f"relaytest%{domain}@{server}"),
-        (src, f'"relaytest@{domain}"'),
-        (src, f'"relaytest%{domain}"'),
-        (src, f"relaytest@{domain}@[{ip}]"),
-        (src, f'"relaytest@{domain}"@[{ip}]'),
-        (src, f"relaytest@{domain}@{server}"),
-        (src, f"@[{ip}]:relaytest@{domain}"),
-        (src, f"@{server}:relaytest@{domain}"),
-        (src, f"{domain}!relaytest"),
-        (src, f"{domain}!relaytest@[{ip}]"),
-        (src, f"{domain}!relaytest@{server}"),
-    ]
-
-
 def test_open_relay_probes_from_a_client_not_allowed(redis_url: str, policies: Path,
                                                      clock: ManualClock,
                                                      upstream: Upstream) -> None:
@@ -427,21 +294,6 @@ async def test_link_scanners_never_unsubscribe(aredis: aioredis.Redis, keys: Key
         await server.close()
 
 
-def bit_flips(token: str, count: int) -> Iterator[str]:
-    """Every single-bit flip of every byte, then every substitution, repeated to ``count``."""
-    raw = token.encode()
-    made = 0
-    while True:
-        for i in range(len(raw)):
-            for bit in range(8):
-                flipped = bytearray(raw)
-                flipped[i] ^= 1 << bit
-                yield flipped.decode("latin-1")
-                made += 1
-                if made >= count:
-                    return
-
-
 def test_100k_forged_and_bit_flipped_tokens_are_refused(clock: ManualClock) -> None:
     tokens = TokenSigner([KEY], clock, 90 * 86400)
     forger = TokenSigner([UnsubscribeKey("t1", b"another-secret-0123456789")], clock, 86400)
@@ -481,3 +333,34 @@ async def test_forged_tokens_over_http_record_nothing(aredis: aioredis.Redis, ke
         assert await aredis.dbsize() == 0
     finally:
         await server.close()
+
+
+def test_connections_closed_at_once_do_not_hold_session_slots(redis_url: str,
+                                                              tmp_path: Path) -> None:
+    """`heed serve` (uvloop): a client that connects and closes before the greeting
+    used to keep its slot until the command timeout (5 minutes)."""
+    from bench.abuse import _heed
+
+    heed = _heed(tmp_path, redis_url, free_port(),
+                 smtp="max_sessions: 2000, max_sessions_per_client: 10")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(30):
+            socket.create_connection(("127.0.0.1", heed.port), timeout=10).close()
+        codes = []
+        for _ in range(10):
+            deadline = time.monotonic() + 10
+            while True:  # the last closes may still be on their way to heed
+                s = socket.create_connection(("127.0.0.1", heed.port), timeout=10)
+                code = s.recv(100)[:3]
+                if code == b"220" or time.monotonic() > deadline:
+                    break
+                s.close()
+                time.sleep(0.1)
+            codes.append(code)
+            held.append(s)
+        assert codes == [b"220"] * 10
+    finally:
+        for s in held:
+            s.close()
+        heed.stop()

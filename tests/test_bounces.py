@@ -83,8 +83,9 @@ def test_severity_by_action_and_status(action: str, status: str, expected: str |
 
 
 def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
-        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
-    h = start(redis_url, upstream, policies, clock, bounces={"verp_max_local": 200})
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock,
+        aredis_sync: redis_sync.Redis) -> None:
+    h = start(redis_url, upstream, policies, clock)  # defaults: verp_max_local 64
     try:
         grant(h, ANA)
         with h.smtp() as c:
@@ -94,8 +95,12 @@ def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
         local, _, domain = marketing.sender.rpartition("@")
         assert domain == "heed.test" and local.startswith("bounce+")
         assert h.heed is not None
-        claims = h.heed.tokens.verify(local[len("bounce+"):], BOUNCE)
-        assert (claims.address, claims.list) == (ANA, "marketing")
+        verp = local[len("bounce+"):]
+        assert verp == h.heed.tokens.verp(ANA, "marketing")  # deterministic
+        # Written with the sends and audit after delivery, with a TTL (30 days).
+        stored = aredis_sync.get(Keys().verp(verp))
+        assert stored == f"{ANA}\nmarketing".encode()
+        assert 29 * 86400 < aredis_sync.ttl(Keys().verp(verp)) <= 30 * 86400
         assert transactional.sender == "orders@shop.example.com"  # not marketing: kept
         # A bounce that says little, but to the VERP address: it names Ana.
         code, _ = deliver(h, marketing.sender, sample("bounce-unhelpful.eml",
@@ -113,20 +118,62 @@ def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
         h.stop()
 
 
-def test_verp_longer_than_64_octets_keeps_the_tools_sender(
+LONG = "a" * 60 + "@" + "mail." + "long-subdomain-" * 6 + "example.org"
+
+
+def test_verp_fits_64_octets_for_a_long_address_and_names_it_over_a_forwarder(
         redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
     h = start(redis_url, upstream, policies, clock)  # verp_max_local: 64 (RFC 5321)
     try:
-        grant(h, ANA, "x@ex.io")
+        grant(h, LONG, ANA)
         with h.smtp() as c:
-            c.sendmail("offers@news.example.com", [ANA, "x@ex.io"],
+            c.sendmail("offers@news.example.com", [LONG, ANA],
                        message("offers@news.example.com", ANA))
         senders = {m.recipients[0]: m.sender for m in upstream.received}
+        for r in (LONG, ANA):
+            local, _, domain = senders[r].rpartition("@")
+            assert local.startswith("bounce+") and domain == "heed.test"
+            assert len(local.encode()) <= 64
+        assert senders[LONG] != senders[ANA]
+        # The DSN names only the forwarding address the copy ended up at.
+        code, _ = deliver(h, senders[LONG], sample(
+            "dsn-postfix-hard.eml", RCPT=senders[LONG], ADDRESS="fwd@forwarder.example",
+            TOKEN="x"))
+        assert code == 250
+        assert person(h, LONG).refusals["*"].kind == "bounce"
+        assert not person(h, "fwd@forwarder.example").refusals
+        assert not person(h).refusals
     finally:
         h.stop()
-    assert senders[ANA] == "offers@news.example.com"
-    assert senders["x@ex.io"].startswith("bounce+")  # a short one fits
-    assert len(senders["x@ex.io"].partition("@")[0]) <= 64
+
+
+def test_forged_or_unknown_verp_token_names_nobody(
+        heed: HeedThread, aredis_sync: redis_sync.Redis) -> None:
+    assert heed.heed is not None
+    real = heed.heed.tokens.verp(ANA, "marketing")
+    # Right key and shape, wrong MAC: no mapping exists, so it is a plain bounce@ report.
+    forged = real[:4] + ("a" if real[4] != "a" else "b") + real[5:]
+    # A mapping someone planted for another address does not pass the MAC either.
+    aredis_sync.set(Keys().verp(forged), f"{ANA}\nmarketing")
+    code, _ = deliver(heed, f"bounce+{forged}@heed.test", sample(
+        "bounce-unhelpful.eml", RCPT=f"bounce+{forged}@heed.test"))
+    assert code == 250
+    assert not person(heed).refusals
+    # An unknown key id is not one of heed's addresses at all.
+    code, _ = deliver(heed, "bounce+zzzz" + real[4:] + "@heed.test",
+                      sample("bounce-unhelpful.eml"))
+    assert code == 554
+    assert not person(heed).refusals
+
+
+def test_expired_mapping_falls_back_to_the_reports_own_fields(
+        heed: HeedThread) -> None:
+    assert heed.heed is not None
+    verp = heed.heed.tokens.verp(ANA, "marketing")  # sent long ago: no mapping any more
+    code, _ = deliver(heed, f"bounce+{verp}@heed.test", sample(
+        "dsn-postfix-hard.eml", RCPT=f"bounce+{verp}@heed.test", TOKEN="x"))
+    assert code == 250
+    assert person(heed).refusals["*"].kind == "bounce"  # Final-Recipient: Ana
 
 
 @pytest.mark.parametrize("with_token", [True, False])
@@ -175,9 +222,15 @@ def test_arf_complaint_refuses_all_marketing(heed: HeedThread) -> None:
     assert (refusal.kind, refusal.channel) == ("complaint", "arf")
 
 
-@pytest.mark.parametrize("via", ["list-unsubscribe", "return-path"])
-def test_redacted_arf_names_the_person_by_heeds_token(heed: HeedThread, via: str) -> None:
-    verp = f"<bounce+{token(heed, purpose=BOUNCE)}@heed.test>"
+@pytest.mark.parametrize("via", ["list-unsubscribe", "return-path", "compact-return-path"])
+def test_redacted_arf_names_the_person_by_heeds_token(heed: HeedThread, via: str,
+                                                      aredis_sync: redis_sync.Redis) -> None:
+    assert heed.heed is not None
+    verp = f"<bounce+{token(heed, purpose=BOUNCE)}@heed.test>"  # long: sent by earlier heeds
+    if via == "compact-return-path":
+        compact = heed.heed.tokens.verp(ANA, "marketing")
+        aredis_sync.set(Keys().verp(compact), f"{ANA}\nmarketing")  # as written when sent
+        verp = f"<bounce+{compact}@heed.test>"
     subs = ({"TOKEN": token(heed), "RETURN_PATH": "<offers@news.example.com>"}
             if via == "list-unsubscribe" else {"TOKEN": "forged", "RETURN_PATH": verp})
     code, _ = deliver(heed, "fbl@heed.test", sample("arf-redacted.eml", RCPT="fbl@heed.test",

@@ -257,6 +257,13 @@ async def test_erase_asks_first_then_keeps_only_a_hashed_no(
     await state.set_preferences(ADDRESS, frequency="weekly")
     guard = keys.domain_complaints("example.org")
     await aredis.zadd(guard, {ADDRESS: clock.now() - 60, "cy@example.org": clock.now()})
+    # VERP mappings written when marketing copies were sent (not under Ana's hash tag).
+    lists = sorted({st.list for st in store.current.streams.values() if st.marketing})
+    verp = [keys.verp(tokens.verp(ADDRESS, name)) for name in lists]
+    other = keys.verp(tokens.verp("cy@example.org", lists[0]))
+    for key, name in zip(verp, lists, strict=True):
+        await aredis.set(key, f"{ADDRESS}\n{name}", ex=86400)
+    await aredis.set(other, f"cy@example.org\n{lists[0]}", ex=86400)
     token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
     async with aiohttp.ClientSession() as s:
         r = await post(s, server, token, [("action", "erase")])
@@ -272,6 +279,7 @@ async def test_erase_asks_first_then_keeps_only_a_hashed_no(
         assert 'id="gone"' in gone and "<form" not in gone
     raw = {k.decode() async for k in aredis.scan_iter("*")}
     assert not [k for k in raw if ADDRESS in k]  # no key of the person is left
+    assert await aredis.exists(*verp) == 0 and await aredis.exists(other) == 1
     # The domain's complaint guard keeps the count and the time, not the address.
     guarded = dict(await aredis.zrange(guard, 0, -1, withscores=True))
     assert ADDRESS.encode() not in guarded and len(guarded) == 2

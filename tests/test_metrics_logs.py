@@ -112,7 +112,8 @@ def test_metrics_follow_real_traffic(heed: HeedThread, upstream: Upstream,
     assert "heed_queue_depth" in m and "heed_queue_oldest_seconds" in m
 
 
-def test_queue_gauges_show_held_mail_and_how_overdue(heed: HeedThread) -> None:
+def test_queue_gauges_show_held_mail_and_how_overdue(heed: HeedThread,
+                                                    upstream: Upstream) -> None:
     grant(heed, "alice@example.org")
     assert heed.heed is not None and isinstance(heed.clock, ManualClock)
     heed.clock.set(NOON + 10 * 3600)  # 22:00 UTC: inside the policy's quiet hours
@@ -124,6 +125,12 @@ def test_queue_gauges_show_held_mail_and_how_overdue(heed: HeedThread) -> None:
     heed.call(heed.heed.refresh_queue_gauges())
     m = scrape(heed)
     assert (m["heed_queue_depth"], m["heed_queue_oldest_seconds"]) == (1, 90)
+    # Released into a permanent refusal: the end of the copy is a counted decision too.
+    upstream.handler.reply = "550 5.1.1 no such user"
+    heed.release_due()
+    heed.call(heed.heed.refresh_queue_gauges())
+    m = scrape(heed)
+    assert m['heed_recipients_total{outcome="failed",reason="upstream",stream="marketing"}'] == 1
 
 
 def test_page_requests_are_counted(heed: HeedThread) -> None:

@@ -14,19 +14,9 @@ from proxy.keys import Keys
 from proxy.redisconn import RedisTarget, connect_redis, parse_redis_url
 from proxy.settings import load_settings
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings
+from tests.harness import CONSENT_POLICY, HeedThread, make_settings
+from tests.test_e2e_cli import heed_cmd
 from tests.topologies import LocalCluster, LocalSentinel
-
-POLICY = """
-version: t
-default_stream: marketing
-streams:
-  marketing:
-    kind: marketing
-    rules:
-      - {if: refused, then: drop}
-      - {if: no_consent, then: drop}
-"""
 
 
 def test_sentinel_form() -> None:
@@ -80,7 +70,7 @@ def test_mail_through_a_sentinel_url(redis_sentinel: LocalSentinel, upstream: Up
     """heed knows only the Sentinel's port: it learns the master from it, and state lands there."""
     redis_sentinel.flush()
     (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "policy.yaml").write_text(POLICY)
+    (tmp_path / "p" / "policy.yaml").write_text(CONSENT_POLICY)
     settings = make_settings(redis_url=redis_sentinel.url, upstream_port=upstream.port,
                              policies=tmp_path / "p")
     h = HeedThread(settings, ManualClock(1_800_000_000.0)).start()
@@ -98,3 +88,19 @@ def test_mail_through_a_sentinel_url(redis_sentinel: LocalSentinel, upstream: Up
     with redis.Redis(port=redis_sentinel.master.port) as master:
         assert master.hexists(Keys().consent("ana@example.org"), "marketing")
         assert master.xlen(Keys().person_audit("bo@example.org")) == 1
+
+
+@pytest.mark.parametrize("topology", ["redis_cluster", "redis_sentinel"])
+def test_cli_on_cluster_and_sentinel_urls(topology: str, request: pytest.FixtureRequest,
+                                          tmp_path: Path) -> None:
+    """`heed consent grant`, `heed refuse` and `heed explain` with --redis set to either form."""
+    target: LocalCluster | LocalSentinel = request.getfixturevalue(topology)
+    target.flush()
+    for args in (["consent", "grant", "dee@example.org", "--list", "marketing",
+                  "--source", "cli-test"],
+                 ["refuse", "dee@example.org", "--reason", "complaint"]):
+        heed_cmd(*args, "--redis", target.url, cwd=tmp_path)
+    (tmp_path / "policies").mkdir()  # explain reads the policy for its "would be" lines
+    (tmp_path / "policies" / "policy.yaml").write_text(CONSENT_POLICY)
+    told = heed_cmd("explain", "dee@example.org", "--redis", target.url, cwd=tmp_path).stdout
+    assert "cli-test" in told and "complaint" in told

@@ -170,7 +170,9 @@ class PreferenceCentre:
         if action == "erase":  # step one asks; only the second POST erases
             return html(erase_confirm_page(lang, mask_address(address), self.nonce(token)))
         if action == "erase-confirm":
-            await privacy.erase(state, address)
+            lists = {s.list for s in self.policies.current.streams.values() if s.marketing}
+            await privacy.erase(state, address, [
+                t for name in sorted(lists) for t in self.tokens.verp_all(address, name)])
             return html(erased_page(lang))
         person = await state.snapshot(address)
         if person.suppressed:

@@ -177,6 +177,13 @@ def load_policies(directory: Path) -> Policy:
             errors.append(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {exc.problem}")
             merged.unreadable = True
             continue
+        except yaml.reader.ReaderError as exc:  # a control character YAML forbids (§5.1)
+            line = data[:max(0, exc.position)].count(b"\n") + 1
+            char = exc.character
+            shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+            errors.append(f"{path}:{line}: invalid YAML: character {shown} is not allowed")
+            merged.unreadable = True
+            continue
         if root is not None:
             merged.add(f, root)
     policy = merged.finish(files, digest.hexdigest()[:12], errors)

@@ -75,6 +75,18 @@ class HeedSMTP(SMTP):
             return
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        # The client sent EOF: it will send nothing more. aiosmtpd stops the session
+        # but leaves the transport half-open until the command timeout, so a client
+        # that connects and closes at once would hold a session slot for minutes
+        # (seen under uvloop): close now, which releases the slot.
+        if self.session is None:
+            return False
+        super().eof_received()
+        if self.transport is not None:
+            self.transport.close()
+        return False
+
     # --- errors: never a 500 with the exception text -----------------------
     async def handle_exception(self, error: Exception) -> str:
         peer = self.session.peer if self.session else None
