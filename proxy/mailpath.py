@@ -119,7 +119,7 @@ class MailPath:
         """Audit a recipient refused at RCPT (best effort: the 550 is the record for the client)."""
         entry = self._entry("decision", recipient, decision, "reject", envelope.sender, "",
                             correlation_id)
-        self._observe([entry], {recipient: decision})
+        self._observe(entry, _reason_code(decision))
         try:
             with self.metrics.redis_seconds.labels("record").time():
                 await self.audit.record([entry])
@@ -331,8 +331,7 @@ class MailPath:
                            stream=item.stream, reasons=(why,), message_id=item.message_id,
                            sender=item.sender,
                            policy_version=self.policies.current.version)
-        log.info("decision", extra=entry.log_fields())
-        self.metrics.recipients.labels(item.stream, outcome, entry.kind).inc()
+        self._observe(entry, entry.kind)
         try:
             await self.audit.record([entry])
         except StateUnavailable:
@@ -356,15 +355,11 @@ class MailPath:
             except StateUnavailable:
                 log.error("could not take back held copy %s after tempfail", item.id)
 
-    def _observe(self, entries: Sequence[AuditEntry],
-                 decisions: Mapping[str, Decision]) -> None:
+    def _observe(self, entry: AuditEntry, reason: str) -> None:
         """One JSON log line and one metric count per recipient decision."""
-        for entry in entries:
-            # The same correlation id as the audit record: grep one, find the other.
-            log.info("decision", extra=entry.log_fields())
-            reasons = decisions[entry.recipient].reasons
-            self.metrics.recipients.labels(entry.stream, entry.outcome,
-                                           reasons[0].code if reasons else "none").inc()
+        # The same correlation id as the audit record: grep one, find the other.
+        log.info("decision", extra=entry.log_fields())
+        self.metrics.recipients.labels(entry.stream, entry.outcome, reason).inc()
 
     def _entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
                message_id: str, correlation_id: str, detail: str = "") -> AuditEntry:
@@ -398,7 +393,8 @@ class MailPath:
         by_stream: dict[str, list[str]] = {}
         for r in sent:
             by_stream.setdefault(decisions[r].stream, []).append(r)
-        self._observe(entries, decisions)
+        for entry in entries:
+            self._observe(entry, _reason_code(decisions[entry.recipient]))
         try:
             pipe = self.redis.pipeline(transaction=False)
             for stream, recipients in by_stream.items():
@@ -412,6 +408,11 @@ class MailPath:
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - the mail is out; never turn that into a 4xx
             log.error("could not record sends/audit for %s: %s", message_id, type(exc).__name__)
+
+
+def _reason_code(decision: Decision) -> str:
+    """The metric label of a decision: its first reason's stable code."""
+    return decision.reasons[0].code if decision.reasons else "none"
 
 
 def reply_reason(decision: Decision) -> str:
