@@ -29,6 +29,14 @@ streams:
 """
 
 
+def policy_dir(parent: Path, text: str, name: str = "policies") -> Path:
+    """A policies directory under ``parent`` holding ``text`` as its one policy file."""
+    d = parent / name
+    d.mkdir()
+    (d / "policy.yaml").write_text(text)
+    return d
+
+
 def make_settings(*, redis_url: str, upstream_port: int, policies: Path,
                   **sections: dict[str, Any]) -> Settings:
     raw: dict[str, Any] = {

@@ -11,7 +11,7 @@ from proxy.clock import ManualClock
 from proxy.errors import PolicyError
 from proxy.policy import load_policies
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings
+from tests.harness import HeedThread, make_settings, policy_dir
 from tests.test_smtp_mailpath import NOON, send
 
 pytestmark = pytest.mark.cluster  # the guard's key lives in another slot than the person's
@@ -39,9 +39,7 @@ PEOPLE = ["p1@big.example", "p2@big.example", "p3@big.example", "p4@big.example"
 
 
 def start(redis_url: str, upstream: Upstream, tmp_path: Path, then: str) -> HeedThread:
-    d = tmp_path / f"policies-{then}"
-    d.mkdir()
-    (d / "policy.yaml").write_text(POLICY.replace("{THEN}", then))
+    d = policy_dir(tmp_path, POLICY.replace("{THEN}", then), f"policies-{then}")
     settings = make_settings(redis_url=redis_url, upstream_port=upstream.port, policies=d)
     h = HeedThread(settings, ManualClock(NOON)).start()
     assert h.heed is not None
@@ -112,11 +110,9 @@ def test_guard_can_discard_and_old_complaints_fall_out_of_the_window(
 
 
 def test_guard_parameters_are_checked_with_file_and_line(tmp_path: Path) -> None:
-    d = tmp_path / "p"
-    d.mkdir()
-    (d / "policy.yaml").write_text(POLICY.replace("{THEN}", "delay")
-                                   .replace("window: 1d", "window: 40d")
-                                   .replace("complaints: 3", "complaints: 0"))
+    d = policy_dir(tmp_path, POLICY.replace("{THEN}", "delay")
+                   .replace("window: 1d", "window: 40d")
+                   .replace("complaints: 3", "complaints: 0"), "p")
     with pytest.raises(PolicyError) as err:
         load_policies(d)
     text = "\n".join(err.value.errors)

@@ -13,7 +13,7 @@ from proxy.clock import ManualClock
 from proxy.dsn import DSN_STREAM, build, status_of
 from proxy.queue import HeldMail
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings
+from tests.harness import HeedThread, make_settings, policy_dir
 from tests.test_smtp_mailpath import NOON, POLICY, grant, message
 
 LATE = NOON + 10 * 3600  # 22:00 UTC: quiet hours hold marketing until 08:00
@@ -22,9 +22,7 @@ MORNING = NOON + 20 * 3600 + 60
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
-    (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "policy.yaml").write_text(POLICY)
-    return tmp_path / "policies"
+    return policy_dir(tmp_path, POLICY)
 
 
 @pytest.fixture

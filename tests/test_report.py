@@ -21,7 +21,7 @@ from proxy.keys import Keys
 from proxy.report.compute import CHUNK, read_audit
 from proxy.settings import DkimKey
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings
+from tests.harness import HeedThread, make_settings, policy_dir
 from tests.test_smtp_mailpath import send
 
 HOUR = 3600.0
@@ -58,10 +58,7 @@ classify:
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "policy.yaml").write_text(POLICY)
-    return d
+    return policy_dir(tmp_path, POLICY)
 
 
 @pytest.fixture

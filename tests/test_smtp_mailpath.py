@@ -14,7 +14,7 @@ from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.settings import DkimKey
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings
+from tests.harness import HeedThread, make_settings, policy_dir
 
 pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
@@ -58,10 +58,7 @@ def message(sender: str, to: str, *, extra: str = "") -> str:
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "policy.yaml").write_text(POLICY)
-    return d
+    return policy_dir(tmp_path, POLICY)
 
 
 @pytest.fixture
