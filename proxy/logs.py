@@ -8,26 +8,37 @@ import sys
 import time
 from typing import Any
 
-_STANDARD = set(vars(logging.makeLogRecord({})))
+_STANDARD = frozenset(vars(logging.makeLogRecord({})))
+# What json.dumps(default=str, ensure_ascii=False) builds on every call, built once
+# (the mail path writes a line per recipient).
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 class JsonFormatter(logging.Formatter):
     """Render a record and its ``extra`` fields as one JSON line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = (-1, "")  # a whole second and its text, replaced together
+
     def format(self, record: logging.LogRecord) -> str:
+        second, stamp = self._stamp
+        if int(record.created) != second:  # strftime once a second, not once a line
+            second = int(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._stamp = (second, stamp)
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key[:1] != "_":
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return _ENCODER.encode(out)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:

@@ -7,7 +7,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.audit import Audit, AuditEntry
@@ -110,7 +110,7 @@ class MailPath:
             return None
         if not policy.streams[stream].needs_state:
             return decide(policy, stream, PersonState(address=recipient), self.clock.now())
-        with self.metrics.redis_seconds.labels("snapshot").time():
+        with self.metrics.redis_timer("snapshot"):
             snapshot = await self.state.snapshot(recipient, domains=policy.guards_domains)
         return decide(policy, stream, snapshot, self.clock.now())
 
@@ -121,7 +121,7 @@ class MailPath:
                             correlation_id)
         self._observe(entry, _reason_code(decision))
         try:
-            with self.metrics.redis_seconds.labels("record").time():
+            with self.metrics.redis_timer("record"):
                 await self.audit.record([entry])
         except StateUnavailable:
             log.warning("audit record lost for RCPT rejection of %s", recipient)
@@ -216,7 +216,7 @@ class MailPath:
                 decisions[r] = decide(policy, stream, PersonState(address=r), now)
         if need:
             # One round trip for every recipient still undecided.
-            with self.metrics.redis_seconds.labels("snapshot").time():
+            with self.metrics.redis_timer("snapshot"):
                 snapshots = await self.state.snapshots(need, domains=policy.guards_domains)
             for r, snapshot in zip(need, snapshots, strict=True):
                 decisions[r] = decide(policy, streams[r], snapshot, now)
@@ -283,7 +283,7 @@ class MailPath:
         stream = policy.streams[stream_name]
         now = self.clock.now()
         try:
-            with self.metrics.redis_seconds.labels("snapshot").time():
+            with self.metrics.redis_timer("snapshot"):
                 snapshot = (await self.state.snapshot(item.recipient,
                                                       domains=policy.guards_domains)
                             if stream.needs_state
@@ -358,17 +358,19 @@ class MailPath:
     def _observe(self, entry: AuditEntry, reason: str) -> None:
         """One JSON log line and one metric count per recipient decision."""
         # The same correlation id as the audit record: grep one, find the other.
-        log.info("decision", extra=entry.log_fields())
-        self.metrics.recipients.labels(entry.stream, entry.outcome, reason).inc()
+        if log.isEnabledFor(logging.INFO):  # the fields cost more than the level check
+            log.info("decision", extra=entry.log_fields())
+        self.metrics.recipient(entry.stream, entry.outcome, reason)
 
     def _entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
-               message_id: str, correlation_id: str, detail: str = "") -> AuditEntry:
+               message_id: str, correlation_id: str, detail: str = "", *,
+               one_click: str = "") -> AuditEntry:
         return AuditEntry(
             at=self.clock.now(), kind=kind, recipient=recipient, outcome=outcome,
             stream=decision.stream, reasons=tuple(str(r) for r in decision.reasons),
             message_id=message_id, sender=sender,
             policy_version=self.policies.current.version, correlation_id=correlation_id,
-            detail=detail,
+            detail=detail, one_click=one_click,
         )
 
     async def _write_audit(self, envelope: Envelope, message_id: str, correlation_id: str,
@@ -380,16 +382,16 @@ class MailPath:
         """Sends, VERP mappings and audit entries of one message in one round trip
         (best effort: already sent; a lost mapping leaves the DSN's own fields)."""
         refused = refused or {}
-        entries = [
-            self._entry("decision", r, decisions[r], status.get(r, decisions[r].action.value),
-                        envelope.sender, message_id, correlation_id,
-                        " ".join(map(str, refused[r])) if r in refused else "")
-            for r in decisions
-        ]
         marketing = {n for n, s in policy.streams.items() if s.marketing}
         went, signed = set(sent), signed or set()
-        entries = [replace(e, one_click="signed" if e.recipient in signed else "unsigned")
-                   if e.recipient in went and e.stream in marketing else e for e in entries]
+        entries = [
+            self._entry("decision", r, d, status.get(r, d.action.value),
+                        envelope.sender, message_id, correlation_id,
+                        " ".join(map(str, refused[r])) if r in refused else "",
+                        one_click=("signed" if r in signed else "unsigned")
+                        if r in went and d.stream in marketing else "")
+            for r, d in decisions.items()
+        ]
         by_stream: dict[str, list[str]] = {}
         for r in sent:
             by_stream.setdefault(decisions[r].stream, []).append(r)

@@ -22,7 +22,10 @@ def normalise(data: bytes) -> bytes:
     """Bare CR and bare LF -> CRLF; NUL is refused (RFC 5322 §2.3 forbids it)."""
     if b"\x00" in data:
         raise MessageRejected("message contains NUL characters")
-    if b"\r" in data.replace(b"\r\n", b"") or b"\n" in data.replace(b"\r\n", b""):
+    # Every CR is in a CRLF and every LF too exactly when the three counts agree
+    # (counting copies nothing; two replace() calls copied the message twice).
+    pairs = data.count(b"\r\n")
+    if data.count(b"\r") != pairs or data.count(b"\n") != pairs:
         data = _LINE_END.sub(b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"

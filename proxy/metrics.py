@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -53,8 +54,12 @@ class Metrics:
                                        "Redis round-trip time by operation "
                                        "(snapshot: state read; record: sends and audit)",
                                        ["op"], buckets=_FAST, registry=r)
+        # Labelled children looked up once: ``labels()`` checks and locks on every call,
+        # and the mail path asks several times per recipient. Label sets are few
+        # (streams, outcomes, reason codes), and the registry keeps every child anyway.
+        self._children: dict[tuple[Any, ...], Any] = {}
         for op in REDIS_OPS:  # known series exist from the start (no gaps in rate())
-            self.redis_seconds.labels(op)
+            self.child(self.redis_seconds, op)
         self.decision_seconds = Histogram("heed_decision_seconds",
                                           "Time to decide one message's recipients",
                                           buckets=_FAST, registry=r)
@@ -70,6 +75,22 @@ class Metrics:
                                 "(ok, refused, bad, unavailable)",
                                 ["service", "result"], registry=r)
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, the same child object, looked up once."""
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def recipient(self, stream: str, outcome: str, reason: str) -> None:
+        """Count one recipient decision."""
+        self.child(self.recipients, stream, outcome, reason).inc()
+
+    def redis_timer(self, op: str) -> Any:
+        """A context manager timing one Redis round trip of ``op`` (see REDIS_OPS)."""
+        return self.child(self.redis_seconds, op).time()
+
     def set_queue(self, depth: int, oldest_age: float) -> None:
         """Update the queue gauges (the scheduler's watcher calls this)."""
         self.queue_depth.set(depth)
@@ -81,12 +102,12 @@ class Metrics:
 
     def reply(self, phase: str, reply: str) -> str:
         """Count an SMTP reply and hand it back, so a hook can ``return metrics.reply(...)``."""
-        self.smtp_replies.labels(phase, reply_class(reply)).inc()
+        self.child(self.smtp_replies, phase, reply_class(reply)).inc()
         return reply
 
     def message(self, streams: Iterable[str], outcome: str) -> None:
         for stream in sorted(set(streams)):
-            self.messages.labels(stream, outcome).inc()
+            self.child(self.messages, stream, outcome).inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

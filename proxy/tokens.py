@@ -60,7 +60,10 @@ _VERP = re.compile(rf"[a-z2-7]{{{VERP_CHARS}}}")
 
 
 def _b32(raw: bytes, chars: int) -> str:
-    return base64.b32encode(raw).decode("ascii").lower()[:chars]
+    # Only the whole 5-byte groups that make the first ``chars`` characters are
+    # encoded (base32 maps each group to 8 characters on its own, RFC 4648 §6).
+    groups = -(-chars // 8)
+    return base64.b32encode(raw[: groups * 5]).decode("ascii").lower()[:chars]
 
 
 class TokenSigner:
@@ -86,8 +89,8 @@ class TokenSigner:
             raise ConfigError(errors)
         self._current = active[-1]
         # VERP key names: derived from the secret, so a key id of any spelling fits.
-        self._verp_kids = {_b32(hmac.new(k.secret, b"heed-verp-kid", hashlib.sha256).digest(),
-                                VERP_KID_CHARS): k.secret for k in active}
+        self._verp_kids = {_verp_kid(k.secret): k.secret for k in active}
+        self._kid_of = {secret: kid for kid, secret in self._verp_kids.items()}
         self._clock = clock
         self._lifetime = lifetime
 
@@ -132,7 +135,7 @@ class TokenSigner:
             self._verp_with(secret, address, list_name), token)
 
     def _verp_with(self, secret: bytes, address: str, list_name: str) -> str:
-        kid = _b32(hmac.new(secret, b"heed-verp-kid", hashlib.sha256).digest(), VERP_KID_CHARS)
+        kid = self._kid_of.get(secret) or _verp_kid(secret)
         msg = f"verp|{address.strip().lower()}|{list_name}".encode()
         mac = hmac.new(secret, _CONTEXT + msg, hashlib.sha256).digest()
         return kid + _b32(mac, VERP_MAC_CHARS)
@@ -161,6 +164,10 @@ class TokenSigner:
         ):
             raise TokenError(_ERROR)
         return claims
+
+
+def _verp_kid(secret: bytes) -> str:
+    return _b32(hmac.new(secret, b"heed-verp-kid", hashlib.sha256).digest(), VERP_KID_CHARS)
 
 
 def mask_address(address: str) -> str:

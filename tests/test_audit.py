@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, fields
+
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -31,6 +34,24 @@ def test_fields_round_trip() -> None:
     assert all(isinstance(v, str) for v in fields.values())
     raw = {k.encode(): v.encode() for k, v in fields.items()} | {b"added_later": b"x"}
     assert AuditEntry.from_fields(raw) == full
+
+
+def test_field_maps_are_what_asdict_gave() -> None:
+    """The spelt-out maps name every field, in declaration order, with asdict's values."""
+    full = AuditEntry(at=1_800_000_000.5, kind="decision", recipient="ana@example.org",
+                      outcome="delivered", stream="marketing", reasons=("a: b", "ไม่"),
+                      message_id="<m1@example.com>", sender="news@example.com",
+                      policy_version="v1", correlation_id="c1", detail="550 no",
+                      one_click="signed")
+    as_dict = asdict(full)
+    assert list(as_dict) == [f.name for f in fields(AuditEntry)]
+    assert full.log_fields() == {**as_dict, "reasons": ["a: b", "ไม่"]}
+    assert list(full.log_fields()) == list(as_dict)
+    stored = {k: str(v) for k, v in as_dict.items() if k != "reasons"}
+    stored["at"] = repr(full.at)
+    stored["reasons"] = json.dumps(["a: b", "ไม่"], ensure_ascii=False)
+    assert full.to_fields() == stored
+    assert list(full.to_fields()) == list(stored)
 
 
 async def test_add_goes_out_with_the_callers_pipeline(aredis: aioredis.Redis, keys: Keys,

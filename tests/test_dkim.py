@@ -325,3 +325,36 @@ def test_signature_verifies_with_opendkim(opendkim: Verifier, rsa_key: tuple[Dki
 def test_relaxed_body_is_dkimpys(body: bytes) -> None:
     """The fast body canonicalization gives dkimpy's bytes for any mix of WSP and line ends."""
     assert heed_dkim.relaxed_body(body) == heed_dkim.CANON.canonicalize_body(body)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"B ", b" ", b"  ", b"\t", b" \t ", b"\r\n ", b"\r",
+                                 b"\n", b"\r\n", b"\xc3\xa9", b";", b"\x0b"]),
+                max_size=40).map(b"".join))
+def test_relaxed_header_is_dkimpys(value: bytes) -> None:
+    """One field's fast canonicalization gives dkimpy's bytes for any WSP and line ends."""
+    for name in (b"Subject", b"LIST-Unsubscribe"):
+        assert heed_dkim.relaxed_header(name, value) == \
+            heed_dkim.CANON.canonicalize_headers([(name, value)])[0]
+
+
+def dkimpy_parse(header_block: bytes) -> list[tuple[bytes, bytes]]:
+    """What heed's _parse gave before: dkimpy's parser over the well-formed fields."""
+    clean = b"".join(f for f in heed_dkim.header_fields(header_block)
+                     if heed_dkim._NAME.match(f))
+    return [(bytes(n), bytes(v)) for n, v in dkim.rfc822_parse(clean + b"\r\n")[0]]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from([b"Subject:", b"From: a", b"X-A:b", b"To :", b"broken",
+                                 b" ", b"\t", b"x", b"\r\n", b"\r\n ", b"\r", b"\n",
+                                 b"\n ", b":"]), max_size=30).map(b"".join))
+def test_field_parse_is_dkimpys(header_block: bytes) -> None:
+    """The field split gives what dkimpy's rfc822_parse gave (or fails where it failed)."""
+    try:
+        expected = dkimpy_parse(header_block)
+    except dkim.MessageFormatError:
+        with pytest.raises(dkim.MessageFormatError):
+            heed_dkim._parse(header_block)
+        return
+    assert heed_dkim._parse(header_block) == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,16 @@ from proxy.rewrite import add_unsubscribe
 def test_smuggling_endings_become_plain_lines(ending: bytes) -> None:
     data = normalise(b"Subject: x\r\n\r\nbody" + ending + b"MAIL FROM:<e@x>\r\n")
     assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b".", b" "]), max_size=40))
+def test_only_bare_endings_change_and_all_of_them_do(parts: list[bytes]) -> None:
+    raw = b"".join(parts)
+    expected = re.sub(rb"\r\n|\r|\n", b"\r\n", raw)  # CRLF stays, bare CR/LF -> CRLF
+    if not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert normalise(raw) == expected
 
 
 def test_nul_is_refused() -> None:

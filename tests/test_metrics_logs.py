@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -178,3 +179,24 @@ def test_one_json_line_per_decision_shares_the_audit_correlation_id(
     assert by["alice@example.org"].one_click == "signed"
     assert by["bob@example.org"].one_click == ""
     assert decisions[0]["reasons"] == [] or isinstance(decisions[0]["reasons"], list)
+
+
+def test_json_line_is_what_plain_json_dumps_wrote() -> None:
+    """The reused encoder and the once-a-second time stamp change no byte of a line."""
+    formatter = JsonFormatter()
+    lines = []
+    for created in (1_800_000_000.25, 1_800_000_000.999, 1_800_000_001.0):
+        record = logging.makeLogRecord({
+            "name": "heed.mailpath", "levelname": "INFO", "levelno": logging.INFO,
+            "msg": "decision %s", "args": ("x",), "created": created,
+            "msecs": (created - int(created)) * 1000, "recipient": "ana@exämple.org",
+            "reasons": ["a", "ไม่"], "path": Path("/tmp/x"), "_hidden": 1})
+        lines.append(formatter.format(record))
+        expected = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            + f".{int(record.msecs):03d}Z",
+            "level": "info", "logger": "heed.mailpath", "msg": "decision x",
+            "recipient": "ana@exämple.org", "reasons": ["a", "ไม่"], "path": Path("/tmp/x")}
+        assert lines[-1] == json.dumps(expected, default=str, ensure_ascii=False)
+    assert [json.loads(line)["ts"] for line in lines] == [
+        "2027-01-15T08:00:00.250Z", "2027-01-15T08:00:00.999Z", "2027-01-15T08:00:01.000Z"]

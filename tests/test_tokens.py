@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 
 import pytest
@@ -141,6 +143,24 @@ def test_rotation_new_key_signs_old_verifies_until_retired(clock: ManualClock) -
     assert retired.verify(new_token).key_id == "k2"
     with pytest.raises(TokenError):
         retired.verify(old_token)
+
+
+def test_verp_token_is_the_documented_mac(clock: ManualClock) -> None:
+    """4 characters naming the key, 16 of HMAC-SHA256 over the address and list (base32)."""
+    def b32(raw: bytes) -> str:
+        return base64.b32encode(raw).decode().lower()
+
+    rotated = TokenSigner([K1, K2], clock, LIFETIME)
+    for key in (K1, K2):
+        kid = b32(hmac.new(key.secret, b"heed-verp-kid", hashlib.sha256).digest())[:4]
+        mac = hmac.new(key.secret, b"heed-token-v1\x00verp|ana@example.com|news",
+                       hashlib.sha256).digest()
+        assert kid + b32(mac)[:16] in rotated.verp_all(" Ana@Example.com", "news")
+    token = rotated.verp("ana@example.com", "news")
+    assert rotated.verp_plausible(token) and token == rotated.verp_all("ana@example.com",
+                                                                       "news")[-1]
+    assert rotated.verp_matches(token.upper(), "ana@example.com", "news")
+    assert not rotated.verp_matches(token, "bob@example.com", "news")
 
 
 def test_same_key_id_with_another_secret_does_not_verify(clock: ManualClock) -> None:
