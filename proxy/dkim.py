@@ -149,9 +149,14 @@ class PreparedBody:
         ]
         value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(b"DKIM-Signature"))
         unsigned = (b"DKIM-Signature", b" " + dkim.RE_BTAG.sub(b"\\1", value))
-        # RFC 6376 §3.7: the selected fields, then this field with an empty b=.
+        # RFC 6376 §3.7: the selected fields, then this field with an empty b= and
+        # without its final CRLF; what dkimpy's hash_headers feeds the hash, with
+        # our canonicalization (RE_BTAG has already emptied b=).
         digest = hashlib.sha256()
-        dkim.hash_headers(digest, CANON, headers, include, unsigned, dict(fields))
+        for name, text in dkim.select_headers(headers, include):
+            digest.update(name + b":" + text)
+        name, text = relaxed_header(*unsigned)
+        digest.update(name + b":" + text.rstrip())
         if isinstance(key.key, rsa.RSAPrivateKey):
             sig = key.key.sign(digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
         else:

@@ -52,3 +52,9 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level)
     # aiosmtpd logs every command line at INFO; that is debug detail for heed's operators.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
+    # Neither format shows the caller, thread or process, and the mail path logs a
+    # line per recipient: skip gathering them (the logging HOWTO's "Optimization").
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

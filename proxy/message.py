@@ -12,6 +12,7 @@ from dataclasses import dataclass
 # line is ordinary text that the upstream client dot-stuffs (RFC 5321 §4.5.2).
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _HEADER_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")  # RFC 5322 §2.2 ftext
+_FIELD_END = re.compile(rb"\r\n(?![ \t])")  # a CRLF not followed by WSP ends a field
 
 
 class MessageRejected(ValueError):
@@ -42,6 +43,22 @@ def split(data: bytes) -> tuple[bytes, bytes]:
     return head + b"\r\n", body
 
 
+def parse_fields(head: bytes, only: frozenset[bytes] | None = None) -> tuple[tuple[str, str], ...]:
+    """(name as written, unfolded value) of each well-formed field of a header block;
+    ``only`` keeps just the fields with these lower-case names (the rest are not decoded)."""
+    fields: list[tuple[str, str]] = []
+    for raw in _FIELD_END.split(head.rstrip(b"\r\n")) if head else []:
+        name, colon, value = raw.partition(b":")
+        name = name.rstrip(b" \t")
+        if not colon or not _HEADER_NAME.match(name):
+            continue  # broken header line: kept in the data, ignored for matching
+        if only is not None and name.lower() not in only:
+            continue
+        text = value.replace(b"\r\n", b"").strip().decode("utf-8", errors="replace")
+        fields.append((name.decode("ascii"), text))
+    return tuple(fields)
+
+
 @dataclass(frozen=True)
 class Message:
     """A normalised message with its header fields parsed once (unfolded, decoded leniently)."""
@@ -54,14 +71,7 @@ class Message:
     @classmethod
     def parse(cls, data: bytes) -> Message:
         head, body = split(data)
-        fields: list[tuple[str, str]] = []
-        for raw in re.split(rb"\r\n(?![ \t])", head.rstrip(b"\r\n")) if head else []:
-            name, colon, value = raw.partition(b":")
-            if not colon or not _HEADER_NAME.match(name.rstrip(b" \t")):
-                continue  # broken header line: kept in the data, ignored for matching
-            text = value.replace(b"\r\n", b"").strip().decode("utf-8", errors="replace")
-            fields.append((name.rstrip(b" \t").decode("ascii"), text))
-        return cls(data=data, header_block=head, body=body, fields=tuple(fields))
+        return cls(data=data, header_block=head, body=body, fields=parse_fields(head))
 
     def get_all(self, name: str) -> list[str]:
         lname = name.lower()

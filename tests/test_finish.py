@@ -1,0 +1,60 @@
+"""signed_one_click reads the bytes that go out: https URI, one-click POST field, DKIM h=."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.finish import signed_one_click
+from proxy.message import Message, split
+
+UNSUB = b"List-Unsubscribe: <https://h.test/u/T>, <mailto:u+T@h.test>\r\n"
+POST = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+SIG = (b"DKIM-Signature: v=1; a=rsa-sha256; d=x.test; s=s1;\r\n"
+       b"\th=from : list-unsubscribe :\r\n list-unsubscribe-post; bh=x; b=y\r\n")
+HEAD = b"From: a@x.test\r\nSubject: hi\r\n"
+
+
+def message(*fields: bytes) -> bytes:
+    return b"".join(fields) + b"\r\nbody\r\n"
+
+
+def test_a_signed_one_click_is_recognised_from_the_bytes() -> None:
+    assert signed_one_click(message(SIG, HEAD, UNSUB, POST))
+    assert signed_one_click(message(SIG, HEAD, UNSUB.lower().replace(b"list-", b"LIST-"), POST))
+
+
+def test_each_missing_part_makes_it_unsigned() -> None:
+    assert not signed_one_click(message(HEAD, UNSUB, POST))  # no signature
+    assert not signed_one_click(message(SIG, HEAD, POST))  # no List-Unsubscribe
+    assert not signed_one_click(message(SIG, HEAD, UNSUB))  # no one-click POST field
+    http = UNSUB.replace(b"https://", b"http://")
+    assert not signed_one_click(message(SIG, HEAD, http, POST))  # RFC 8058 §3.1: https
+    narrow = SIG.replace(b" list-unsubscribe-post", b" subject")
+    assert not signed_one_click(message(narrow, HEAD, UNSUB, POST))  # h= misses the POST field
+    assert not signed_one_click(message(SIG, HEAD, UNSUB, POST.replace(b"One-Click", b"Yes")))
+
+
+def reference(data: bytes) -> bool:
+    """The check as first written, over every field Message.parse reads."""
+    m = Message.parse(split(data)[0])
+    if not any("<https://" in v for v in m.get_all("List-Unsubscribe")):
+        return False
+    if "List-Unsubscribe=One-Click" not in [v.strip() for v in
+                                             m.get_all("List-Unsubscribe-Post")]:
+        return False
+    for signature in m.get_all("DKIM-Signature"):
+        tags = dict(t.strip().partition("=")[::2] for t in signature.split(";"))
+        signed = {h.strip().lower() for h in "".join(tags.get("h", "").split()).split(":")}
+        if {"list-unsubscribe", "list-unsubscribe-post"} <= signed:
+            return True
+    return False
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([SIG, HEAD, UNSUB, POST, b"List-Unsubscribe :\r\n <https://a>\r\n",
+                                 b"broken line\r\n", b"X: \xff\r\n", b"dkim-signature: h=x\r\n",
+                                 b" continued\r\n"]), max_size=8))
+def test_same_answer_as_the_full_parse(fields: list[bytes]) -> None:
+    data = message(*fields)
+    assert signed_one_click(data) == reference(data)
