@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
 from proxy.clock import ManualClock
 from proxy.errors import ConfigError
 from proxy.keys import Keys
-from proxy.redisconn import RedisTarget, connect_redis, parse_redis_url
+from proxy.redisconn import RedisTarget, _HiredisPacking, connect_redis, parse_redis_url
 from proxy.settings import load_settings
 from tests.conftest import Upstream
 from tests.harness import CONSENT_POLICY, HeedThread, make_settings
@@ -52,6 +53,33 @@ def test_bad_urls_are_refused_at_start(url: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, env={"HEED_REDIS__URL": url})
     assert "'redis.url'" in str(info.value) and problem in str(info.value)
+
+
+async def test_commands_packed_by_hiredis_reach_redis_as_redis_py_packs_them(
+        redis_url: str) -> None:
+    """The same bytes as redis-py's own packer, and its errors for what it cannot pack."""
+    client = connect_redis(redis_url)
+    python = redis.asyncio.Connection()  # redis-py's packer, for the comparison
+    try:
+        conn = client.connection_pool.make_connection()
+        assert isinstance(conn, _HiredisPacking)
+        values = ("ünï ✓", b"\x00\xff", 7, -1.5, 1e20, 2**70, memoryview(b"mv"), b"x" * 9000,
+                  bytearray(b"ba"))
+        for command in (("HSET", "h", "f", *values), ("CLIENT SETNAME", "n"),
+                        ("XADD", "s", "MAXLEN", "~", 1000, "*", "at", "1.5")):
+            assert b"".join(conn.pack_command(*command)) == b"".join(
+                python.pack_command(*command))
+        for bad in (True, None):
+            with pytest.raises(redis.DataError):
+                conn.pack_command("SET", "k", bad)
+        with pytest.raises(UnicodeEncodeError):
+            conn.pack_command("SET", "k", "\udc80")
+        pipe = client.pipeline(transaction=False)
+        pipe.hset("h", mapping={"ünï": "✓", "n": 2.5})
+        pipe.hgetall("h")
+        assert (await pipe.execute())[1] == {"ünï".encode(): "✓".encode(), b"n": b"2.5"}
+    finally:
+        await client.aclose()
 
 
 async def test_cluster_client_is_a_cluster_client(redis_cluster: LocalCluster) -> None:
