@@ -65,7 +65,8 @@ class Heed:
         # Person reads and the writes after delivery of concurrent sessions share
         # round trips (group commit); the delay queue keeps the plain client.
         self.batched = GroupCommit(self.redis, lane=connect_redis(redis_url, read_timeout=None),
-                                   timeout=BATCH_TIMEOUT)
+                                   timeout=BATCH_TIMEOUT,
+                                   linger=settings.redis.write_behind)
         self.state = State(self.batched, self.keys, self.clock,
                            secret=erase_secret(settings))
         self.audit = Audit(self.batched, self.keys)

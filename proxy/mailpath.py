@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from proxy.audit import Audit, AuditEntry
 from proxy.classify import classify
 from proxy.clock import Clock
@@ -121,9 +123,11 @@ class MailPath:
                             correlation_id)
         self._observe(entry, _reason_code(decision))
         try:
+            pipe = self.redis.pipeline(transaction=False)
+            self.audit.add(pipe, [entry])
             with self.metrics.redis_seconds.labels("record").time():
-                await self.audit.record([entry])
-        except StateUnavailable:
+                await pipe.execute_behind("an RCPT rejection")
+        except RedisError:
             log.warning("audit record lost for RCPT rejection of %s", recipient)
 
     # --- DATA ------------------------------------------------------------------
@@ -405,7 +409,8 @@ class MailPath:
                          ex=max(1, int(self.verp_ttl)))
             self.audit.add(pipe, entries)
             with self.metrics.redis_seconds.labels("record").time():
-                await pipe.execute()
+                # Written behind when configured (proxy/batch.py): the 250 need not wait.
+                await pipe.execute_behind(f"sends/audit for {message_id}")
         except Exception as exc:  # noqa: BLE001 - the mail is out; never turn that into a 4xx
             log.error("could not record sends/audit for %s: %s", message_id, type(exc).__name__)
 
