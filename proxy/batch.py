@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,9 +86,11 @@ class BatchPipeline(CoreCommands):
         if not stack:
             return
         if self._owner.linger <= 0:
+            started = time.monotonic()
             for reply in await self._owner.submit(stack):
                 if isinstance(reply, Exception):
                     raise reply
+            self._owner.written(time.monotonic() - started)
             return
         self._owner.defer(stack, what)
 
@@ -108,7 +112,8 @@ class GroupCommit:
     """A Redis client whose non-transactional pipelines are executed together."""
 
     def __init__(self, redis: Any, *, lane: Any = None, timeout: float | None = None,
-                 max_commands: int = MAX_COMMANDS, linger: float = 0.0) -> None:
+                 max_commands: int = MAX_COMMANDS, linger: float = 0.0,
+                 on_written: Callable[[float], None] | None = None) -> None:
         self.redis = redis
         # The client batches go out on (default: ``redis``). heed gives one without a
         # per-reply read timeout and bounds each batch's round trip with ``timeout``.
@@ -116,6 +121,8 @@ class GroupCommit:
         self.timeout = timeout
         self.max_commands = max_commands
         self.linger = linger
+        # Told, for each execute_behind, the seconds from hand-over until Redis had it.
+        self.on_written = on_written
         self._pending: deque[_Request] = deque()
         self._behind: list[_Request] = []  # written behind: nobody waits for these
         self._timer: asyncio.TimerHandle | None = None
@@ -154,11 +161,20 @@ class GroupCommit:
 
     def defer(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], what: str) -> None:
         """Queue commands nobody waits for: with the next batch, or in ``linger`` seconds."""
-        request = _Request(stack)
-        request.reply.add_done_callback(lambda reply: _log_failure(reply, what))
+        request, started = _Request(stack), time.monotonic()
+
+        def done(reply: asyncio.Future[list[Any]]) -> None:
+            if not _log_failure(reply, what):
+                self.written(time.monotonic() - started)
+
+        request.reply.add_done_callback(done)
         self._behind.append(request)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._due)
+
+    def written(self, seconds: float) -> None:
+        if self.on_written is not None:
+            self.on_written(seconds)
 
     def _due(self) -> None:
         """The linger is over (or the client closes): what is behind goes out now."""
@@ -241,16 +257,17 @@ class GroupCommit:
             start = end
 
 
-def _log_failure(reply: asyncio.Future[list[Any]], what: str) -> None:
+def _log_failure(reply: asyncio.Future[list[Any]], what: str) -> bool:
     """A write-behind's outcome: nobody awaits it, so its errors are logged here."""
     if reply.cancelled():
         log.error("could not record %s: cancelled", what)
-        return
+        return True
     error = reply.exception()
     if error is None:
         error = next((r for r in reply.result() if isinstance(r, Exception)), None)
     if error is not None:
         log.error("could not record %s: %s", what, type(error).__name__)
+    return error is not None
 
 
 def _fail(request: _Request, exc: Exception) -> None:

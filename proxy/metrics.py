@@ -51,7 +51,8 @@ class Metrics:
                                           buckets=_SLOW, registry=r)
         self.redis_seconds = Histogram("heed_redis_seconds",
                                        "Redis round-trip time by operation "
-                                       "(snapshot: state read; record: sends and audit)",
+                                       "(snapshot: state read; record: a delivery's sends and "
+                                       "audit, from hand-over until written)",
                                        ["op"], buckets=_FAST, registry=r)
         for op in REDIS_OPS:  # known series exist from the start (no gaps in rate())
             self.redis_seconds.labels(op)

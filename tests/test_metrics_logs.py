@@ -87,6 +87,7 @@ def test_metrics_follow_real_traffic(heed: HeedThread, upstream: Upstream,
     (policies / "policy.yaml").write_text("streams: [")
     assert not heed.heed.reload()
 
+    heed.settle()  # the records written behind are timed once written
     m = scrape(heed)
     assert m['heed_recipients_total{outcome="delivered",reason="none",stream="marketing"}'] == 1
     assert m['heed_recipients_total{outcome="reject",reason="refused",stream="marketing"}'] == 1

@@ -128,6 +128,9 @@ def test_one_round_trip_per_lone_message_and_the_cap_still_counts(
         assert upstream.recipients() == ["alice@example.org"] * 2
         trail = h.call(h.heed.audit.recent("alice@example.org", 3))
         assert [e.outcome for e in trail] == ["queued", "delivered", "delivered"]
+        # Each record's wait until written is timed (heed_redis_seconds{op="record"}).
+        registry = h.heed.metrics.registry
+        assert registry.get_sample_value("heed_redis_seconds_count", {"op": "record"}) == 3
     finally:
         h.stop()
 
