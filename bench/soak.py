@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import redis as redis_sync
 from aiosmtpd.controller import Controller
 
 from proxy.embedded_redis import EmbeddedRedis, free_port, wait_port
+from proxy.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG = re.compile(rb"^X-Soak-Tag: (\S+)\r?$", re.M)
@@ -147,11 +149,12 @@ class HeedProcess:
         queue = extra.pop("queue", "{poll_interval: 0.2s, backoff: [1s], lease: 60s}")
         upstream = extra.pop("upstream", "{timeout: 3s}")
         self.config = workdir / "heed.yaml"
+        redis = extra.pop("redis", "{}")[1:-1]
         self.config.write_text(f"""
 smtp: {{listen: "127.0.0.1:{self.port}", hostname: soak.test, max_sessions: 2000,
        max_sessions_per_client: 2000}}
 upstream: {upstream}
-redis: {{url: "{redis_url}"}}
+redis: {{url: "{redis_url}"{", " + redis if redis else ""}}}
 http: {{listen: null, public_url: "https://soak.test"}}
 unsubscribe: {{mailto_domain: soak.test, keys: [{{id: s1, secret: soak-secret-0123456789abcdef}}]}}
 queue: {queue}
@@ -293,12 +296,29 @@ def dups_not_retried(client: Client, arrived: collections.Counter[str]) -> int:
 
 
 # --- scenarios --------------------------------------------------------------------------
+def unrecorded(redis_url: str, arrived: Iterable[str]) -> int:
+    """Tags that arrived with no "delivered" decision in the audit trail: the records a
+    kill lost (with ``redis.write_behind``, those of the last instants before it)."""
+    r = redis_sync.Redis.from_url(redis_url)
+    recorded: set[str] = set()
+    start = "-"
+    while batch := r.xrange(Keys().audit, start, "+", count=5000):
+        for _id, f in batch:
+            if f.get(b"kind") == b"decision" and f.get(b"outcome") == b"delivered":
+                recorded.add(f.get(b"message_id", b"").decode().strip("<>").split("@")[0])
+        start = "(" + batch[-1][0].decode()
+    r.close()
+    return len(set(arrived) - recorded)
+
+
 def heed_kill(workdir: Path, messages: int = 10_000, sessions: int = 20,
-              kills: int = 5) -> dict[str, Any]:
+              kills: int = 5, write_behind: str = "") -> dict[str, Any]:
     """kill -9 heed ``kills`` times while ``messages`` tagged messages go through."""
     redis = EmbeddedRedis(workdir / "redis")
     sink = CountingSink()
-    heed = HeedProcess(workdir / "heed", redis.start(), sink.port, TRANSACTIONAL)
+    redis_url = redis.start()
+    settings = {"redis": f"{{write_behind: {write_behind}}}"} if write_behind else {}
+    heed = HeedProcess(workdir / "heed", redis_url, sink.port, TRANSACTIONAL, **settings)
     heed.start()
     client = Client(heed.port)
     started = time.monotonic()
@@ -316,15 +336,19 @@ def heed_kill(workdir: Path, messages: int = 10_000, sessions: int = 20,
                                time.monotonic() + 1200))
         thread.join(60)
         wait_for(lambda: client.acked <= set(sink.tags), 60)
+        heed.stop()  # a clean stop writes what is behind; only the kills may lose records
+        missing = unrecorded(redis_url, sink.tags)
     finally:
         heed.stop()
         sink.stop()
         redis.stop()
     lost, dups = lost_and_dups(client.acked, sink.tags)
-    return {"scenario": "kill -9 heed", "load": f"{messages} msgs, {sessions} sessions",
+    return {"scenario": "kill -9 heed" + (f", write_behind {write_behind}" if write_behind
+                                          else ""), "load": f"{messages} msgs, {sessions} sessions",
             "faults": f"{heed.restarts} kills", "acked": len(client.acked),
             "arrived": len(sink.tags), "lost": lost, "dup": dups,
             "dup of unretried": dups_not_retried(client, sink.tags),
+            "arrived, no audit record": missing,
             "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -505,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=10_000)
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--write-behind", default="",
+                   help="redis.write_behind for --heed-kill (default: heed's own, 0.05s)")
     p.add_argument("--held", type=int, default=1000)
     p.add_argument("--transactions", type=int, default=200)
     p.add_argument("--upstream-messages", type=int, default=200)
@@ -515,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="heed-soak-") as tmp:
         work = Path(tmp)
         if args.all or args.heed_kill:
-            rows.append(heed_kill(work / "kill", args.messages, args.sessions, args.kills))
+            rows.append(heed_kill(work / "kill", args.messages, args.sessions, args.kills,
+                                  args.write_behind))
             print(table(rows[-1:]), flush=True)
         if args.all or args.redis_kill:
             rows.append(redis_kill(work / "rkill", args.held))

@@ -64,13 +64,14 @@ class Heed:
         self.keys = Keys(settings.redis.prefix)
         # Person reads and the writes after delivery of concurrent sessions share
         # round trips (group commit); the delay queue keeps the plain client.
+        self.metrics = Metrics()
         self.batched = GroupCommit(self.redis, lane=connect_redis(redis_url, read_timeout=None),
-                                   timeout=BATCH_TIMEOUT)
+                                   timeout=BATCH_TIMEOUT, linger=settings.redis.write_behind,
+                                   on_written=self.metrics.redis_seconds.labels("record").observe)
         self.state = State(self.batched, self.keys, self.clock,
                            secret=erase_secret(settings))
         self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
-        self.metrics = Metrics()
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
                                      observe=self.metrics.upstream_seconds.observe)
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,

@@ -9,6 +9,17 @@ caller pays one round trip and N concurrent callers share one. With Redis's
 caller is answered only after its own commands were executed (and, for writes,
 made durable) by Redis.
 
+Write-behind (``linger`` > 0): a caller that need not wait for its writes (the
+record of a delivery, made after the upstream said yes) hands them over with
+``execute_behind()``. They go out at the front of the next batch, before any command
+queued after them (so a later read in this process sees them), or after ``linger``
+seconds when no batch comes; ``aclose()`` writes what is left. A lone message then
+costs one round trip on its reply path, and under steady traffic the records ride
+along with other sessions' reads. What it gives up, like PostgreSQL's
+``synchronous_commit = off``: a process killed outright loses the records of at most
+the last ``linger`` seconds (never mail: only the counting and audit of mail already
+accepted upstream).
+
 Everything else (single commands, MULTI pipelines, scripts) passes straight to the
 real client.
 """
@@ -16,13 +27,18 @@ real client.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.commands.core import CoreCommands
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("heed.redis")
 
 # Commands per batch, at most: bounds one reply's size and the wait of the last caller.
 MAX_COMMANDS = 2000
@@ -60,6 +76,24 @@ class BatchPipeline(CoreCommands):
                     raise reply
         return replies
 
+    async def execute_behind(self, what: str) -> None:
+        """Execute without waiting for the reply when the owner writes behind.
+
+        Without write-behind this is ``execute()``. With it, the commands are queued for
+        the next batch and this returns at once; a failure is logged, naming ``what``.
+        """
+        stack, self.command_stack = self.command_stack, []
+        if not stack:
+            return
+        if self._owner.linger <= 0:
+            started = time.monotonic()
+            for reply in await self._owner.submit(stack):
+                if isinstance(reply, Exception):
+                    raise reply
+            self._owner.written(time.monotonic() - started)
+            return
+        self._owner.defer(stack, what)
+
     async def __aenter__(self) -> BatchPipeline:
         return self
 
@@ -78,14 +112,20 @@ class GroupCommit:
     """A Redis client whose non-transactional pipelines are executed together."""
 
     def __init__(self, redis: Any, *, lane: Any = None, timeout: float | None = None,
-                 max_commands: int = MAX_COMMANDS) -> None:
+                 max_commands: int = MAX_COMMANDS, linger: float = 0.0,
+                 on_written: Callable[[float], None] | None = None) -> None:
         self.redis = redis
         # The client batches go out on (default: ``redis``). heed gives one without a
         # per-reply read timeout and bounds each batch's round trip with ``timeout``.
         self.lane = lane if lane is not None else redis
         self.timeout = timeout
         self.max_commands = max_commands
+        self.linger = linger
+        # Told, for each execute_behind, the seconds from hand-over until Redis had it.
+        self.on_written = on_written
         self._pending: deque[_Request] = deque()
+        self._behind: list[_Request] = []  # written behind: nobody waits for these
+        self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         # For benchmarks and tests: batches sent, and caller pipelines they carried.
         self.batches = 0
@@ -99,10 +139,15 @@ class GroupCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.redis, name)
 
-    async def aclose(self) -> None:
-        """Let the batch in flight finish, then close the client."""
+    async def flush(self) -> None:
+        """Write what is behind now; return once every batch so far has been answered."""
+        self._due()
         if self._flusher is not None:
             await asyncio.wait([self._flusher])
+
+    async def aclose(self) -> None:
+        """Write what is behind, let the batch in flight finish, then close the client."""
+        await self.flush()
         if self.lane is not self.redis:
             await self.lane.aclose()
         await self.redis.aclose()
@@ -111,12 +156,42 @@ class GroupCommit:
         """Queue one caller's commands; their replies (errors in place) once executed."""
         request = _Request(stack)
         self._pending.append(request)
+        self._start()
+        return await request.reply
+
+    def defer(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], what: str) -> None:
+        """Queue commands nobody waits for: with the next batch, or in ``linger`` seconds."""
+        request, started = _Request(stack), time.monotonic()
+
+        def done(reply: asyncio.Future[list[Any]]) -> None:
+            if not _log_failure(reply, what):
+                self.written(time.monotonic() - started)
+
+        request.reply.add_done_callback(done)
+        self._behind.append(request)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self._due)
+
+    def written(self, seconds: float) -> None:
+        if self.on_written is not None:
+            self.on_written(seconds)
+
+    def _due(self) -> None:
+        """The linger is over (or the client closes): what is behind goes out now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._behind:
+            self._pending.extendleft(reversed(self._behind))
+            self._behind = []
+            self._start()
+
+    def _start(self) -> None:
         if self._flusher is None:
             # A task, not the caller itself: a caller that is cancelled (its client
             # went away) must not cancel the batch the others are waiting on; its
             # commands still run, as they would have in a pipeline of its own.
             self._flusher = asyncio.get_running_loop().create_task(self._flush_all())
-        return await request.reply
 
     async def _flush_all(self) -> None:
         try:
@@ -129,6 +204,13 @@ class GroupCommit:
                 _fail(self._pending.popleft(), RedisConnectionError("redis client closed"))
 
     def _take(self) -> list[_Request]:
+        if self._behind:
+            # Records written behind go first: a read queued after them must see them.
+            self._pending.extendleft(reversed(self._behind))
+            self._behind = []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         batch = [self._pending.popleft()]
         size = len(batch[0].stack)
         while self._pending and size + len(self._pending[0].stack) <= self.max_commands:
@@ -173,6 +255,19 @@ class GroupCommit:
             if not request.reply.done():
                 request.reply.set_result(list(replies[start:end]))
             start = end
+
+
+def _log_failure(reply: asyncio.Future[list[Any]], what: str) -> bool:
+    """A write-behind's outcome: nobody awaits it, so its errors are logged here."""
+    if reply.cancelled():
+        log.error("could not record %s: cancelled", what)
+        return True
+    error = reply.exception()
+    if error is None:
+        error = next((r for r in reply.result() if isinstance(r, Exception)), None)
+    if error is not None:
+        log.error("could not record %s: %s", what, type(error).__name__)
+    return error is not None
 
 
 def _fail(request: _Request, exc: Exception) -> None:

@@ -234,7 +234,12 @@ class ReportMailbox:
         against what was stored. None (expired, unknown or not matching): the report
         is read like one to plain bounce@."""
         try:
-            stored = await self.state.redis.get(self.state.keys.verp(token))
+            # A pipeline, not a lone GET: through the group-commit client it goes out
+            # after the delivery records written behind, so a bounce that comes at once
+            # still finds its mapping.
+            pipe = self.state.redis.pipeline(transaction=False)
+            pipe.get(self.state.keys.verp(token))
+            (stored,) = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
         if stored is None:

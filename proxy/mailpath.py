@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from proxy.audit import Audit, AuditEntry
 from proxy.classify import classify
 from proxy.clock import Clock
@@ -121,9 +123,10 @@ class MailPath:
                             correlation_id)
         self._observe(entry, _reason_code(decision))
         try:
-            with self.metrics.redis_timer("record"):
-                await self.audit.record([entry])
-        except StateUnavailable:
+            pipe = self.redis.pipeline(transaction=False)
+            self.audit.add(pipe, [entry])
+            await pipe.execute_behind("an RCPT rejection")
+        except RedisError:
             log.warning("audit record lost for RCPT rejection of %s", recipient)
 
     # --- DATA ------------------------------------------------------------------
@@ -406,8 +409,9 @@ class MailPath:
                 pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}",
                          ex=max(1, int(self.verp_ttl)))
             self.audit.add(pipe, entries)
-            with self.metrics.redis_seconds.labels("record").time():
-                await pipe.execute()
+            # Written behind when configured (proxy/batch.py): the 250 need not wait.
+            # heed_redis_seconds{op="record"} times it, from here until Redis has it.
+            await pipe.execute_behind(f"sends/audit for {message_id}")
         except Exception as exc:  # noqa: BLE001 - the mail is out; never turn that into a 4xx
             log.error("could not record sends/audit for %s: %s", message_id, type(exc).__name__)
 

@@ -52,7 +52,8 @@ class Metrics:
                                           buckets=_SLOW, registry=r)
         self.redis_seconds = Histogram("heed_redis_seconds",
                                        "Redis round-trip time by operation "
-                                       "(snapshot: state read; record: sends and audit)",
+                                       "(snapshot: state read; record: a delivery's sends and "
+                                       "audit, from hand-over until written)",
                                        ["op"], buckets=_FAST, registry=r)
         # Labelled children looked up once: ``labels()`` checks and locks on every call,
         # and the mail path asks several times per recipient. Label sets are few

@@ -103,6 +103,9 @@ class RedisSettings:
     url: str | None = None  # None -> embedded private redis-server
     data_dir: Path = Path("var/redis")
     prefix: str = "heed"
+    # Seconds a delivery's record (sends, audit, VERP mapping) may wait to share a
+    # round trip after the reply; 0: written before the reply (proxy/batch.py).
+    write_behind: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -339,8 +342,11 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         RedisSettings,
         section("redis"),
         "redis",
-        {"data_dir": rel, "url": _redis_url},
+        {"data_dir": rel, "url": _redis_url, "write_behind": parse_duration},
     )
+    if not 0 <= redis.write_behind <= 1:
+        # Longer would widen what a killed process loses without saving a round trip.
+        errors.append(f"{where}: 'redis.write_behind' must be between 0s and 1s")
     queue = take(
         QueueSettings,
         section("queue"),

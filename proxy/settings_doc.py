@@ -36,6 +36,8 @@ NOTES = {
     "upstream.timeout": "per upstream command",
     "upstream.pool_size": "pooled upstream connections",
     "redis.prefix": "the first part of every key (all built in proxy/keys.py)",
+    "redis.write_behind": "how long a delivery's record (sends, audit, VERP mapping) may wait "
+                          "to share a later round trip; 0: written before the 250",
     "queue.poll_interval": "how often the scheduler looks for due held copies",
     "queue.batch": "held copies claimed per round",
     "queue.backoff": "retry delays when the upstream fails",

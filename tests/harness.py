@@ -78,7 +78,18 @@ class HeedThread:
         return self
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run ``coro`` on heed's loop, after the records written behind are in Redis."""
+
+        async def settled() -> T:
+            if self.heed is not None:
+                await self.heed.batched.flush()
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(settled(), self.loop).result(timeout)
+
+    def settle(self) -> None:
+        """Records heed writes behind (``redis.write_behind``) are in Redis after this."""
+        self.call(asyncio.sleep(0))
 
     def release_due(self) -> int:
         """One scheduler round, as `heed serve` runs every poll interval."""

@@ -98,6 +98,7 @@ def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
         verp = local[len("bounce+"):]
         assert verp == h.heed.tokens.verp(ANA, "marketing")  # deterministic
         # Written with the sends and audit after delivery, with a TTL (30 days).
+        h.settle()
         stored = aredis_sync.get(Keys().verp(verp))
         assert stored == f"{ANA}\nmarketing".encode()
         assert 29 * 86400 < aredis_sync.ttl(Keys().verp(verp)) <= 30 * 86400

@@ -88,6 +88,7 @@ def test_metrics_follow_real_traffic(heed: HeedThread, upstream: Upstream,
     (policies / "policy.yaml").write_text("streams: [")
     assert not heed.heed.reload()
 
+    heed.settle()  # the records written behind are timed once written
     m = scrape(heed)
     assert m['heed_recipients_total{outcome="delivered",reason="none",stream="marketing"}'] == 1
     assert m['heed_recipients_total{outcome="reject",reason="refused",stream="marketing"}'] == 1
@@ -166,6 +167,7 @@ def test_one_json_line_per_decision_shares_the_audit_correlation_id(
     decisions = [line for line in lines if line["msg"] == "decision"]
     assert sorted(d["recipient"] for d in decisions) == [
         "alice@example.org", "bob@example.org", "carol@example.org"]
+    heed.settle()
     r = redis_sync.Redis.from_url(redis_url)
     trail = [AuditEntry.from_fields(f) for _, f in r.xrange(Keys().audit)]
     audited = {(e.recipient, e.correlation_id, e.outcome) for e in trail if e.kind == "decision"}
