@@ -44,6 +44,7 @@ class _Marketing:
         domain = from_domain(message.header_block)
         signer = owner.signer
         self.dkim = signer.prepare(domain, message.body) if signer and domain else None
+        self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
 
     def per_recipient(self, stream: Stream) -> bool:
         return stream.marketing and stream.unsubscribe != "off"
@@ -80,7 +81,11 @@ class _Marketing:
         # The compact token (27 octets with "bounce+") always fits the default limit.
         if not self.owner.bounce_domain or not sender or not self.per_recipient(stream):
             return None
-        token = self.owner.tokens.verp(recipient, stream.list)
+        # The mail path asks for the token and for the return path made of it: one HMAC.
+        key = (recipient, stream.list)
+        token = self._verp.get(key)
+        if token is None:
+            token = self._verp[key] = self.owner.tokens.verp(recipient, stream.list)
         if len("bounce+" + token) > self.owner.verp_max_local:
             return None
         return token

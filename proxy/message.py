@@ -50,10 +50,10 @@ def parse_fields(head: bytes, only: frozenset[bytes] | None = None) -> tuple[tup
     for raw in _FIELD_END.split(head.rstrip(b"\r\n")) if head else []:
         name, colon, value = raw.partition(b":")
         name = name.rstrip(b" \t")
+        if only is not None and (not colon or name.lower() not in only):
+            continue  # (a name in ``only`` is well-formed: no need to match it)
         if not colon or not _HEADER_NAME.match(name):
             continue  # broken header line: kept in the data, ignored for matching
-        if only is not None and name.lower() not in only:
-            continue
         text = value.replace(b"\r\n", b"").strip().decode("utf-8", errors="replace")
         fields.append((name.decode("ascii"), text))
     return tuple(fields)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import smtplib
 import socket
 import ssl
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from proxy.clock import ManualClock
-from proxy.smtp.access import hash_password
+from proxy.smtp.access import Access, hash_password
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
 
@@ -67,6 +68,22 @@ def tls_client(h: HeedThread) -> smtplib.SMTP:
     c.starttls(context=context)
     c.ehlo("tool.test")
     return c
+
+
+def test_network_answers_are_remembered_and_stay_right() -> None:
+    """Asked at every RCPT, answered from memory; the memory is bounded."""
+    access = Access([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")],
+                    {})
+    for _ in range(2):
+        assert access.network_allowed("10.1.2.3")
+        assert access.network_allowed("::ffff:10.1.2.3")  # IPv4-mapped
+        assert access.network_allowed("2001:db8::1%eth0")
+        assert not access.network_allowed("192.0.2.1")
+        assert not access.network_allowed("not an address")
+    for n in range(5000):
+        assert not access.network_allowed(f"192.0.{n // 256}.{n % 256}")
+    assert len(access._allowed) <= 4096
+    assert access.network_allowed("10.9.9.9") and not access.network_allowed("11.0.0.1")
 
 
 def test_auth_after_starttls_relays(heed: HeedThread, upstream: Upstream) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 # scrypt parameters for stored client passwords (RFC 7914 §2: N=2^14, r=8 is
 # the interactive-login recommendation).
 _N, _R, _P = 2**14, 8, 1
+# Client addresses whose network check is remembered (then the memory starts over).
+_REMEMBERED = 4096
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -51,8 +53,18 @@ class Access:
         # a per-process key so the cache itself reveals nothing.
         self._cache_key = os.urandom(32)
         self._good: set[bytes] = set()
+        self._allowed: dict[str, bool] = {}
 
     def network_allowed(self, ip: str) -> bool:
+        """Whether ``ip`` is in a client network (remembered: asked at every RCPT)."""
+        allowed = self._allowed.get(ip)
+        if allowed is None:
+            if len(self._allowed) >= _REMEMBERED:
+                self._allowed.clear()  # a flood of new addresses must not grow memory
+            allowed = self._allowed[ip] = self._in_networks(ip)
+        return allowed
+
+    def _in_networks(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip.split("%")[0])
         except ValueError:
