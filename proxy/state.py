@@ -181,16 +181,18 @@ class State:
     def record_sends(self, pipe: Any, stream: str, addresses: Iterable[str], at: float) -> None:
         """Count a delivered copy: silence counters and the send history for caps."""
         k = self.keys
+        first, window = repr(at), f"({at - SEND_WINDOW!r}"
         for address in addresses:
             a = normalise_address(address)
-            pipe.hincrby(k.engagement(a), "sends_since", 1)
-            pipe.hincrby(k.engagement(a), "total_sends", 1)
-            pipe.hsetnx(k.engagement(a), "first_send", repr(at))
+            engagement, sends = k.engagement(a), k.sends(a)
+            pipe.hincrby(engagement, "sends_since", 1)
+            pipe.hincrby(engagement, "total_sends", 1)
+            pipe.hsetnx(engagement, "first_send", first)
             # One ZSET for every stream: a snapshot reads all caps with one command.
             # 48 random bits keep two sends of one instant apart (a uuid4's first 12
             # hex digits, without building the UUID).
-            pipe.zadd(k.sends(a), {f"{stream}|{os.urandom(6).hex()}": at})
-            pipe.zremrangebyscore(k.sends(a), "-inf", f"({at - SEND_WINDOW!r}")
+            pipe.zadd(sends, {f"{stream}|{os.urandom(6).hex()}": at})
+            pipe.zremrangebyscore(sends, "-inf", window)
             pipe.sadd(k.people, a)
 
     # --- audited changes -------------------------------------------------------------
