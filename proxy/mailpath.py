@@ -247,7 +247,10 @@ class MailPath:
             else:
                 shared[stream.name] = _Copy(stream, [r], prepared.build(stream, None), sender)
                 copies.append(shared[stream.name])
-        results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
+        if len(copies) == 1:  # the common case: no task to create and schedule
+            results = [await self._send(copies[0].sender, copies[0])]
+        else:
+            results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
         sent: list[str] = []
         refused: dict[str, tuple[int, str]] = {}
         failed: dict[str, str] = {}
