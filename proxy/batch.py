@@ -31,7 +31,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.commands.core import CoreCommands
@@ -101,11 +100,14 @@ class BatchPipeline(CoreCommands):
         self.command_stack = []
 
 
-@dataclass
 class _Request:
-    stack: list[tuple[tuple[Any, ...], dict[str, Any]]]
-    reply: asyncio.Future[list[Any]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+    """One caller's commands and the future its replies are set on."""
+
+    __slots__ = ("stack", "reply")  # one per pipeline on the hot path: kept small and quick
+
+    def __init__(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        self.stack = stack
+        self.reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
 
 class GroupCommit:

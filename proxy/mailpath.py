@@ -10,9 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
-from proxy.audit import Audit, AuditEntry
+from proxy.audit import Audit
 from proxy.classify import classify
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable, UpstreamError
@@ -22,6 +20,7 @@ from proxy.metrics import Metrics
 from proxy.policy import Policy, Stream, decide
 from proxy.policy_store import PolicyStore
 from proxy.queue import DelayQueue, HeldMail
+from proxy.recorder import Delivery, Recorder
 from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
@@ -89,16 +88,15 @@ class MailPath:
     ) -> None:
         self.policies = policies
         self.state = state
-        self.audit = audit
         self.queue = queue
         self.upstream = upstream
         self.finisher = finisher
         self.clock = clock
-        self.redis = redis
         self.on_failure = on_failure
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
-        self.verp_ttl = verp_ttl
+        self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
+                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl)
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
@@ -119,15 +117,7 @@ class MailPath:
     async def record_rejection(self, envelope: Envelope, recipient: str, decision: Decision,
                                correlation_id: str) -> None:
         """Audit a recipient refused at RCPT (best effort: the 550 is the record for the client)."""
-        entry = self._entry("decision", recipient, decision, "reject", envelope.sender, "",
-                            correlation_id)
-        self._observe(entry, _reason_code(decision))
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            self.audit.add(pipe, [entry])
-            await pipe.execute_behind("an RCPT rejection")
-        except RedisError:
-            log.warning("audit record lost for RCPT rejection of %s", recipient)
+        await self.record.rejection(envelope, recipient, decision, correlation_id)
 
     # --- DATA ------------------------------------------------------------------
     async def at_data(self, envelope: Envelope, data: bytes,
@@ -150,8 +140,8 @@ class MailPath:
         if dropped and not delayed and not delivering and all(
             decisions[r].drop_mode is DropMode.REJECT for r in dropped
         ):
-            await self._write_audit(envelope, message_id, correlation_id, decisions,
-                                    {r: "reject" for r in dropped}, [], policy)
+            await self.record.message(envelope, message_id, correlation_id, decisions,
+                                      {r: "reject" for r in dropped}, policy)
             self.metrics.message(streams, Verdict.REJECTED.value)
             return DataOutcome(Verdict.REJECTED, detail="no recipient may receive this message")
 
@@ -161,13 +151,10 @@ class MailPath:
         if held:
             await self.queue.put(held)  # StateUnavailable -> the edge answers 451
 
-        prepared = self.finisher.prepare(message)
-        signed: set[str] = set()
-        verp: dict[str, tuple[str, str]] = {}
-        sent, refused, failed = await self._deliver(
-            prepared, envelope.sender,
-            [(policy.streams[decisions[r].stream], r) for r in delivering], signed, verp,
-        )
+        delivery = await self._deliver(
+            self.finisher.prepare(message), envelope.sender,
+            [(policy.streams[decisions[r].stream], r) for r in delivering])
+        sent, refused, failed = delivery.sent, delivery.refused, delivery.failed
         await give_back(self.state, claimed, sent, message_id)
 
         status: dict[str, str] = {r: "queued" for r in delayed}
@@ -188,14 +175,14 @@ class MailPath:
             status.update({r: "queued" for r in failed})
 
         if refused and not sent and not delayed and not dropped and not failed:
-            await self._write_audit(envelope, message_id, correlation_id, decisions, status,
-                                    [], policy, refused)
+            await self.record.message(envelope, message_id, correlation_id, decisions, status,
+                                      policy, delivery)
             code, text = next(iter(refused.values()))
             self.metrics.message(streams, Verdict.REJECTED.value)
             return DataOutcome(Verdict.REJECTED, detail=text, code=code)
 
-        await self._write_audit(envelope, message_id, correlation_id, decisions, status,
-                                sent, policy, refused, signed, verp)
+        await self.record.message(envelope, message_id, correlation_id, decisions, status,
+                                  policy, delivery)
         self.metrics.message(streams, Verdict.ACCEPTED.value)
         results = tuple(
             RecipientResult(r, decisions[r], status[r],
@@ -225,15 +212,9 @@ class MailPath:
                 decisions[r] = decide(policy, streams[r], snapshot, now)
         return decisions
 
-    async def _deliver(
-        self, prepared: PreparedMessage, sender: str, targets: Sequence[tuple[Stream, str]],
-        signed: set[str] | None = None, verp: dict[str, tuple[str, str]] | None = None,
-    ) -> tuple[list[str], dict[str, tuple[int, str]], dict[str, str]]:
-        """Relay every copy; returns (sent, refused permanently, failed temporarily).
-
-        ``signed`` collects the recipients whose copy carried a signed one-click;
-        ``verp`` the VERP token and list of each copy sent with its own return path.
-        """
+    async def _deliver(self, prepared: PreparedMessage, sender: str,
+                       targets: Sequence[tuple[Stream, str]]) -> Delivery:
+        """Relay every copy: who got it, who was refused for good, who must wait."""
         copies: list[_Copy] = []
         shared: dict[str, _Copy] = {}
         for stream, r in targets:
@@ -251,24 +232,22 @@ class MailPath:
             results = [await self._send(copies[0].sender, copies[0])]
         else:
             results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
-        sent: list[str] = []
-        refused: dict[str, tuple[int, str]] = {}
-        failed: dict[str, str] = {}
+        out = Delivery()
         for copy, (rejected, error) in zip(copies, results, strict=True):
             for r in copy.recipients:
                 if error is not None:
-                    failed[r] = error
+                    out.failed[r] = error
                 elif r in rejected and rejected[r][0] < 500:
-                    failed[r] = " ".join(map(str, rejected[r]))  # deferred: hold and retry
+                    out.failed[r] = " ".join(map(str, rejected[r]))  # deferred: hold, retry
                 elif r in rejected:
-                    refused[r] = rejected[r]
+                    out.refused[r] = rejected[r]
                 else:
-                    sent.append(r)
-                    if copy.signed and signed is not None:
-                        signed.add(r)
-                    if copy.verp and verp is not None:
-                        verp[r] = (copy.verp, copy.stream.list)
-        return sent, refused, failed
+                    out.sent.append(r)
+                    if copy.signed:
+                        out.signed.add(r)
+                    if copy.verp:
+                        out.verp[r] = (copy.verp, copy.stream.list)
+        return out
 
     async def _send(self, sender: str, copy: _Copy
                     ) -> tuple[dict[str, tuple[int, str]], str | None]:
@@ -302,46 +281,31 @@ class MailPath:
         envelope = Envelope(item.sender, (item.recipient,))
         cid = uuid.uuid4().hex
         if decision.action is Action.DROP:
-            await self._write_audit(envelope, item.message_id, cid, {item.recipient: decision},
-                                    {item.recipient: "dropped-at-release"}, [], policy)
+            await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
+                                      {item.recipient: "dropped-at-release"}, policy)
             return Release(ReleaseOutcome.DROPPED)
         if decision.action is Action.DELAY:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
-        prepared = self.finisher.prepare(message)
-        signed: set[str] = set()
-        verp: dict[str, tuple[str, str]] = {}
-        sent, refused, failed = await self._deliver(prepared, item.sender,
-                                                    [(stream, item.recipient)], signed, verp)
-        await give_back(self.state, claimed, sent, item.message_id)
-        if failed:
-            return Release(ReleaseOutcome.TEMPFAIL, error=failed[item.recipient])
-        status = "released" if sent else "refused-upstream"
-        await self._write_audit(envelope, item.message_id, cid, {item.recipient: decision},
-                                {item.recipient: status}, sent, policy, refused, signed, verp)
-        if refused:
-            code, text = refused[item.recipient]
+        delivery = await self._deliver(self.finisher.prepare(message), item.sender,
+                                       [(stream, item.recipient)])
+        await give_back(self.state, claimed, delivery.sent, item.message_id)
+        if delivery.failed:
+            return Release(ReleaseOutcome.TEMPFAIL, error=delivery.failed[item.recipient])
+        status = "released" if delivery.sent else "refused-upstream"
+        await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
+                                  {item.recipient: status}, policy, delivery)
+        if delivery.refused:
+            code, text = delivery.refused[item.recipient]
             return Release(ReleaseOutcome.PERMFAIL, error=f"{code} {text}")
         return Release(ReleaseOutcome.DELIVERED)
 
     async def expired(self, item: HeldMail, why: str) -> None:
         """Audit a held copy given up after the maximum hold."""
-        await self._audit_queue_end(item, "expired", why)
+        await self.record.queue_end(item, "expired", why)
 
     async def failed_permanently(self, item: HeldMail, why: str) -> None:
         """Audit a held copy the upstream refused for good."""
-        await self._audit_queue_end(item, "failed", why)
-
-    async def _audit_queue_end(self, item: HeldMail, outcome: str, why: str) -> None:
-        entry = AuditEntry(at=self.clock.now(), kind="expire" if outcome == "expired" else
-                           "upstream", recipient=item.recipient, outcome=outcome,
-                           stream=item.stream, reasons=(why,), message_id=item.message_id,
-                           sender=item.sender,
-                           policy_version=self.policies.current.version)
-        self._observe(entry, entry.kind)
-        try:
-            await self.audit.record([entry])
-        except StateUnavailable:
-            log.error("audit record lost: %s %s for %s", outcome, item.id, item.recipient)
+        await self.record.queue_end(item, "failed", why)
 
     # --- helpers ------------------------------------------------------------------
     def _held(self, sender: str, recipient: str, decision: Decision, data: bytes,
@@ -360,68 +324,6 @@ class MailPath:
                 await self.queue.done(item.id)
             except StateUnavailable:
                 log.error("could not take back held copy %s after tempfail", item.id)
-
-    def _observe(self, entry: AuditEntry, reason: str) -> None:
-        """One JSON log line and one metric count per recipient decision."""
-        # The same correlation id as the audit record: grep one, find the other.
-        if log.isEnabledFor(logging.INFO):  # the fields cost more than the level check
-            log.info("decision", extra=entry.log_fields())
-        self.metrics.recipient(entry.stream, entry.outcome, reason)
-
-    def _entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
-               message_id: str, correlation_id: str, detail: str = "", *,
-               one_click: str = "") -> AuditEntry:
-        return AuditEntry(
-            at=self.clock.now(), kind=kind, recipient=recipient, outcome=outcome,
-            stream=decision.stream, reasons=tuple(str(r) for r in decision.reasons),
-            message_id=message_id, sender=sender,
-            policy_version=self.policies.current.version, correlation_id=correlation_id,
-            detail=detail, one_click=one_click,
-        )
-
-    async def _write_audit(self, envelope: Envelope, message_id: str, correlation_id: str,
-                           decisions: Mapping[str, Decision], status: Mapping[str, str],
-                           sent: Sequence[str], policy: Policy,
-                           refused: Mapping[str, tuple[int, str]] | None = None,
-                           signed: set[str] | None = None,
-                           verp: Mapping[str, tuple[str, str]] | None = None) -> None:
-        """Sends, VERP mappings and audit entries of one message in one round trip
-        (best effort: already sent; a lost mapping leaves the DSN's own fields)."""
-        refused = refused or {}
-        marketing = {n for n, s in policy.streams.items() if s.marketing}
-        went, signed = set(sent), signed or set()
-        entries = [
-            self._entry("decision", r, d, status.get(r, d.action.value),
-                        envelope.sender, message_id, correlation_id,
-                        " ".join(map(str, refused[r])) if r in refused else "",
-                        one_click=("signed" if r in signed else "unsigned")
-                        if r in went and d.stream in marketing else "")
-            for r, d in decisions.items()
-        ]
-        by_stream: dict[str, list[str]] = {}
-        for r in sent:
-            by_stream.setdefault(decisions[r].stream, []).append(r)
-        for entry in entries:
-            self._observe(entry, _reason_code(decisions[entry.recipient]))
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for stream, recipients in by_stream.items():
-                self.state.record_sends(pipe, stream, recipients, self.clock.now())
-            for r, (token, list_name) in (verp or {}).items():
-                # Deterministic token: resending rewrites the same value and renews the TTL.
-                pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}",
-                         ex=max(1, int(self.verp_ttl)))
-            self.audit.add(pipe, entries)
-            # Written behind when configured (proxy/batch.py): the 250 need not wait.
-            # heed_redis_seconds{op="record"} times it, from here until Redis has it.
-            await pipe.execute_behind(f"sends/audit for {message_id}")
-        except Exception as exc:  # noqa: BLE001 - the mail is out; never turn that into a 4xx
-            log.error("could not record sends/audit for %s: %s", message_id, type(exc).__name__)
-
-
-def _reason_code(decision: Decision) -> str:
-    """The metric label of a decision: its first reason's stable code."""
-    return decision.reasons[0].code if decision.reasons else "none"
 
 
 def reply_reason(decision: Decision) -> str:
