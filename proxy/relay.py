@@ -11,6 +11,7 @@ import aiosmtplib
 
 from proxy.errors import UpstreamError
 from proxy.settings import UpstreamSettings
+from proxy.smtp.address import PLAIN_ADDRESS
 
 log = logging.getLogger("heed.relay")
 
@@ -133,7 +134,7 @@ class SmtpUpstream:
                            recipients: Sequence[str], data: bytes) -> Refused:
         options, encoding = _mail_options(client, sender, recipients, data)
         try:
-            await client.mail(sender, options=options, encoding=encoding)
+            await _mail(client, sender, options, encoding)
         except aiosmtplib.SMTPServerDisconnected:
             raise _Stale() from None
         except aiosmtplib.SMTPResponseException as exc:
@@ -148,7 +149,7 @@ class SmtpUpstream:
         refused: Refused = {}
         for rcpt in recipients:
             try:
-                await client.rcpt(rcpt, encoding=encoding)
+                await _rcpt(client, rcpt, encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if exc.code == 421:
                     raise UpstreamError(421, exc.message, temporary=True) from None
@@ -203,6 +204,32 @@ class SmtpUpstream:
                 await asyncio.wait_for(client.quit(), 2)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
+
+
+# MAIL and RCPT for a plain mailbox (dot-atom local part, plain domain: nearly every
+# path heed relays, VERP return paths included) are written as the path itself.
+# aiosmtplib's mail()/rcpt() would run it through email.utils.parseaddr and its
+# injection check first, about a twentieth of heed's CPU per message, to get the
+# same "<address>" (tests/test_relay.py checks that for any plain mailbox); any other
+# path still goes through them. RFC 5321 §4.1.1.2, §4.1.1.3.
+async def _mail(client: aiosmtplib.SMTP, sender: str, options: list[str],
+                encoding: str) -> None:
+    if sender and not PLAIN_ADDRESS.fullmatch(sender):
+        await client.mail(sender, options=options, encoding=encoding)
+        return
+    response = await client.execute_command(
+        b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *(o.encode("ascii") for o in options))
+    if response.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt(client: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
+    if not PLAIN_ADDRESS.fullmatch(recipient):
+        await client.rcpt(recipient, encoding=encoding)
+        return
+    response = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+    if response.code not in (250, 251):  # 251: "will forward" (RFC 5321 §3.4)
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:

@@ -7,11 +7,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtplib.email import quote_address
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.embedded_redis import free_port
 from proxy.errors import UpstreamError
 from proxy.relay import SmtpUpstream
 from proxy.settings import UpstreamSettings
+from proxy.smtp.address import PLAIN_ADDRESS
 from tests.conftest import CaptureHandler, Upstream
 
 DATA = b"From: a@news.example.com\r\nSubject: x\r\n\r\nbody\r\n"
@@ -190,3 +194,26 @@ async def test_silent_upstream_times_out_as_temporary() -> None:
         done.set()
         server.close()
         await server.wait_closed()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.from_regex(PLAIN_ADDRESS, fullmatch=True))
+def test_a_plain_path_is_written_as_aiosmtplib_would_quote_it(address: str) -> None:
+    """relay.py writes "<address>" itself for a plain mailbox; aiosmtplib's quote_address
+    (parseaddr and an injection check) gives exactly that for every such mailbox."""
+    assert quote_address(address) == f"<{address}>"
+
+
+@pytest.mark.parametrize("sender", ["", SENDER, "bounce+abcdefghij234567klmn@heed.test",
+                                    '"odd sender"@example.com'])
+async def test_paths_reach_the_upstream_as_given(upstream: Upstream, relay: SmtpUpstream,
+                                                 sender: str) -> None:
+    # Plain paths are written directly; the quoted ones go through aiosmtplib's mail/rcpt.
+    rcpts = ["plain.user+tag@example.org", '"quoted rcpt"@example.org', "x@[192.0.2.1]"]
+    assert await relay.send(sender, rcpts, DATA) == {}
+    # (aiosmtpd shows the null reverse-path as "<>".)
+    assert [(m.sender, m.recipients) for m in upstream.received] == [(sender or "<>", rcpts)]
+    # A refused plain recipient is told apart as before (RFC 5321 §3.3).
+    upstream.handler.rcpt_reply["gone@example.org"] = "550 5.1.1 no such user"
+    assert await relay.send(sender, ["gone@example.org", "here@example.org"], DATA) == {
+        "gone@example.org": (550, "5.1.1 no such user")}

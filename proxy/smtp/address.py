@@ -11,9 +11,10 @@ import re
 # this pattern does not match still goes there, so the result is the same. Like
 # that parser, the blanks after ">" are not part of the parameters that follow.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_PATH = re.compile(
-    rf"<((?:{_ATEXT}\.)*{_ATEXT}@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+)>[ \t]*((?:[^ \t(].*)?)",
-    re.DOTALL)
+_ADDRESS = rf"(?:{_ATEXT}\.)*{_ATEXT}@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+"
+_PLAIN_PATH = re.compile(rf"<({_ADDRESS})>[ \t]*((?:[^ \t(].*)?)", re.DOTALL)
+# The same plain mailbox on its own (proxy/relay.py writes such a path as it is).
+PLAIN_ADDRESS = re.compile(_ADDRESS)
 
 
 def plain_path(arg: str, local_part_limit: int = 0) -> tuple[str | None, str | None] | None:
