@@ -397,6 +397,14 @@ policies: policies
                                           env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_port(self.port, timeout=60)
+            # Every worker has its own SO_REUSEPORT socket: a session opened before the
+            # last one listens stays with the others, and smtp-source -d keeps its 20
+            # sessions for the whole run, so the load starts once all are listening.
+            deadline = time.monotonic() + 60
+            while self.log_path.read_bytes().count(b"heed listening for SMTP") < workers:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                time.sleep(0.05)
         except TimeoutError:
             self._stop()
             raise RuntimeError(f"heed did not listen: {self.log_tail()}") from None
