@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy.audit import Audit
@@ -109,9 +110,12 @@ class Heed:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False) -> None:
+    async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False,
+                    before_listen: Callable[[], Awaitable[None]] | None = None) -> None:
         await warm_up(self.redis)
         await warm_up(self.batched.lane)
+        if before_listen is not None:
+            await before_listen()  # --workers: every worker starts listening together
         handler = Handler(self.mailpath, self.access,
                           max_recipients=self.settings.smtp.max_recipients, local=self.local,
                           metrics=self.metrics)

@@ -8,7 +8,9 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import threading
 import time
+from typing import Any
 
 from proxy.embedded_redis import EmbeddedRedis, ping
 from proxy.logs import setup_logging
@@ -18,11 +20,27 @@ from proxy.settings import Settings
 log = logging.getLogger("heed")
 
 
-async def run(settings: Settings, redis_url: str, *, reuse_port: bool = False) -> None:
+# How long a starting worker waits for the others before it listens anyway.
+START_TOGETHER = 60.0
+
+
+async def run(settings: Settings, redis_url: str, *, reuse_port: bool = False,
+              together: Any = None) -> None:
     from proxy.app import Heed
 
     heed = Heed(settings, redis_url=redis_url, policies=PolicyStore(settings.policies))
-    await heed.start(reuse_port=reuse_port)
+
+    async def all_ready() -> None:
+        # Each worker has its own SO_REUSEPORT socket, and the kernel gives a new
+        # connection to one of the sockets listening at that moment: a worker that
+        # listened first would keep every session a tool opened meanwhile.
+        try:
+            await asyncio.to_thread(together.wait, START_TOGETHER)
+        except threading.BrokenBarrierError:
+            log.warning("the other workers are not ready; listening anyway")
+
+    await heed.start(reuse_port=reuse_port,
+                     before_listen=all_ready if together is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, heed.reload)
@@ -33,18 +51,19 @@ async def run(settings: Settings, redis_url: str, *, reuse_port: bool = False) -
     await heed.stop()
 
 
-def _run_loop(settings: Settings, url: str, reuse_port: bool) -> None:
+def _run_loop(settings: Settings, url: str, reuse_port: bool, together: Any = None) -> None:
+    main = run(settings, url, reuse_port=reuse_port, together=together)
     try:
         import uvloop
-
-        uvloop.run(run(settings, url, reuse_port=reuse_port))
     except ImportError:
-        asyncio.run(run(settings, url, reuse_port=reuse_port))
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
-def _worker(settings: Settings, url: str) -> None:
+def _worker(settings: Settings, url: str, together: Any) -> None:
     setup_logging(settings.log_level, settings.log_format)
-    _run_loop(settings, url, True)
+    _run_loop(settings, url, True, together)
 
 
 def supervise(settings: Settings, url: str, workers: int) -> None:
@@ -56,9 +75,12 @@ def supervise(settings: Settings, url: str, workers: int) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs: list[multiprocessing.process.BaseProcess] = []
     stopping = False
+    together = ctx.Barrier(workers)  # the first workers listen at the same moment
 
-    def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_worker, args=(settings, url), daemon=False)
+    def start(first: bool = False) -> multiprocessing.process.BaseProcess:
+        # A restarted worker joins the others, which listen already: no waiting.
+        proc = ctx.Process(target=_worker, args=(settings, url, together if first else None),
+                           daemon=False)
         proc.start()
         return proc
 
@@ -72,7 +94,7 @@ def supervise(settings: Settings, url: str, workers: int) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    procs.extend(start() for _ in range(workers))
+    procs.extend(start(first=True) for _ in range(workers))
     log.info("supervising %d workers", workers)
     while not stopping:
         for i, proc in enumerate(procs):

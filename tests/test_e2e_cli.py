@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,6 +116,74 @@ def test_policy_test_dry_run(site: Path, tmp_path: Path) -> None:
     assert "dan@example.org: stream marketing: drop" in out and "no_consent" in out
 
 
+def worker_pids(proc: subprocess.Popen[str]) -> list[int]:
+    """The parent's worker processes (not its redis-server or resource tracker)."""
+    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    found = []
+    for pid in map(int, out.stdout.split()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(pid)
+    return found
+
+
+def sessions_per_process(port: int, pids: list[int]) -> collections.Counter[int]:
+    """Established connections to ``port`` held by each of ``pids`` (from /proc)."""
+    owner: dict[int, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owner[int(target[8:-1])] = pid
+    counts: collections.Counter[int] = collections.Counter()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            local_port, state, inode = int(f[1].rsplit(":", 1)[1], 16), f[3], int(f[9])
+            if local_port == port and state == "01" and inode in owner:  # 01: ESTABLISHED
+                counts[owner[inode]] += 1
+    return counts
+
+
+def test_sessions_opened_as_soon_as_heed_listens_reach_every_worker(
+        site: Path, upstream: Upstream) -> None:
+    """The workers start listening together: a tool that connects the moment the port
+    opens (a restart in the middle of a campaign) does not land on the first alone."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--workers", "2", "--listen",
+         f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream.port}"],
+        cwd=site, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not clients:
+            try:
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "heed did not listen"
+                time.sleep(0.01)
+        clients += [socket.create_connection(("127.0.0.1", port), timeout=10)
+                    for _ in range(19)]
+        for c in clients:
+            assert c.recv(512).startswith(b"220")  # accepted by a worker, greeted
+        counts = sessions_per_process(port, worker_pids(proc))
+        assert sum(counts.values()) == 20
+        assert len(counts) == 2, counts  # 2^-19 odds of one worker by chance
+    finally:
+        for c in clients:
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
 def test_workers_share_the_port_and_a_killed_one_is_replaced(site: Path,
                                                              upstream: Upstream) -> None:
     port = free_port()
@@ -126,17 +196,7 @@ def test_workers_share_the_port_and_a_killed_one_is_replaced(site: Path,
         wait_port(port)
 
         def workers() -> list[int]:
-            """The parent's worker processes (not its redis-server or resource tracker)."""
-            out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-            found = []
-            for pid in map(int, out.stdout.split()):
-                try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"spawn_main" in cmdline:
-                    found.append(pid)
-            return found
+            return worker_pids(proc)
 
         deadline = time.monotonic() + 20
         while len(workers()) < 2 and time.monotonic() < deadline:
