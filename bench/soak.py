@@ -149,7 +149,7 @@ class HeedProcess:
         queue = extra.pop("queue", "{poll_interval: 0.2s, backoff: [1s], lease: 60s}")
         upstream = extra.pop("upstream", "{timeout: 3s}")
         self.config = workdir / "heed.yaml"
-        redis = extra.pop("redis", "{}")[1:-1]
+        redis = extra.pop("redis", "")  # more keys of the redis section, beside its url
         self.config.write_text(f"""
 smtp: {{listen: "127.0.0.1:{self.port}", hostname: soak.test, max_sessions: 2000,
        max_sessions_per_client: 2000}}
@@ -317,7 +317,7 @@ def heed_kill(workdir: Path, messages: int = 10_000, sessions: int = 20,
     redis = EmbeddedRedis(workdir / "redis")
     sink = CountingSink()
     redis_url = redis.start()
-    settings = {"redis": f"{{write_behind: {write_behind}}}"} if write_behind else {}
+    settings = {"redis": f"write_behind: {write_behind}"} if write_behind else {}
     heed = HeedProcess(workdir / "heed", redis_url, sink.port, TRANSACTIONAL, **settings)
     heed.start()
     client = Client(heed.port)

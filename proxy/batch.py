@@ -81,16 +81,14 @@ class BatchPipeline(CoreCommands):
         Without write-behind this is ``execute()``. With it, the commands are queued for
         the next batch and this returns at once; a failure is logged, naming ``what``.
         """
-        stack, self.command_stack = self.command_stack, []
-        if not stack:
+        if not self.command_stack:
             return
         if self._owner.linger <= 0:
             started = time.monotonic()
-            for reply in await self._owner.submit(stack):
-                if isinstance(reply, Exception):
-                    raise reply
+            await self.execute()
             self._owner.written(time.monotonic() - started)
             return
+        stack, self.command_stack = self.command_stack, []
         self._owner.defer(stack, what)
 
     async def __aenter__(self) -> BatchPipeline:
@@ -180,13 +178,20 @@ class GroupCommit:
 
     def _due(self) -> None:
         """The linger is over (or the client closes): what is behind goes out now."""
+        if self._bring_forward():
+            self._start()
+
+    def _bring_forward(self) -> bool:
+        """Put what is behind at the front of the queue, before every caller queued after
+        it (a read there must see it), and stop its linger; whether there was any."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._behind:
-            self._pending.extendleft(reversed(self._behind))
-            self._behind = []
-            self._start()
+        if not self._behind:
+            return False
+        self._pending.extendleft(reversed(self._behind))
+        self._behind = []
+        return True
 
     def _start(self) -> None:
         if self._flusher is None:
@@ -206,13 +211,7 @@ class GroupCommit:
                 _fail(self._pending.popleft(), RedisConnectionError("redis client closed"))
 
     def _take(self) -> list[_Request]:
-        if self._behind:
-            # Records written behind go first: a read queued after them must see them.
-            self._pending.extendleft(reversed(self._behind))
-            self._behind = []
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        self._bring_forward()  # records written behind ride with this batch, first
         batch = [self._pending.popleft()]
         size = len(batch[0].stack)
         while self._pending and size + len(self._pending[0].stack) <= self.max_commands:
