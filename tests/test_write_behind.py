@@ -15,8 +15,10 @@ from redis.exceptions import ResponseError
 from proxy.audit import AuditEntry
 from proxy.batch import GroupCommit
 from proxy.clock import ManualClock
+from proxy.errors import ConfigError
 from proxy.keys import Keys
 from proxy.redisconn import connect_redis, warm_up
+from proxy.settings import load_settings
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings, policy_dir
 from tests.test_smtp_mailpath import NOON, POLICY, grant, send
@@ -150,3 +152,20 @@ def test_stopping_heed_writes_the_records_behind(
     assert [e.outcome for e in trail if e.kind == "decision"] == ["delivered"]
     assert upstream.recipients() == ["bob@example.org"]
     h.stop()  # ends the thread's loop
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("-0.5", "'redis.write_behind' must be between 0s and 1s"),
+    ("2s", "'redis.write_behind' must be between 0s and 1s"),
+    ("-1s", "'redis.write_behind': expected a duration"),
+    ("soon", "'redis.write_behind': expected a duration"),
+])
+def test_a_bad_write_behind_stops_heed_at_start(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"HEED_REDIS__WRITE_BEHIND": value})
+    assert problem in str(info.value)
+
+
+def test_write_behind_takes_a_duration() -> None:
+    assert load_settings(None, env={"HEED_REDIS__WRITE_BEHIND": "0"}).redis.write_behind == 0
+    assert load_settings(None, env={}).redis.write_behind == 0.05
