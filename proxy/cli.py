@@ -181,10 +181,12 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             print(f"engagement recorded: {args.address} ({args.kind})")
         elif args.command == "explain":
             from proxy.policy_store import PolicyStore
+            from proxy.queue import DelayQueue
 
             policy = PolicyStore(settings.policies).current
+            held = await DelayQueue(redis, keys).items_for(args.address)
             print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),
-                                policy=policy))
+                                policy=policy, held=held))
     return 0
 
 
