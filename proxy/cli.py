@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ REFUSAL_REASONS = ("unsubscribe", "complaint", "bounce", "manual")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
-                   help=f"service config (default: {DEFAULT_CONFIG} when it exists)")
+                   help=f"service config (default: $HEED_CONFIG, else {DEFAULT_CONFIG} when "
+                        "it exists, else the running heed serve's)")
     p.add_argument("--redis", metavar="URL", help="Redis URL (replaces the embedded default)")
     p.add_argument("--policies", type=Path, metavar="DIR", help="policy directory")
 
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes sharing the ports (SO_REUSEPORT); default 1")
 
     check = sub.add_parser("check", help="validate config and policies; non-zero on errors")
+    check.add_argument("--connect", action="store_true",
+                       help="also try the upstream MTA and Redis; non-zero if either fails")
     _common(check)
 
     policy = sub.add_parser("policy", help="policy tools")
@@ -101,11 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Config file (explicit, or config/heed.yaml when present), env, then flags."""
-    path = args.config
+    """Config file, env, then flags. The file: --config, $HEED_CONFIG, ./config/heed.yaml,
+    or (for the management commands) the one the running `heed serve` was started with."""
+    path = args.config or (Path(os.environ["HEED_CONFIG"]) if os.environ.get("HEED_CONFIG")
+                           else None)
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
     overrides: dict[str, Any] = {}
+    if path is None and args.command != "serve" and not getattr(args, "redis", None):
+        from proxy.locate import running
+
+        found = running(os.environ)
+        if found:  # run from elsewhere: use what `heed serve` runs on, wherever that is
+            path = Path(found["config"]) if found.get("config") else None
+            overrides = {"redis": {"data_dir": found["data_dir"]},
+                         "policies": found["policies"]}
     if getattr(args, "redis", None):
         overrides.setdefault("redis", {})["url"] = args.redis
     if getattr(args, "policies", None):
@@ -137,6 +151,8 @@ async def redis_for(settings: Settings) -> AsyncIterator[Any]:
         else:
             embedded = candidate
             url = await asyncio.to_thread(embedded.start)
+            print(f"note: no heed serve runs on {settings.redis.data_dir.resolve()}; its Redis "
+                  "was started for this command", file=sys.stderr)
     client = connect_redis(url)
     await warm_up(client)
     try:
@@ -190,14 +206,31 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _check(settings: Settings) -> int:
+def _check(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.policy import load_policies
 
     policy = load_policies(settings.policies)
     print(f"config ok: {settings.source or '(defaults)'}")
     print(f"policies ok: {settings.policies} version {policy.version}, "
           f"streams: {', '.join(policy.streams)}")
-    return 0
+    return asyncio.run(_connect(settings)) if args.connect else 0
+
+
+async def _connect(settings: Settings) -> int:
+    from proxy.probe import probe_redis, probe_upstream
+
+    up = f"{settings.upstream.host}:{settings.upstream.port}"
+    where = settings.redis.url or f"embedded in {settings.redis.data_dir}"
+    failed = 0
+    for name, peer, ok, problem in (
+            ("upstream", up, "greets with 220", await probe_upstream(settings)),
+            ("redis", where, "answers PING", await probe_redis(settings))):
+        if problem:
+            print(f"error: {name} {peer}: {problem}", file=sys.stderr)
+            failed = 1
+        else:
+            print(f"{name} ok: {peer} {ok}")
+    return failed
 
 
 async def _report(args: argparse.Namespace, settings: Settings) -> int:
@@ -262,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(settings, workers=max(1, args.workers))
         if args.command == "check":
-            return _check(settings)
+            return _check(args, settings)
         if args.command == "policy":
             return asyncio.run(_policy_test(args, settings))
         if args.command == "report":

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from proxy.embedded_redis import EmbeddedRedis, ping
+from proxy.locate import forget, remember
 from proxy.logs import setup_logging
 from proxy.policy_store import PolicyStore
 from proxy.settings import Settings
@@ -108,6 +109,19 @@ def supervise(settings: Settings, url: str, workers: int) -> None:
             proc.kill()
 
 
+def _warn_if_upstream_unreachable(settings: Settings) -> None:
+    """Try the upstream once: a newcomer with no MTA on port 25 learns why nothing arrives."""
+    from proxy.probe import probe_upstream
+
+    problem = asyncio.run(probe_upstream(settings))
+    if problem:
+        host, port = settings.upstream.host, settings.upstream.port
+        log.warning("cannot reach the upstream %s:%d: %s; heed serves anyway, and mail to "
+                    "deliver gets 451 (upstream.on_failure: %s) until it answers", host, port,
+                    problem, settings.upstream.on_failure,
+                    extra={"upstream_host": host, "upstream_port": port, "error": problem})
+
+
 def serve(settings: Settings, workers: int = 1) -> int:
     setup_logging(settings.log_level, settings.log_format)
     # Load policies before anything starts: a bad file keeps heed from starting.
@@ -122,6 +136,10 @@ def serve(settings: Settings, workers: int = 1) -> int:
             url = embedded.start()
             log.info("embedded redis-server started", extra={"data_dir": str(
                 settings.redis.data_dir), "appendfsync": "always"})
+    _warn_if_upstream_unreachable(settings)
+    if embedded is not None:  # so `heed consent …` run from any directory finds this Redis
+        remember(os.environ, config=settings.source, data_dir=settings.redis.data_dir,
+                 policies=settings.policies)
     try:
         if workers > 1:
             supervise(settings, url, workers)
@@ -129,5 +147,6 @@ def serve(settings: Settings, workers: int = 1) -> int:
             _run_loop(settings, url, False)
     finally:
         if embedded is not None:
+            forget(os.environ)
             embedded.stop()
     return 0

@@ -217,3 +217,44 @@ def test_workers_share_the_port_and_a_killed_one_is_replaced(site: Path,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+def test_management_commands_find_the_running_serve_from_any_directory(
+        served: tuple[subprocess.Popen[str], int, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    _, _, site = served
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # no config/ here
+    heed_cmd("consent", "grant", "dora@example.org", "--list", "marketing",
+             "--source", "phone", cwd=elsewhere)
+    out = heed_cmd("explain", "dora@example.org", cwd=site).stdout
+    assert "source phone" in out  # written to the Redis that `heed serve` runs
+    assert not (elsewhere / "var").exists()  # no second, private Redis was started there
+
+
+def test_serve_warns_at_start_when_the_upstream_is_unreachable(site: Path) -> None:
+    port, closed = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HEED_HTTP__LISTEN="")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
+         "--upstream", f"127.0.0.1:{closed}"],
+        cwd=site, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port)  # it serves anyway: held mail and refusals need no upstream
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert f"cannot reach the upstream 127.0.0.1:{closed}: Connection refused" in err, err
+
+
+def test_check_connect_tries_upstream_and_redis(site: Path, upstream: Upstream) -> None:
+    env = dict(os.environ, HEED_UPSTREAM__PORT=str(upstream.port))
+    ok = heed_cmd("check", "--connect", cwd=site, env=env)
+    assert f"upstream ok: 127.0.0.1:{upstream.port}" in ok.stdout and "redis ok" in ok.stdout
+    closed = free_port()
+    bad = heed_cmd("check", "--connect", cwd=site, check=False,
+                   env=dict(os.environ, HEED_UPSTREAM__PORT=str(closed)))
+    assert bad.returncode != 0
+    assert f"upstream 127.0.0.1:{closed}: Connection refused" in bad.stderr, bad.stderr
+    down = heed_cmd("check", "--connect", "--redis", f"redis://127.0.0.1:{closed}/0", cwd=site,
+                    check=False, env=env)
+    assert down.returncode != 0 and f"redis redis://127.0.0.1:{closed}/0:" in down.stderr

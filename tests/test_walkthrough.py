@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -106,27 +107,44 @@ def replies(swaks_out: str) -> dict[str, str]:
     return got
 
 
+def readme_commands() -> list[list[str]]:
+    """The walkthrough's commands exactly as README.md gives them (the block after "Try it")."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("Try it with swaks", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line]
+
+
+def readme_says(*sentences: str) -> None:
+    """The README still says what the test checks (an edit to either shows up here)."""
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    for sentence in sentences:
+        assert sentence in text, sentence
+
+
 def walkthrough(site: Site, at: float) -> dict[str, str]:
     """The README's commands, as written, with heed's clock at ``at``."""
     site.serve(at)
     assert (site.root / "var" / "redis" / "appendonlydir").exists()  # durable embedded Redis
-    site.heed("consent", "grant", "alice@example.org", "--list", "marketing",
-              "--source", "signup-form")
-    site.heed("consent", "grant", "bob@example.org", "--list", "marketing",
-              "--source", "signup-form")
-    site.heed("refuse", "bob@example.org", "--reason", "unsubscribe")
     assert shutil.which("swaks"), "swaks is installed by .ci/run"
-    swaks = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{site.port}", "--from", "offers@news.example.com",
-         "--to", ",".join(RECIPIENTS), "--header", "Subject: Our autumn sale"],
-        capture_output=True, text=True, timeout=60)
+    commands = readme_commands()
+    assert [c[0] for c in commands] == [".venv/bin/heed"] * 3 + ["swaks", ".venv/bin/heed"]
+    swaks = None
+    for command in commands:
+        if command[0] == "swaks":
+            server = command.index("--server") + 1
+            assert command[server] == "127.0.0.1:2525"  # what the README says heed listens on
+            command[server] = f"127.0.0.1:{site.port}"
+            swaks = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        else:
+            site.heed(*command[1:])
+    assert swaks is not None
     got = replies(swaks.stdout)
-    # "bob and carol are refused at RCPT with 550 5.7.1"
+    readme_says("bob and carol are refused at `RCPT` with `550 5.7.1`",
+                "`heed explain` says why for each", "alice's copy is accepted with `250`")
     assert got["bob@example.org"].startswith("550 5.7.1"), swaks.stdout
     assert got["carol@example.org"].startswith("550 5.7.1"), swaks.stdout
     assert got["alice@example.org"].startswith("250"), swaks.stdout
     assert got["DATA"].startswith("250"), swaks.stdout
-    # "heed explain says why for each"
     bob = site.heed("explain", "bob@example.org")
     assert "unsubscribe" in bob and "refused" in bob
     carol = site.heed("explain", "carol@example.org")
@@ -136,6 +154,7 @@ def walkthrough(site: Site, at: float) -> dict[str, str]:
 
 def test_by_day_alices_copy_reaches_the_upstream_at_once(site: Site) -> None:
     walkthrough(site, berlin("2026-12-03T12:00:00"))
+    readme_says("From 08:00 to 21:00 Berlin time, alice's copy reaches the upstream at once.")
     assert site.upstream.recipients() == ["alice@example.org"]
     alice = site.heed("explain", "alice@example.org")
     assert "signup-form" in alice and "delivered" in alice
@@ -145,13 +164,16 @@ def test_by_day_alices_copy_reaches_the_upstream_at_once(site: Site) -> None:
 @pytest.mark.parametrize("night", ["2026-12-03T23:30:00", "2026-12-04T03:00:00"])
 def test_at_night_quiet_hours_hold_alices_copy_until_eight(site: Site, night: str) -> None:
     walkthrough(site, berlin(night))
-    # "nothing reaches the upstream yet"
+    readme_says("From 21:00 to 08:00 Berlin time, quiet hours hold it: nothing reaches the "
+                "upstream yet, and `heed explain alice@example.org` shows it \"delayed (held in "
+                "the delay queue)\" by quiet hours and lists it under \"waiting in the delay "
+                "queue\" with the time it is due. heed sends it at 08:00 Berlin time",
+                "Held copies survive a restart of heed")
     assert site.upstream.recipients() == []
-    # "heed explain alice@example.org shows it held by quiet hours, due at 08:00 Berlin"
     alice = site.heed("explain", "alice@example.org")
-    assert "delayed" in alice and "quiet hours" in alice, alice
+    assert "delayed (held in the delay queue)" in alice and "quiet hours" in alice, alice
     assert "waiting in the delay queue" in alice and "due 2026-12-04 07:00 UTC" in alice, alice
-    # "heed sends it at 08:00 Berlin time": heed started again just after eight.
+    # Sent at 08:00 Berlin time (07:00 UTC in December), after a restart of heed.
     site.stop()
     site.serve(berlin("2026-12-04T08:00:30"))
     deadline = time.monotonic() + 60
