@@ -28,7 +28,7 @@ from proxy.queue import DelayQueue
 from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
-from proxy.settings import Settings, UnsubscribeKey
+from proxy.settings import Settings, UnsubscribeKey, verp_domain
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
@@ -82,7 +82,9 @@ class Heed:
         self.finisher = finisher or UnsubscribeAndSign(
             self.tokens, self.signer, public_url=settings.http.public_url,
             mailto_domain=settings.unsubscribe.mailto_domain,
-            bounce_domain=self.bounce_domain if settings.bounces.verp else None,
+            # VERP only to a domain the sysadmin named (and routes to heed): a MAIL FROM
+            # at an unrouted domain would lose every bounce, the tool's included.
+            bounce_domain=verp_domain(settings.bounces),
             verp_max_local=settings.bounces.verp_max_local)
         self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)

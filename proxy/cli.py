@@ -213,7 +213,26 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     print(f"config ok: {settings.source or '(defaults)'}")
     print(f"policies ok: {settings.policies} version {policy.version}, "
           f"streams: {', '.join(policy.streams)}")
+    print(_bounce_routing(settings))
     return asyncio.run(_connect(settings)) if args.connect else 0
+
+
+def _bounce_routing(settings: Settings) -> str:
+    """Where bounces of marketing copies go with these settings, and what that needs."""
+    from proxy.settings import verp_domain
+
+    b = settings.bounces
+    domain = verp_domain(b)
+    if domain is None:
+        why = "bounces.verp is off" if b.verp else "bounces.domain is not set"
+        return (f"bounces: {why}, so copies keep the tool's MAIL FROM and bounces go to the "
+                "tool (VERP needs bounces.domain, a domain routed to heed)")
+    listen = f"{settings.smtp.listen[0]}:{settings.smtp.listen[1]}"
+    return (f"bounces: VERP on: marketing copies go out with MAIL FROM bounce+TOKEN@{domain}. "
+            f"Route {domain} to heed, or bounces are lost: an MX record for {domain} "
+            f"pointing at your MTA, and the MTA relaying {b.address}@{domain}, "
+            f"{b.address}+*@{domain} and {b.complaints}@{domain} to heed's SMTP listener "
+            f"({listen}; docs/postfix.md shows a transport map)")
 
 
 async def _connect(settings: Settings) -> int:
