@@ -18,7 +18,7 @@ from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
 from proxy.http.webhooks import add_webhooks
-from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
+from proxy.inbound import LocalMailboxes, PostmasterMailbox, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
@@ -98,8 +98,10 @@ class Heed:
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
             trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
+        own = (settings.smtp.hostname, settings.unsubscribe.mailto_domain, self.bounce_domain)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
-            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
+            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports,
+            PostmasterMailbox(own, settings.smtp.postmaster, self.upstream))
         # Held mail given up gets one delivery status notification (RFC 3464).
         self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(

@@ -79,6 +79,9 @@ class SmtpSettings:
     max_sessions: int = 1000
     # One client may not take every session: the rest of the network keeps being served.
     max_sessions_per_client: int = 100
+    # Where mail to postmaster@ heed's own domains goes (RFC 5321 §4.5.1: it must be
+    # accepted); None: accepted and logged only.
+    postmaster: str | None = None
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: 5 minutes
     data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes for the whole DATA
 
@@ -326,6 +329,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             "max_recipients": int,
             "max_sessions": int,
             "max_sessions_per_client": int,
+            "postmaster": lambda v: str(v).strip() if v else None,
             "command_timeout": parse_duration,
             "data_timeout": parse_duration,
         },
