@@ -146,3 +146,22 @@ def test_the_command_check_catches_drift(bad: str) -> None:
 
 def test_the_docs_quote_commands_and_keys() -> None:
     assert len(quoted_commands()) > 20 and len(quoted_keys()) > 40
+
+
+def test_the_compose_example_trusts_its_containers_not_the_gateway() -> None:
+    """docker-compose.yml: the tool containers may relay without AUTH; the host side may not."""
+    import ipaddress
+
+    import yaml
+
+    from proxy.settings import load_settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    env = {k: str(v) for k, v in compose["services"]["heed"]["environment"].items()
+           if k.startswith("HEED_SMTP__")}
+    trusted = load_settings(None, env=env).smtp.client_networks  # valid, and not 0.0.0.0/0
+    [net] = compose["networks"]["mail"]["ipam"]["config"]
+    assert [str(n) for n in trusted] == [net["ip_range"]]
+    gateway = ipaddress.ip_address(net["gateway"])
+    assert gateway in ipaddress.ip_network(net["subnet"])
+    assert not any(gateway in n for n in trusted)
