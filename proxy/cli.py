@@ -120,6 +120,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
             path = Path(found["config"]) if found.get("config") else None
             overrides = {"redis": {"data_dir": found["data_dir"]},
                          "policies": found["policies"]}
+        else:
+            print(f"note: no config here (--config, $HEED_CONFIG, {DEFAULT_CONFIG}) and no "
+                  f"heed serve running: using the defaults in {Path.cwd()}", file=sys.stderr)
     if getattr(args, "redis", None):
         overrides.setdefault("redis", {})["url"] = args.redis
     if getattr(args, "policies", None):

@@ -122,31 +122,39 @@ def _warn_if_upstream_unreachable(settings: Settings) -> None:
                     extra={"upstream_host": host, "upstream_port": port, "error": problem})
 
 
+def _stop_while_starting(sig: int, _frame: object) -> None:
+    # Until the event loop takes SIGTERM over, stop through the finally below, so the
+    # embedded redis-server is not left running on its own.
+    raise SystemExit(128 + sig)
+
+
 def serve(settings: Settings, workers: int = 1) -> int:
     setup_logging(settings.log_level, settings.log_format)
     # Load policies before anything starts: a bad file keeps heed from starting.
     PolicyStore(settings.policies)
+    signal.signal(signal.SIGTERM, _stop_while_starting)
     embedded: EmbeddedRedis | None = None
-    url = settings.redis.url
-    if url is None:
-        embedded = EmbeddedRedis(settings.redis.data_dir, unix=True)
-        if embedded.socket is not None and ping(embedded.socket):
-            url, embedded = embedded.url, None  # another heed on this data folder runs it
-        else:
-            url = embedded.start()
-            log.info("embedded redis-server started", extra={"data_dir": str(
-                settings.redis.data_dir), "appendfsync": "always"})
-    _warn_if_upstream_unreachable(settings)
-    if embedded is not None:  # so `heed consent …` run from any directory finds this Redis
-        remember(os.environ, config=settings.source, data_dir=settings.redis.data_dir,
-                 policies=settings.policies)
     try:
+        url = settings.redis.url
+        if url is None:
+            candidate = EmbeddedRedis(settings.redis.data_dir, unix=True)
+            if candidate.socket is not None and ping(candidate.socket):
+                url = candidate.url  # another heed on this data folder runs it
+            else:
+                embedded = candidate  # before start(): a SIGTERM within it still stops it
+                url = embedded.start()
+                log.info("embedded redis-server started", extra={"data_dir": str(
+                    settings.redis.data_dir), "appendfsync": "always"})
+            # So that `heed consent …` run from any directory finds this Redis.
+            remember(os.environ, config=settings.source, data_dir=settings.redis.data_dir,
+                     policies=settings.policies)
+        _warn_if_upstream_unreachable(settings)
         if workers > 1:
             supervise(settings, url, workers)
         else:
             _run_loop(settings, url, False)
     finally:
+        forget(os.environ)
         if embedded is not None:
-            forget(os.environ)
             embedded.stop()
     return 0

@@ -258,3 +258,34 @@ def test_check_connect_tries_upstream_and_redis(site: Path, upstream: Upstream) 
     down = heed_cmd("check", "--connect", "--redis", f"redis://127.0.0.1:{closed}/0", cwd=site,
                     check=False, env=env)
     assert down.returncode != 0 and f"redis redis://127.0.0.1:{closed}/0:" in down.stderr
+
+
+def test_sigterm_while_starting_stops_the_embedded_redis_too(site: Path) -> None:
+    """Stopped before it listens (here: while it waits for a silent upstream's greeting),
+    heed takes its embedded Redis down with it and leaves no note of itself behind."""
+    from proxy.embedded_redis import ping
+    from proxy.locate import running
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts, never greets: the start-up probe waits
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HEED_HTTP__LISTEN="")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{free_port()}",
+         "--upstream", f"127.0.0.1:{silent.getsockname()[1]}"],
+        cwd=site, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sock = site / "var" / "redis" / "redis.sock"
+    try:
+        deadline = time.monotonic() + 60
+        while not (sock.exists() and ping(sock)):
+            assert time.monotonic() < deadline and proc.poll() is None, "no embedded Redis"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        silent.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert not ping(sock)
+    assert running(os.environ) is None
