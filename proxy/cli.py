@@ -227,7 +227,7 @@ def _bounce_routing(settings: Settings) -> str:
     b = settings.bounces
     domain = verp_domain(b)
     if domain is None:
-        why = "bounces.verp is off" if b.verp else "bounces.domain is not set"
+        why = "bounces.domain is not set" if b.verp else "bounces.verp is off"
         return (f"bounces: {why}, so copies keep the tool's MAIL FROM and bounces go to the "
                 "tool (VERP needs bounces.domain, a domain routed to heed)")
     listen = f"{settings.smtp.listen[0]}:{settings.smtp.listen[1]}"

@@ -55,7 +55,10 @@ def test_a_routed_bounce_domain_turns_verp_on(
 
 
 @pytest.mark.parametrize(("env", "says"), [
-    ({}, "copies keep the tool's MAIL FROM and bounces go to the tool"),
+    ({}, "bounces.domain is not set, so copies keep the tool's MAIL FROM and bounces go to "
+         "the tool"),
+    ({"HEED_BOUNCES__DOMAIN": "b.example.com", "HEED_BOUNCES__VERP": "false"},
+     "bounces.verp is off, so copies keep the tool's MAIL FROM"),
     ({"HEED_BOUNCES__DOMAIN": "b.example.com"},
      "MAIL FROM bounce+TOKEN@b.example.com. Route b.example.com to heed"),
 ])
