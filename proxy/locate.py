@@ -12,17 +12,22 @@ from typing import Any
 
 def record_file(env: Mapping[str, str]) -> Path:
     """$XDG_STATE_HOME/heed/serving.json (~/.local/state by default): per user, not per cwd."""
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = env.get("XDG_STATE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".local" / "state")
+        except (RuntimeError, KeyError):  # a service user with no home: nowhere to note it
+            raise OSError("no home directory") from None
     return Path(base) / "heed" / "serving.json"
 
 
 def remember(env: Mapping[str, str], *, config: Path | None, data_dir: Path,
              policies: Path) -> None:
     """Note what this serve runs on; a home that cannot be written only loses the convenience."""
-    path = record_file(env)
     record = {"pid": os.getpid(), "config": str(config.resolve()) if config else None,
               "data_dir": str(data_dir.resolve()), "policies": str(policies.resolve())}
     with contextlib.suppress(OSError):
+        path = record_file(env)
         path.parent.mkdir(parents=True, exist_ok=True)
         spare = path.with_suffix(f".{os.getpid()}")
         spare.write_text(json.dumps(record))
@@ -30,10 +35,9 @@ def remember(env: Mapping[str, str], *, config: Path | None, data_dir: Path,
 
 
 def forget(env: Mapping[str, str]) -> None:
-    path = record_file(env)
     if (running(env) or {}).get("pid") == os.getpid():
         with contextlib.suppress(OSError):
-            path.unlink()
+            record_file(env).unlink()
 
 
 def running(env: Mapping[str, str]) -> dict[str, Any] | None:
