@@ -64,6 +64,7 @@ def _run_loop(settings: Settings, url: str, reuse_port: bool, together: Any = No
 
 def _worker(settings: Settings, url: str, together: Any) -> None:
     setup_logging(settings.log_level, settings.log_format)
+    signal.signal(signal.SIGHUP, _reload_while_starting)  # forwarded before its loop runs
     _run_loop(settings, url, True, together)
 
 
@@ -128,11 +129,18 @@ def _stop_while_starting(sig: int, _frame: object) -> None:
     raise SystemExit(128 + sig)
 
 
+def _reload_while_starting(_sig: int, _frame: object) -> None:
+    # SIGHUP's default action ends the process: a reload asked for while heed starts
+    # (it reads the policy files then anyway) must not stop it.
+    log.info("reload requested while starting; the policies are being read now")
+
+
 def serve(settings: Settings, workers: int = 1) -> int:
     setup_logging(settings.log_level, settings.log_format)
     # Load policies before anything starts: a bad file keeps heed from starting.
     PolicyStore(settings.policies)
     signal.signal(signal.SIGTERM, _stop_while_starting)
+    signal.signal(signal.SIGHUP, _reload_while_starting)
     embedded: EmbeddedRedis | None = None
     try:
         url = settings.redis.url
