@@ -10,7 +10,7 @@ from proxy.policy.model import Text
 _STYLE = """
 body{font:18px/1.5 system-ui,"Noto Sans","Noto Sans Arabic","Noto Sans Thai",sans-serif;
 color:#1a1a1a;background:#fff;margin:0;padding:2rem 1rem}
-main{max-width:34rem;margin:0 auto}
+main{max-width:34rem;margin:0 auto;overflow-wrap:anywhere}
 h1{font-size:1.5rem}
 button{font:inherit;font-weight:600;color:#fff;background:#0b5394;border:0;border-radius:.4rem;
 padding:.7rem 1.4rem;cursor:pointer}
