@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 import signal
 import socket
@@ -11,7 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -28,10 +31,21 @@ def heed_cmd(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
+def away_from_now(policy: Path) -> None:
+    """Move the shipped quiet hours (21:00-08:00 Berlin) to a window six hours from now,
+    so that the walkthrough's delivery does not depend on the wall clock."""
+    hour = datetime.now(ZoneInfo("Europe/Berlin")).hour
+    text = re.sub(r'start: "\d\d:\d\d"\n(\s+)end: "\d\d:\d\d"',
+                  f'start: "{(hour + 6) % 24:02d}:00"\n\\1end: "{(hour + 7) % 24:02d}:00"',
+                  policy.read_text(encoding="utf-8"))
+    policy.write_text(text, encoding="utf-8")
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """A working directory laid out like the repository: config/ and policies/."""
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    away_from_now(tmp_path / "policies" / "00-streams.yaml")
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config" / "heed.yaml", tmp_path / "config" / "heed.yaml")
     return tmp_path
