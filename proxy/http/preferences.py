@@ -206,7 +206,8 @@ class PreferenceCentre:
         elif action == "leave":
             await state.refuse(address, "unsubscribe", channel="preference-centre")
         elif action.startswith("rejoin:"):
-            if not await self._rejoin(request, lang, person, address, action[7:]):
+            if not await self._rejoin(request, lang, person, address,
+                                      action.removeprefix("rejoin:")):
                 return html(form_error_page(lang), 400)
             action = "rejoin"
         elif action in ("download", "view"):  # own data: not engagement with the mail

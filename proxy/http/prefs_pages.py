@@ -65,10 +65,11 @@ def _form(nonce: str, inner: str, extra: str = "") -> str:
             f'value="{escape(nonce)}">{inner}</form>')
 
 
-def _button(action: str, label: str, cls: str = "") -> str:
+def _button(action: str, label: str, cls: str = "", value: str = "") -> str:
+    """A submit button named by its id; it posts ``value`` (the action, if not given)."""
     klass = f' class="{cls}"' if cls else ""
-    return (f'<button type="submit" name="action" value="{action}" id="{action}"{klass}>'
-            f"{escape(label)}</button>")
+    return (f'<button type="submit" name="action" value="{escape(value or action)}" '
+            f'id="{action}"{klass}>{escape(label)}</button>')
 
 
 def _label(row: Row) -> str:
@@ -127,8 +128,7 @@ def _left_everything(v: View, left_at: float) -> str:
     out = f'<p id="left">{fill(t["left"], date=day(left_at))}</p>' + rows
     if v.can_rejoin:
         out += (f'<p class="note" id="rejoin-explain">{escape(t["rejoin_explain"])}</p>'
-                + _form(v.nonce, _button("rejoin", t["rejoin"]).replace(
-                    'value="rejoin"', 'value="rejoin:*"', 1)))
+                + _form(v.nonce, _button("rejoin", t["rejoin"], value="rejoin:*")))
     return out
 
 
