@@ -91,7 +91,14 @@ def test_sighup_with_bad_edit_keeps_last_good_policy(
 
 
 def test_check_reports_file_and_line(site: Path) -> None:
-    assert "policies ok" in heed_cmd("check", cwd=site).stdout
+    ok = heed_cmd("check", cwd=site)
+    assert "policies ok" in ok.stdout and "warning" not in ok.stderr
+    (site / "policies" / "30-promo.yaml").write_text(
+        "streams:\n  promo:\n    kind: marketing\n    label:\n      en: Promotions\n"
+        "      vi: Khuyến mãi\n")
+    warned = heed_cmd("check", cwd=site)  # a missing label warns; it does not fail
+    assert "warning: " in warned.stderr and "30-promo.yaml:4: stream 'promo' has no label " \
+        "in ar, th" in warned.stderr, warned.stderr
     (site / "policies" / "20-broken.yaml").write_text(
         "streams:\n  promo:\n    kind: marketing\n    rules:\n      - if: no_such_thing\n"
         "        then: drop\n")
