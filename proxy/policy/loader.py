@@ -12,6 +12,7 @@ import yaml
 from yaml import Node
 
 from proxy.errors import PolicyError
+from proxy.policy.bulk import BULK_KEYS, read_bulk
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
 from proxy.settings import parse_duration
@@ -19,7 +20,7 @@ from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "description", "list", "consent", "drop", "unsubscribe", "shadow",
-               "default", "silence", "rules")
+               "default", "silence", "rules", *BULK_KEYS)
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
 THEN = {"deliver": (Action.DELIVER, None), "drop": (Action.DROP, None),
@@ -299,7 +300,8 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         shadow=got.get("shadow", False), default=Action(got.get("default", "deliver")),
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
-        rules=tuple(rules), silence=silence, description=got.get("description", ""))
+        rules=tuple(rules), silence=silence, description=got.get("description", ""),
+        bulk=read_bulk(f, items, marketing, _BAD))
 
 
 def _silence(f: _File, node: Node) -> Any:
