@@ -7,7 +7,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.audit import Audit
@@ -226,25 +226,7 @@ class MailPath:
         """Each person's mailbox provider and its recent push-back, for provider_guard rules."""
         if self.providers is None or not policy.guards_providers:
             return snapshots
-        out = []
-        for snap in snapshots:
-            name, throttles = await self.providers.facts(snap.address)
-            out.append(replace(snap, provider=name, provider_throttles=throttles)
-                       if name else snap)
-        return out
-
-    async def _hear(self, copies: Sequence[_Copy], results: Sequence[
-            tuple[dict[str, tuple[int, str]], str | None]]) -> None:
-        """A provider's throttling or reputation code in the upstream's replies is kept."""
-        if self.providers is None:
-            return
-        for copy, (rejected, error) in zip(copies, results, strict=True):
-            said = {r: f"{code} {text}" for r, (code, text) in rejected.items()}
-            if error is not None:
-                said.update({r: error for r in copy.recipients})
-            # Transactional replies count too: the provider judges the sender, not the stream.
-            for r, text in said.items():
-                await self.providers.heard(r.rpartition("@")[2], text, source="upstream")
+        return await self.providers.annotate(snapshots)
 
     @staticmethod
     def _gate(policy: Policy, prepared: PreparedMessage, decisions: Mapping[str, Decision],
@@ -274,8 +256,13 @@ class MailPath:
             results = [await self._send(copies[0].sender, copies[0])]
         else:
             results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
-        if any(error is not None or rejected for rejected, error in results):
-            await self._hear(copies, results)
+        if self.providers is not None and any(e is not None or rej for rej, e in results):
+            # Transactional replies count too: the provider judges the sender, not the stream.
+            await self.providers.hear_replies(
+                [(r, f"{code} {text}") for (rej, _), c in zip(results, copies, strict=True)
+                 for r, (code, text) in rej.items()]
+                + [(r, e) for (_, e), c in zip(results, copies, strict=True) if e is not None
+                   for r in c.recipients])
         out = Delivery()
         for copy, (rejected, error) in zip(copies, results, strict=True):
             for r in copy.recipients:

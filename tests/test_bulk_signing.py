@@ -149,3 +149,13 @@ def test_signed_marketing_goes_out_signed(heed_for, upstream: Upstream) -> None:
     assert upstream.recipients() == ["alice@example.org"]
     assert b"DKIM-Signature:" in upstream.received[0].data
     assert b"d=example.com" in upstream.received[0].data.replace(b"\r\n", b"")
+
+
+def test_policy_test_shows_the_hold(tmp_path: Path, redis_url: str) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(message("offers@news.example.com"))
+    done = heed_cmd("policy", "test", str(eml), "--to", "alice@example.org", "--redis",
+                    redis_url, "--policies", str(policy(tmp_path)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "stream marketing: delay until" in done.stdout
+    assert "because unsigned: no DKIM key signs mail From news.example.com" in done.stdout

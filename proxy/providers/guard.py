@@ -6,6 +6,7 @@ import email
 import email.policy
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -14,6 +15,7 @@ from proxy.clock import Clock
 from proxy.keys import Keys
 from proxy.providers.catalog import Catalog, Provider
 from proxy.providers.lookup import ProviderLookup
+from proxy.types import PersonState
 
 log = logging.getLogger("heed.providers")
 # How far back throttling is kept: the provider_guard condition's max_pause and window
@@ -55,6 +57,20 @@ class ProviderGuard:
         await self.record(provider.name, f"{cause} ({source}: {said})", now)
         log.warning("provider %s pushed back (%s): %s", provider.name, source, said)
         return found
+
+    async def hear_replies(self, replies: list[tuple[str, str]]) -> None:
+        """The upstream's (recipient, reply) pairs that were not a plain 250."""
+        for recipient, text in replies:
+            await self.heard(recipient.rpartition("@")[2], text, source="upstream")
+
+    async def annotate(self, snapshots: list[PersonState]) -> list[PersonState]:
+        """Each person's state with their provider and its recent throttling."""
+        out = []
+        for snap in snapshots:
+            name, throttles = await self.facts(snap.address)
+            out.append(replace(snap, provider=name, provider_throttles=throttles)
+                       if name else snap)
+        return out
 
     async def hear_dsn(self, finding: Any, data: bytes = b"") -> tuple[Provider, str] | None:
         """A bounce finding (proxy/bounces.py) of a DSN heed read; many MTAs write the
