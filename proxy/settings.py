@@ -208,6 +208,7 @@ class DoctorSettings:
 
     egress: tuple[str, ...] = ()  # the upstream's outbound IPs or host names (SPF, PTR)
     domains: tuple[str, ...] = ()  # sending domains beyond the policy's
+    reply_to: tuple[str, ...] = ()  # Reply-To domains: replies must reach a mailbox (MX)
 
 
 @dataclass(frozen=True)
@@ -509,7 +510,8 @@ def _bulk(take: Any, section: Any, raw: dict[str, Any], where: str, errors: list
         "nameservers": lambda v: tuple(_nameserver(str(n)) for n in (v or [])),
         "timeout": parse_duration, "mx_cache": parse_duration})
     doctor = take(DoctorSettings, section("doctor"), "doctor",
-                  {"egress": _texts, "domains": lambda v: tuple(str(d).lower() for d in v or [])})
+                  {"egress": _texts, "domains": lambda v: tuple(str(d).lower() for d in v or []),
+                   "reply_to": lambda v: tuple(str(d).lower() for d in v or [])})
     providers: list[ProviderSettings] = []
     for i, entry in enumerate(raw.get("providers") or []):
         try:

@@ -168,6 +168,8 @@ async def test_broken_zones_name_each_failure_with_its_fix(heed: tuple[HeedThrea
                                                           world: dict, tmp_path: Path) -> None:
     h, port = heed
     settings = settings_for(h.settings, world, "bad.test", "127.0.0.11", "b.bad.test", port)
+    settings = replace(settings, doctor=replace(settings.doctor, reply_to=("good.test",
+                                                                           "b.bad.test")))
     policy = load_policies(policy_dir(tmp_path, POLICY.format(domain="bad.test"), "bad"))
     assert h.heed is not None
     findings = await diagnose(settings, policy, h.heed.tokens)  # the system's trust: no CA
@@ -182,6 +184,11 @@ async def test_broken_zones_name_each_failure_with_its_fix(heed: tuple[HeedThrea
     assert "not heed" in failed["bounce"].said and "heed.good.test" in failed["bounce"].fix
     assert "certificate is not valid" in failed["unsubscribe"].said
     assert all(f.fix for f in failed.values())
+    # Reply-To domains are checked for an MX only: good.test has one, b.bad.test too.
+    assert [f.ok for f in findings if f.check == "mx" and f.subject != "bad.test"] == [True, True]
+    # --domain keeps one domain's checks (the shared ones still run).
+    one = await diagnose(settings, policy, h.heed.tokens, only="good.test")
+    assert {f.subject for f in one if f.check == "dkim"} == {"good.test"}
 
 
 def test_cli_exits_non_zero_on_failure_and_zero_when_all_pass(

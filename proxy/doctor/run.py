@@ -68,6 +68,9 @@ async def diagnose(settings: Settings, policy: Policy, tokens: TokenSigner, *,
             _guarded("spf", d, _one(checks.spf(dns, d, egress))),
             _guarded("mx", d, _one(checks.mx(dns, d))),
         ]
+    for d in settings.doctor.reply_to:
+        if d not in domains and (only is None or d == only.lower()):
+            work.append(_guarded("mx", d, _one(checks.mx(dns, d))))
     bounce = settings.bounces.domain or settings.unsubscribe.mailto_domain
     if settings.bounces.verp and bounce not in domains:
         # VERP: the envelope sender is bounce+TOKEN@ this domain, so SPF is checked on it.
