@@ -159,3 +159,21 @@ def test_policy_test_shows_the_hold(tmp_path: Path, redis_url: str) -> None:
     assert done.returncode == 0, done.stderr
     assert "stream marketing: delay until" in done.stdout
     assert "because unsigned: no DKIM key signs mail From news.example.com" in done.stdout
+
+
+def test_dkim_rotate_prints_the_dns_steps(tmp_path: Path) -> None:
+    old, _ = generate_key("example.com", "s1", tmp_path / "keys")
+    (tmp_path / "config").mkdir()
+    cfg = tmp_path / "config" / "heed.yaml"
+    cfg.write_text(f"policies: {policy(tmp_path)}\ndkim:\n  - {{domain: example.com, "
+                   f"selector: s1, key_file: {old}}}\n")
+    done = heed_cmd("dkim", "rotate", "example.com", "s2", "--dir", str(tmp_path / "keys"),
+                    "--grace", "10d", "--config", str(cfg), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert (tmp_path / "keys" / "example.com.s2.rsa.pem").exists()
+    assert 's2._domainkey.example.com. IN TXT "v=DKIM1; k=rsa; p=' in out
+    assert "keep the old one published" in out and "s1._domainkey.example.com" in out
+    assert "v=DKIM1; p=" in out and "selector: s2" in out
+    again = heed_cmd("dkim", "rotate", "example.com", "s1", "--config", str(cfg), cwd=tmp_path)
+    assert again.returncode != 0 and "already in use" in again.stderr
