@@ -1,4 +1,4 @@
-"""The last check before a marketing copy leaves: signed, with a body link, provider not pausing."""
+"""The last check before a marketing copy leaves: DKIM-signed, with a body link if required."""
 
 from __future__ import annotations
 
