@@ -28,7 +28,15 @@ from proxy.policy import Stream
 from proxy.policy.bulk import BulkRules
 from proxy.settings import UnsubscribeKey
 from proxy.tokens import TokenSigner
-from tests.test_dkim import dkimpy_verify, ed_key, keydir, rsa_key, zone  # noqa: F401
+from tests.test_dkim import (  # noqa: F401 - module fixtures shared with the DKIM tests
+    Verifier,
+    dkimpy_verify,
+    ed_key,
+    keydir,
+    opendkim,
+    rsa_key,
+    zone,
+)
 
 MIRRORS = Path(os.environ.get("HEED_NEWSLETTER_MIRRORS", "/work/.mirror"))
 # (repository, path, whether a person sees a working unsubscribe link): labelled by
@@ -161,3 +169,10 @@ def test_check_mode_changes_nothing(rsa_key) -> None:  # noqa: ANN001, F811
     prepared = finisher(rsa_key[0]).prepare(Message.parse(MULTIPART))
     assert prepared.facts(stream).body_link == "no"
     assert prepared.build(stream, "alice@example.org").endswith(MULTIPART.split(b"\r\n\r\n", 1)[1])
+
+
+def test_inserted_footer_verifies_with_opendkim(opendkim: Verifier, rsa_key) -> None:  # noqa: ANN001, F811
+    stream = Stream("marketing", bulk=BulkRules(body_unsubscribe="insert"))
+    copy = finisher(rsa_key[0]).prepare(Message.parse(MULTIPART)).build(stream, "a@example.org")
+    assert b"/u/" in copy.split(b"\r\n\r\n", 1)[1]  # the footer is in the body
+    assert opendkim(copy) == (0, "")
