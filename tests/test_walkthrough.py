@@ -87,6 +87,12 @@ class Site:
 def site(tmp_path: Path, upstream: Upstream) -> Iterator[Site]:
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
     shutil.copytree(ROOT / "config", tmp_path / "config")
+    # The README's step before the walkthrough: a DKIM key for the sending domain
+    # (marketing is never sent unsigned), its entry added to `dkim:` as printed.
+    out = heed_cmd("dkim", "keygen", "example.com", "heed1", cwd=tmp_path).stdout
+    entry = out.strip().splitlines()[-1].strip()
+    config = tmp_path / "config" / "heed.yaml"
+    config.write_text(config.read_text().replace("\ndkim: []", f"\ndkim:\n  {entry}"))
     s = Site(tmp_path, upstream)
     yield s
     s.stop()
