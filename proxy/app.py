@@ -18,7 +18,7 @@ from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
 from proxy.http.webhooks import add_webhooks
-from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
+from proxy.inbound import LocalMailboxes, PostmasterMailbox, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
@@ -31,7 +31,7 @@ from proxy.queue import DelayQueue
 from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
-from proxy.settings import Settings, UnsubscribeKey
+from proxy.settings import Settings, UnsubscribeKey, verp_domain
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
@@ -85,7 +85,9 @@ class Heed:
         self.finisher = finisher or UnsubscribeAndSign(
             self.tokens, self.signer, public_url=settings.http.public_url,
             mailto_domain=settings.unsubscribe.mailto_domain,
-            bounce_domain=self.bounce_domain if settings.bounces.verp else None,
+            # VERP only to a domain the sysadmin named (and routes to heed): a MAIL FROM
+            # at an unrouted domain would lose every bounce, the tool's included.
+            bounce_domain=verp_domain(settings.bounces),
             verp_max_local=settings.bounces.verp_max_local)
         self.rules = EventRules(settings.bounces)
         catalog = Catalog(settings.providers)
@@ -105,8 +107,10 @@ class Heed:
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
             trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics,
             on_bounce=self.providers.hear_dsn)
+        own = (settings.smtp.hostname, settings.unsubscribe.mailto_domain, self.bounce_domain)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
-            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
+            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports,
+            PostmasterMailbox(own, settings.smtp.postmaster, self.upstream))
         # Held mail given up gets one delivery status notification (RFC 3464).
         self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(

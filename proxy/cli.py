@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ REFUSAL_REASONS = ("unsubscribe", "complaint", "bounce", "manual")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
-                   help=f"service config (default: {DEFAULT_CONFIG} when it exists)")
+                   help=f"service config (default: $HEED_CONFIG, else {DEFAULT_CONFIG} when "
+                        "it exists, else the running heed serve's)")
     p.add_argument("--redis", metavar="URL", help="Redis URL (replaces the embedded default)")
     p.add_argument("--policies", type=Path, metavar="DIR", help="policy directory")
 
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes sharing the ports (SO_REUSEPORT); default 1")
 
     check = sub.add_parser("check", help="validate config and policies; non-zero on errors")
+    check.add_argument("--connect", action="store_true",
+                       help="also try the upstream MTA and Redis; non-zero if either fails")
     _common(check)
 
     policy = sub.add_parser("policy", help="policy tools")
@@ -117,11 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Config file (explicit, or config/heed.yaml when present), env, then flags."""
-    path = args.config
+    """Config file, env, then flags. The file: --config, $HEED_CONFIG, ./config/heed.yaml,
+    or (for the management commands) the one the running `heed serve` was started with."""
+    path = args.config or (Path(os.environ["HEED_CONFIG"]) if os.environ.get("HEED_CONFIG")
+                           else None)
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
     overrides: dict[str, Any] = {}
+    if path is None and args.command != "serve" and not getattr(args, "redis", None):
+        from proxy.locate import running
+
+        found = running(os.environ)
+        if found:  # run from elsewhere: use what `heed serve` runs on, wherever that is
+            path = Path(found["config"]) if found.get("config") else None
+            overrides = {"redis": {"data_dir": found["data_dir"]},
+                         "policies": found["policies"]}
+        else:
+            print(f"note: no config here (--config, $HEED_CONFIG, {DEFAULT_CONFIG}) and no "
+                  f"heed serve running: using the defaults in {Path.cwd()}", file=sys.stderr)
     if getattr(args, "redis", None):
         overrides.setdefault("redis", {})["url"] = args.redis
     if getattr(args, "policies", None):
@@ -153,6 +170,8 @@ async def redis_for(settings: Settings) -> AsyncIterator[Any]:
         else:
             embedded = candidate
             url = await asyncio.to_thread(embedded.start)
+            print(f"note: no heed serve runs on {settings.redis.data_dir.resolve()}; its Redis "
+                  "was started for this command", file=sys.stderr)
     client = connect_redis(url)
     await warm_up(client)
     try:
@@ -209,16 +228,18 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             print(f"engagement recorded: {args.address} ({args.kind})")
         elif args.command == "explain":
             from proxy.policy_store import PolicyStore
+            from proxy.queue import DelayQueue
 
             policy = PolicyStore(settings.policies).current
+            held = await DelayQueue(redis, keys).items_for(args.address)
             guard = provider_guard(settings, redis, clock)
             provider = await guard.lookup.provider_of(args.address.rpartition("@")[2])
             print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),
-                                policy=policy, provider=provider))
+                                policy=policy, provider=provider, held=held))
     return 0
 
 
-def _check(settings: Settings) -> int:
+def _check(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.bulk.signing import bulk_problems
     from proxy.policy import load_policies
 
@@ -233,7 +254,43 @@ def _check(settings: Settings) -> int:
           f"streams: {', '.join(policy.streams)}")
     for line in policy.warnings:  # worth fixing, not worth refusing to start over
         print(f"warning: {line}", file=sys.stderr)
-    return 0
+    print(_bounce_routing(settings))
+    return asyncio.run(_connect(settings)) if args.connect else 0
+
+
+def _bounce_routing(settings: Settings) -> str:
+    """Where bounces of marketing copies go with these settings, and what that needs."""
+    from proxy.settings import verp_domain
+
+    b = settings.bounces
+    domain = verp_domain(b)
+    if domain is None:
+        why = "bounces.domain is not set" if b.verp else "bounces.verp is off"
+        return (f"bounces: {why}, so copies keep the tool's MAIL FROM and bounces go to the "
+                "tool (VERP needs bounces.domain, a domain routed to heed)")
+    listen = f"{settings.smtp.listen[0]}:{settings.smtp.listen[1]}"
+    return (f"bounces: VERP on: marketing copies go out with MAIL FROM bounce+TOKEN@{domain}. "
+            f"Route {domain} to heed, or bounces are lost: an MX record for {domain} "
+            f"pointing at your MTA, and the MTA relaying {b.address}@{domain}, "
+            f"{b.address}+*@{domain} and {b.complaints}@{domain} to heed's SMTP listener "
+            f"({listen}; docs/postfix.md shows a transport map)")
+
+
+async def _connect(settings: Settings) -> int:
+    from proxy.probe import probe_redis, probe_upstream
+
+    up = f"{settings.upstream.host}:{settings.upstream.port}"
+    where = settings.redis.url or f"embedded in {settings.redis.data_dir}"
+    failed = 0
+    for name, peer, ok, problem in (
+            ("upstream", up, "greets with 220", await probe_upstream(settings)),
+            ("redis", where, "answers PING", await probe_redis(settings))):
+        if problem:
+            print(f"error: {name} {peer}: {problem}", file=sys.stderr)
+            failed = 1
+        else:
+            print(f"{name} ok: {peer} {ok}")
+    return failed
 
 
 async def _report(args: argparse.Namespace, settings: Settings) -> int:
@@ -328,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(settings, workers=max(1, args.workers))
         if args.command == "check":
-            return _check(settings)
+            return _check(args, settings)
         if args.command == "policy":
             return asyncio.run(_policy_test(args, settings))
         if args.command == "report":

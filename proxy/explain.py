@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from proxy.audit import Audit, AuditEntry
+from proxy.queue import HeldMail
 from proxy.state import State
 from proxy.types import GLOBAL_SCOPE, Decision, PersonState
 
@@ -154,13 +155,24 @@ def _entry(e: AuditEntry) -> str:
     return f"  {when(e.at)}  {stream}  {words}" + (f": {why}" if why else "")
 
 
+def _held(held: Sequence[HeldMail]) -> list[str]:
+    lines = ["waiting in the delay queue (each copy is checked again when due):"]
+    for item in held:
+        why = "; ".join(_reason(r) for r in item.reasons) or "-"
+        lines.append(f"  {item.stream} from {item.sender or '<>'}: due {when(item.due)}"
+                     f" (held since {when(item.first_queued)}): {why}")
+    return lines
+
+
 async def explain(state: State, audit: Audit, address: str, *, now: float,
                   policy: Any = None, decide: Decide | None = None,
-                  streams: Sequence[str] = (), count: int = 20, provider: Any = None) -> str:
+                  streams: Sequence[str] = (), count: int = 20, provider: Any = None,
+                  held: Sequence[HeldMail] = ()) -> str:
     """Plain words: consent, refusals, engagement, preferences, then recent decisions.
 
     With ``decide`` (and ``streams``), or a ``policy`` (``proxy.policy.decide`` is
-    used), each stream gets a "would be: …" line for a message arriving ``now``.
+    used), each stream gets a "would be: …" line for a message arriving ``now``;
+    ``held`` are the person's copies in the delay queue.
     """
     snap = await state.snapshot(address)
     recent = await audit.recent(address, count)
@@ -187,6 +199,8 @@ async def explain(state: State, audit: Audit, address: str, *, now: float,
     if decide is not None:
         lines.append("if a message came now:")
         lines.extend(_would(s, decide(s, snap)) for s in streams)
+    if held:
+        lines.extend(_held(held))
     if recent:
         lines.append("recent decisions and changes (newest first):")
         lines.extend(_entry(e) for e in recent)

@@ -1,11 +1,14 @@
-"""Mail addressed to heed itself: the mailto unsubscribe (RFC 8058 §3.1, RFC 2369), and the
-bounce and complaint addresses (proxy/bounces.py) behind one LocalMail."""
+"""Mail to heed itself: mailto unsubscribe (RFC 8058), postmaster (RFC 5321 §4.5.1), reports."""
 
 from __future__ import annotations
 
+import email.policy
 import logging
+from collections.abc import Iterable
+from email.parser import BytesParser
+from typing import Any
 
-from proxy.errors import TokenError
+from proxy.errors import TokenError, UpstreamError
 from proxy.keys import normalise_address
 from proxy.smtp.handler import LocalMail
 from proxy.state import State
@@ -50,6 +53,38 @@ class UnsubscribeMailbox:
             return
         await self.state.refuse(claims.address, "unsubscribe", list=claims.list, channel="mailto")
         log.info("unsubscribe by mail", extra={"list": claims.list})
+
+
+class PostmasterMailbox:
+    """``postmaster`` and ``postmaster@`` heed's own domains, accepted from anyone (RFC 5321
+    §4.5.1) and relayed to ``smtp.postmaster``; with none set, logged so it is not unseen."""
+
+    def __init__(self, domains: Iterable[str], forward_to: str | None, upstream: Any) -> None:
+        self.domains = {d.lower() for d in domains if d}
+        self.forward_to = forward_to
+        self.upstream = upstream
+
+    def accepts(self, address: str) -> bool:
+        local, at, domain = normalise_address(address).rpartition("@")
+        if not at:  # "RCPT TO:<Postmaster>", no domain: also required (§4.1.1.3)
+            local, domain = domain, ""
+        return local == "postmaster" and (not domain or domain in self.domains)
+
+    async def receive(self, address: str, sender: str, data: bytes) -> None:
+        """Relay before the 250; an upstream that fails or refuses makes the edge answer 451."""
+        if self.forward_to is None:
+            head = BytesParser(policy=email.policy.compat32).parsebytes(data, headersonly=True)
+            log.warning("mail to postmaster, and smtp.postmaster names no address to relay it to",
+                        extra={"sender": sender, "subject": str(head.get("Subject", "")),
+                               "message_id": str(head.get("Message-ID", "")),
+                               "size": len(data)})
+            return
+        refused = await self.upstream.send(sender, [self.forward_to], data)
+        if refused:
+            code, text = refused[self.forward_to]
+            raise UpstreamError(code, f"postmaster relay to {self.forward_to}: {text}",
+                                temporary=True)
+        log.info("postmaster mail relayed", extra={"to": self.forward_to, "sender": sender})
 
 
 class LocalMailboxes:

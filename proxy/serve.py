@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from proxy.embedded_redis import EmbeddedRedis, ping
+from proxy.locate import forget, remember
 from proxy.logs import setup_logging
 from proxy.policy_store import PolicyStore
 from proxy.settings import Settings
@@ -63,6 +64,7 @@ def _run_loop(settings: Settings, url: str, reuse_port: bool, together: Any = No
 
 def _worker(settings: Settings, url: str, together: Any) -> None:
     setup_logging(settings.log_level, settings.log_format)
+    signal.signal(signal.SIGHUP, _reload_while_starting)  # forwarded before its loop runs
     _run_loop(settings, url, True, together)
 
 
@@ -108,26 +110,59 @@ def supervise(settings: Settings, url: str, workers: int) -> None:
             proc.kill()
 
 
+def _warn_if_upstream_unreachable(settings: Settings) -> None:
+    """Try the upstream once: a newcomer with no MTA on port 25 learns why nothing arrives."""
+    from proxy.probe import probe_upstream
+
+    problem = asyncio.run(probe_upstream(settings))
+    if problem:
+        host, port = settings.upstream.host, settings.upstream.port
+        log.warning("cannot reach the upstream %s:%d: %s; heed serves anyway, and mail to "
+                    "deliver gets 451 (upstream.on_failure: %s) until it answers", host, port,
+                    problem, settings.upstream.on_failure,
+                    extra={"upstream_host": host, "upstream_port": port, "error": problem})
+
+
+def _stop_while_starting(sig: int, _frame: object) -> None:
+    # Until the event loop takes SIGTERM over, stop through the finally below, so the
+    # embedded redis-server is not left running on its own.
+    raise SystemExit(128 + sig)
+
+
+def _reload_while_starting(_sig: int, _frame: object) -> None:
+    # SIGHUP's default action ends the process: a reload asked for while heed starts
+    # (it reads the policy files then anyway) must not stop it.
+    log.info("reload requested while starting; the policies are being read now")
+
+
 def serve(settings: Settings, workers: int = 1) -> int:
     setup_logging(settings.log_level, settings.log_format)
     # Load policies before anything starts: a bad file keeps heed from starting.
     PolicyStore(settings.policies)
+    signal.signal(signal.SIGTERM, _stop_while_starting)
+    signal.signal(signal.SIGHUP, _reload_while_starting)
     embedded: EmbeddedRedis | None = None
-    url = settings.redis.url
-    if url is None:
-        embedded = EmbeddedRedis(settings.redis.data_dir, unix=True)
-        if embedded.socket is not None and ping(embedded.socket):
-            url, embedded = embedded.url, None  # another heed on this data folder runs it
-        else:
-            url = embedded.start()
-            log.info("embedded redis-server started", extra={"data_dir": str(
-                settings.redis.data_dir), "appendfsync": "always"})
     try:
+        url = settings.redis.url
+        if url is None:
+            candidate = EmbeddedRedis(settings.redis.data_dir, unix=True)
+            if candidate.socket is not None and ping(candidate.socket):
+                url = candidate.url  # another heed on this data folder runs it
+            else:
+                embedded = candidate  # before start(): a SIGTERM within it still stops it
+                url = embedded.start()
+                log.info("embedded redis-server started", extra={"data_dir": str(
+                    settings.redis.data_dir), "appendfsync": "always"})
+            # So that `heed consent …` run from any directory finds this Redis.
+            remember(os.environ, config=settings.source, data_dir=settings.redis.data_dir,
+                     policies=settings.policies)
+        _warn_if_upstream_unreachable(settings)
         if workers > 1:
             supervise(settings, url, workers)
         else:
             _run_loop(settings, url, False)
     finally:
+        forget(os.environ)
         if embedded is not None:
             embedded.stop()
     return 0

@@ -79,6 +79,9 @@ class SmtpSettings:
     max_sessions: int = 1000
     # One client may not take every session: the rest of the network keeps being served.
     max_sessions_per_client: int = 100
+    # Where mail to postmaster@ heed's own domains goes (RFC 5321 §4.5.1: it must be
+    # accepted); None: accepted and logged only.
+    postmaster: str | None = None
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: 5 minutes
     data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes for the whole DATA
 
@@ -149,8 +152,10 @@ class ApiSettings:
 class BounceSettings:
     """Bounces and complaints: heed's own addresses, VERP, and what a bounce means."""
 
-    domain: str | None = None  # bounce+TOKEN@domain and the addresses below; None -> mailto_domain
-    verp: bool = True  # marketing copies get MAIL FROM bounce+TOKEN@domain
+    # bounce+TOKEN@domain and the addresses below. None: no VERP (the tool's MAIL FROM
+    # is kept, so bounces go to the tool); bounce@ and fbl@ at unsubscribe.mailto_domain.
+    domain: str | None = None
+    verp: bool = True  # with a domain: marketing copies get MAIL FROM bounce+TOKEN@domain
     # RFC 5321 §4.5.3.1.1: a local part is at most 64 octets; a longer VERP address
     # is not used (the tool's sender is kept). Raise it only if every receiver copes.
     verp_max_local: int = 64
@@ -165,6 +170,11 @@ class BounceSettings:
     hard_bounce: str = "all"  # a hard bounce refuses "all" marketing, or only the "list"
     soft_bounce_limit: int = 0  # this many soft bounces within the window refuse; 0: count only
     soft_bounce_window: float = 30 * 86400.0
+
+
+def verp_domain(bounces: BounceSettings) -> str | None:
+    """The domain of VERP return paths, or None: the tool's own MAIL FROM is kept."""
+    return bounces.domain if bounces.verp and bounces.domain else None
 
 
 @dataclass(frozen=True)
@@ -352,6 +362,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             "max_recipients": int,
             "max_sessions": int,
             "max_sessions_per_client": int,
+            "postmaster": lambda v: str(v).strip() if v else None,
             "command_timeout": parse_duration,
             "data_timeout": parse_duration,
         },

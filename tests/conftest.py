@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,16 @@ from proxy.embedded_redis import EmbeddedRedis, free_port
 from proxy.keys import Keys
 from proxy.redisconn import connect_redis, warm_up
 from tests.topologies import LocalCluster, LocalSentinel
+from tests.unfaked import SHIM, under_faketime
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# `heed serve` notes where it runs for management commands run elsewhere (proxy/locate.py):
+# in the tests' own place, never the user's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="heed-state-")
+if under_faketime():
+    # Every redis-server a test or a `heed serve` it runs starts goes through the shim.
+    os.environ.setdefault("HEED_REDIS_SERVER", str(SHIM))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

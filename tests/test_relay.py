@@ -196,7 +196,9 @@ async def test_silent_upstream_times_out_as_temporary() -> None:
         await server.wait_closed()
 
 
-@settings(max_examples=3000, deadline=None)
+# 300 examples: 3,000 took 96 s on this 2-core machine under the other suites' load,
+# near pytest-timeout's 120 s (it timed out once); the property is a fixed pattern.
+@settings(max_examples=300, deadline=None)
 @given(st.from_regex(PLAIN_ADDRESS, fullmatch=True))
 def test_a_plain_path_is_written_as_aiosmtplib_would_quote_it(address: str) -> None:
     """relay.py writes "<address>" itself for a plain mailbox; aiosmtplib's quote_address

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
+import subprocess
+import sys
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -12,17 +13,18 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from proxy.cli import main
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.keys import Keys
 from proxy.report.compute import CHUNK, read_audit
 from proxy.settings import DkimKey
-from tests.conftest import Upstream
+from tests.conftest import ROOT, Upstream
 from tests.harness import HeedThread, make_settings, policy_dir
 from tests.test_smtp_mailpath import send
+from tests.unfaked import unfaked_env
 
 HOUR = 3600.0
 POLICY = """
@@ -61,10 +63,17 @@ def policies(tmp_path: Path) -> Path:
     return policy_dir(tmp_path, POLICY)
 
 
+def redis_now(redis_url: str) -> float:
+    """Redis's own clock: audit stream ids carry it (the suite may run under faketime)."""
+    with redis.Redis.from_url(redis_url) as r:
+        seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
 @pytest.fixture
-def start() -> float:
-    # Audit stream ids carry Redis' real clock: the history starts ten days ago.
-    return time.time() - 10 * 86400
+def start(redis_url: str) -> float:
+    # The history starts ten days before Redis's now, whatever this process's clock says.
+    return redis_now(redis_url) - 10 * 86400
 
 
 @pytest.fixture
@@ -126,10 +135,15 @@ def history(h: HeedThread, start: float) -> None:
 
 def report(redis_url: str, policies: Path, fmt: str,
            capsys: pytest.CaptureFixture[str]) -> str:
-    capsys.readouterr()
-    assert main(["report", "--redis", redis_url, "--policies", str(policies),
-                 "--since", "30d", "--format", fmt]) == 0
-    return capsys.readouterr().out
+    # `heed report` measures --since back from the system clock; run it on the clock
+    # Redis keeps (outside libfaketime, when the suite runs under it).
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "report", "--redis", redis_url, "--policies",
+         str(policies), "--since", "30d", "--format", fmt],
+        env=dict(unfaked_env(), PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_report_figures_for_a_constructed_history(
@@ -223,7 +237,8 @@ async def test_the_trail_is_read_in_chunks_from_the_window_start(aredis: aioredi
     whose stream id is before the window is never read, one recorded too early is dropped."""
     from proxy.audit import Audit, AuditEntry
 
-    now = time.time()
+    seconds, micros = await aredis.time()
+    now = seconds + micros / 1e6  # stream ids carry Redis's clock
     since = now - 86400
     audit = Audit(aredis, keys)
     old_id = f"{int((since - 2 * HOUR) * 1000)}-0"

@@ -10,6 +10,7 @@ from pathlib import Path
 import redis
 
 from proxy.embedded_redis import EmbeddedRedis, free_port
+from tests.unfaked import unfaked_env
 
 
 class RedisProcess(EmbeddedRedis):
@@ -60,7 +61,7 @@ class LocalCluster:
             subprocess.run(["redis-cli", "--cluster", "create",
                             *(f"127.0.0.1:{n.port}" for n in nodes),
                             "--cluster-replicas", "0", "--cluster-yes"],
-                           check=True, capture_output=True, timeout=60)
+                           check=True, capture_output=True, timeout=60, env=unfaked_env())
             cluster = cls(nodes)
             _wait(cluster.ready, "cluster_state:ok")
             return cluster

@@ -39,7 +39,7 @@ class HeedSMTP(SMTP):
             enable_SMTPUTF8=True,  # RFC 6531: pass UTF-8 addresses through untouched
             decode_data=False,
             hostname=settings.hostname,
-            ident="heed",
+            ident="ESMTP heed",  # "220 host ESMTP …": RFC 5321 §4.3.1, scanners look for it
             tls_context=tls_context,
             timeout=settings.command_timeout,
             auth_required=False,  # client networks may relay without AUTH
