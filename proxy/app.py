@@ -9,16 +9,13 @@ from typing import Any
 
 from proxy.audit import Audit
 from proxy.batch import GroupCommit
-from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
 from proxy.dsn import Bounces
-from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
 from proxy.http.webhooks import add_webhooks
-from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
@@ -29,6 +26,9 @@ from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey
+from proxy.signals.bounces import ReportMailbox
+from proxy.signals.events import EventRules
+from proxy.signals.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp

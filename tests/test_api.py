@@ -14,7 +14,6 @@ from openapi_spec_validator import validate
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.errors import ConfigError
-from proxy.events import EventRules
 from proxy.explain import explain
 from proxy.http.api import add_api
 from proxy.http.app import make_app
@@ -23,6 +22,7 @@ from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.settings import BounceSettings, UnsubscribeKey, WebhookSettings, load_settings
+from proxy.signals.events import EventRules
 from proxy.state import State
 from proxy.tokens import TokenSigner
 from tests.conftest import ROOT

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from proxy.bounces import severity
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.keys import Keys
+from proxy.signals.bounces import severity
 from proxy.tokens import BOUNCE
 from proxy.types import PersonState
 from tests import test_smtp_mailpath as mailpath

@@ -21,15 +21,15 @@ from cryptography.x509.oid import NameOID
 
 from proxy.clock import ManualClock
 from proxy.errors import ConfigError
-from proxy.events import EventRules
 from proxy.http.app import make_app
 from proxy.http.webhooks import add_webhooks
 from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.settings import UnsubscribeKey, WebhookSettings
+from proxy.signals.events import EventRules
+from proxy.signals.webhooks.ses import string_to_sign
 from proxy.state import State
 from proxy.tokens import TokenSigner
-from proxy.webhooks.ses import string_to_sign
 
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123abcd.pem"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable
-from proxy.events import Event, EventRules, apply, parse_event
 from proxy.http.openapi import document
 from proxy.policy import lifecycle_stage
 from proxy.policy_store import PolicyStore
+from proxy.signals.events import Event, EventRules, apply, parse_event
 from proxy.state import State, is_address
 
 log = logging.getLogger("heed.api")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.events import BOUNCES, CHANNELS, KINDS
+from proxy.signals.events import BOUNCES, CHANNELS, KINDS
 
 _JSON = "application/json"
 

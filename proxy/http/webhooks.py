@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 
 from proxy.clock import Clock
 from proxy.errors import ConfigError, StateUnavailable
-from proxy.events import Event, EventRules, apply
 from proxy.http.api import answer, problem, read_body
 from proxy.settings import WebhookSettings
+from proxy.signals.events import Event, EventRules, apply
+from proxy.signals.webhooks import WebhookError, mailgun, postmark, sendgrid, ses
 from proxy.state import State
-from proxy.webhooks import WebhookError, mailgun, postmark, sendgrid, ses
 
 log = logging.getLogger("heed.webhooks")
 

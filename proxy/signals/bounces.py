@@ -25,8 +25,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable, TokenError
-from proxy.events import Event, EventRules, apply
 from proxy.keys import normalise_address
+from proxy.signals.events import Event, EventRules, apply
 from proxy.state import State, is_address
 from proxy.tokens import BOUNCE, UNSUBSCRIBE, TokenClaims, TokenSigner
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from proxy.events import Event
-from proxy.webhooks import event, load_json
+from proxy.signals.events import Event
+from proxy.signals.webhooks import event, load_json
 
 log = logging.getLogger("heed.webhooks.postmark")
 

@@ -23,8 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from proxy.events import Event
-from proxy.webhooks import WebhookError, event, load_json
+from proxy.signals.events import Event
+from proxy.signals.webhooks import WebhookError, event, load_json
 
 log = logging.getLogger("heed.webhooks.ses")
 

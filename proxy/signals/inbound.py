@@ -1,5 +1,5 @@
 """Mail addressed to heed itself: the mailto unsubscribe (RFC 8058 §3.1, RFC 2369), and the
-bounce and complaint addresses (proxy/bounces.py) behind one LocalMail."""
+bounce and complaint addresses (proxy/signals/bounces.py) behind one LocalMail."""
 
 from __future__ import annotations
 

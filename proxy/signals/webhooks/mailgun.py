@@ -12,8 +12,8 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from proxy.events import Event
-from proxy.webhooks import WebhookError, event, load_json
+from proxy.signals.events import Event
+from proxy.signals.webhooks import WebhookError, event, load_json
 
 # (token, seconds to remember it) -> True the first time it is seen.
 Nonce = Callable[[str, float], Awaitable[bool]]
