@@ -12,7 +12,7 @@ import redis as redis_sync
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.keys import Keys
-from proxy.signals.bounces import severity
+from proxy.signals.bounce_reasons import classify, hard
 from proxy.tokens import BOUNCE
 from proxy.types import PersonState
 from tests import test_smtp_mailpath as mailpath
@@ -72,14 +72,29 @@ def token(h: HeedThread, address: str = ANA, purpose: str = "u") -> str:
     return h.heed.tokens.make(address, "marketing", purpose)
 
 
-@pytest.mark.parametrize(("action", "status", "expected"), [
-    ("failed", "5.1.1", "hard"), ("failed", "5.1.10", "hard"), ("failed", "5.4.4", "hard"),
-    ("failed", "5.7.1", "soft"), ("failed", "5.2.2", "soft"), ("failed", "5.3.4", "soft"),
-    ("failed", "4.4.7", "soft"), ("failed", "", "soft"), ("Delayed", "4.2.1", "soft"),
-    ("delivered", "2.0.0", None), ("relayed", "2.0.0", None), ("expanded", "2.0.0", None),
+@pytest.mark.parametrize(("text", "status", "reason", "refuses"), [
+    ("550 5.1.1 <ana@example.org>... User unknown", "5.1.1", "no-such-user", True),
+    ("Host or domain name not found. Name service error for name=x type=A", "5.4.4",
+     "no-such-domain", True),
+    ("The email account that you tried to reach is disabled.", "5.2.1", "disabled", True),
+    ("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", "5.1.10",
+     "no-such-user", True),
+    ("552 5.2.2 Over quota", "5.1.1", "mailbox-full", False),  # the words win over 5.1.1
+    ("550 Ip frequency limited", "", "rate-limited", False),
+    ("552 Too many recipients", "5.5.3", "rate-limited", False),
+    ("554 Service currently unavailable", "5.0.0", "remote-fault", False),
+    ("550 5.4.312 Message expired", "5.4.312", "expired", False),
+    ("552 5.2.3 message too big", "5.2.3", "too-big", False),
+    ("550 5.7.1 Unauthenticated email is not accepted: DMARC policy", "5.7.1", "policy", False),
+    ("554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org", "5.7.1",
+     "blocked", False),
+    ("450 4.1.1 <ana@example.org>: Recipient address rejected: User unknown", "4.1.1",
+     "no-such-user", False),  # a try-again, even for a reason of the recipient's
 ])
-def test_severity_by_action_and_status(action: str, status: str, expected: str | None) -> None:
-    assert severity(action, status) == expected
+def test_reasons_and_which_refuse(text: str, status: str, reason: str, refuses: bool) -> None:
+    found = classify(text, status)
+    assert found.name == reason
+    assert hard(found, status, text) is refuses
 
 
 def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
@@ -240,13 +255,16 @@ def test_redacted_arf_names_the_person_by_heeds_token(heed: HeedThread, via: str
     assert person(heed).refusals["*"].kind == "complaint"
 
 
-def test_not_spam_and_broken_reports_record_nothing(heed: HeedThread,
-                                                    aredis_sync: redis_sync.Redis) -> None:
+def test_not_spam_records_nothing_and_broken_mime_what_can_be_read(
+        heed: HeedThread, aredis_sync: redis_sync.Redis) -> None:
     code, _ = deliver(heed, "fbl@heed.test", sample("arf-not-spam.eml"))
     assert code == 250
-    code, _ = deliver(heed, "bounce@heed.test", sample("broken-mime.eml"))
-    assert code == 250  # logged and accepted: a 5xx to a DSN only makes a double bounce
     assert aredis_sync.dbsize() == 0
+    code, _ = deliver(heed, "bounce@heed.test", sample("broken-mime.eml"))
+    assert code == 250  # accepted: a 5xx to a DSN only makes a double bounce
+    # Its boundary is lost, but its RFC 3464 fields are still there to read.
+    assert person(heed).refusals["*"].kind == "bounce"
+    aredis_sync.flushdb()
     # A forged VERP address does not exist (and loopback may not relay here).
     code, _ = deliver(heed, "bounce+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@heed.test",
                       sample("dsn-postfix-hard.eml", TOKEN="x"))

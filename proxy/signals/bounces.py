@@ -15,8 +15,6 @@ RFC 5321 §6.1 ask that a notification never cause another one).
 
 from __future__ import annotations
 
-import email
-import email.message
 import logging
 import re
 from dataclasses import dataclass
@@ -24,138 +22,50 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from proxy.audit import AuditEntry
 from proxy.errors import StateUnavailable, TokenError
-from proxy.keys import normalise_address
+from proxy.signals.bounce_read import read
+from proxy.signals.complaints import feedback
 from proxy.signals.events import Event, EventRules, apply
-from proxy.state import State, is_address
+from proxy.signals.verdict import bounced
+from proxy.state import State
 from proxy.tokens import BOUNCE, UNSUBSCRIBE, TokenClaims, TokenSigner
 
 log = logging.getLogger("heed.bounces")
 
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _TOKEN = "([A-Za-z0-9_-]{20,})"
 # Where a heed token sits in a returned message: VERP return path, one-click URL, mailto.
 _FOUND = ((re.compile(r"bounce\+" + _TOKEN + "@"), BOUNCE),
           (re.compile(r"/u/" + _TOKEN), UNSUBSCRIBE),
           (re.compile(r"unsubscribe\+" + _TOKEN + "@"), UNSUBSCRIBE))
 _COMPACT = re.compile(r"bounce\+([A-Za-z2-7]{20})@")
-# RFC 5965 §7.3 feedback types that are a person's complaint; "not-spam" and
-# "auth-failure" (RFC 6591, a DKIM/SPF report) are not.
-COMPLAINT_TYPES = frozenset(("abuse", "fraud", "virus", "other"))
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One failed recipient of a DSN or one complaint of an ARF report."""
+    """One failed recipient of a bounce, or one complaint, as the report tells it."""
 
-    kind: str  # "bounce" | "complaint"
+    kind: str  # "bounce" | "complaint" | "feedback" (recorded only)
     address: str | None  # from the report's own fields (untrusted)
     bounce: str | None = None  # "hard" | "soft"
     detail: str = ""
 
 
-def severity(action: str, status: str) -> str | None:
-    """hard, soft or None (not a failure) for a DSN recipient (RFC 3464 §2.3.3, RFC 3463).
+def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[Finding], str]:
+    """(report type, findings, text of the returned original) of a bounce or complaint.
 
-    5.x.x with ``failed`` is hard, except where RFC 3463 says the address is fine:
-    5.7.x (security or policy: the content or the sender's reputation was refused,
-    §3.8), 5.2.2 (mailbox full, §3.3) and 5.3.4 (message too big, §3.4). Those are
-    counted as soft: refusing a working address for ever would be wrong.
+    The type is "arf" for a complaint, "dsn" for a bounce with RFC 3464 fields,
+    "prose" for one without them, "" when nothing could be read.
     """
-    action = action.strip().lower()
-    if action == "delayed":
-        return "soft"
-    if action != "failed":
-        return None  # delivered, relayed, expanded: not a bounce
-    found = _STATUS.search(status)
-    if found is None or found.group(1) != "5":
-        return "soft"
-    _, subject, detail = found.groups()
-    if subject == "7" or (subject, detail) in (("2", "2"), ("3", "4")):
-        return "soft"
-    return "hard"
-
-
-def _fields(part: email.message.Message) -> list[email.message.Message]:
-    """The header blocks of a message/delivery-status or message/feedback-report part."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, email.message.Message)]
-    text = part.get_payload(decode=True) or b""
-    blocks = re.split(rb"\r?\n\s*\r?\n", bytes(text))
-    return [email.message_from_bytes(b.strip() + b"\n") for b in blocks if b.strip()]
-
-
-def _address(value: str | None) -> str | None:
-    """``rfc822; <ana@example.org>`` -> ana@example.org (RFC 3464 §2.3.2), or None."""
-    if not value:
-        return None
-    _, _, addr = str(value).rpartition(";")
-    addr = normalise_address(addr)
-    return addr if is_address(addr) else None
-
-
-def _dsn(part: email.message.Message) -> list[Finding] | None:
-    """Failed recipients; None when the part has no per-recipient block to read."""
-    out = []
-    blocks = _fields(part)[1:]
-    if not blocks:
-        return None
-    for block in blocks:  # the first block is per message (RFC 3464 §2.2)
-        how = severity(str(block.get("Action", "")), str(block.get("Status", "")))
-        if how is None:
-            continue
-        address = _address(block.get("Original-Recipient")) or _address(
-            block.get("Final-Recipient"))
-        detail = f"status {block.get('Status', '-')}; {block.get('Diagnostic-Code', '')}"
-        out.append(Finding("bounce", address, how, " ".join(detail.split())[:300]))
-    return out
-
-
-def _arf(part: email.message.Message) -> list[Finding]:
-    blocks = _fields(part)
-    if not blocks:
-        return []
-    report = blocks[0]
-    kind = str(report.get("Feedback-Type", "")).strip().lower()
-    if kind not in COMPLAINT_TYPES:
-        log.info("feedback report of type %r is not a complaint; ignored", kind or "-")
-        return []
-    detail = f"feedback {kind}; {report.get('User-Agent', '-')}"
-    recipients = [_address(r) for r in report.get_all("Original-Rcpt-To") or []]
-    return [Finding("complaint", a, None, detail) for a in recipients or [None]]
-
-
-def read_report(data: bytes) -> tuple[str, list[Finding], str]:
-    """(report type, findings, text of the returned original) of a DSN or ARF message.
-
-    The type is "" when no report part could be read. Bad MIME yields no findings.
-    """
-    message = email.message_from_bytes(data)
-    kind, findings, original = "", list[Finding](), list[str]()
-    for part in message.walk():
-        ctype = part.get_content_type()
-        if ctype == "message/delivery-status":
-            found = _dsn(part)
-            if found is not None:
-                kind, findings = "dsn", findings + found
-        elif ctype == "message/feedback-report":
-            kind, findings = "arf", findings + _arf(part)
-        elif ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
-                       "text/plain"):
-            # The returned original carries heed's tokens; an "unhelpful" bounce's prose
-            # may still carry an enhanced status code (RFC 3463).
-            original.append(_text(part))
-    return kind, findings, "\n".join(original)
-
-
-def _text(part: email.message.Message) -> str:
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return "\n".join(p.as_string() for p in payload if isinstance(p, email.message.Message))
-    raw = part.get_payload(decode=True)
-    text = bytes(raw).decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    return re.sub(r"\r?\n[ \t]+", " ", text)  # unfold (RFC 5322 §2.2.3)
+    reading = read(data)
+    complaints = feedback(reading, to_complaints=to_complaints)
+    if complaints or reading.kind == "arf":
+        return "arf", [Finding("complaint" if c.refuses else "feedback", c.address, None,
+                               c.detail) for c in complaints], reading.original
+    found = bounced(reading)
+    kind = reading.kind or ("prose" if any(b.address for b in found) else "")
+    return kind, [Finding("bounce", b.address, "hard" if b.hard else "soft", b.detail)
+                  for b in found], reading.original
 
 
 def find_token(tokens: TokenSigner, text: str) -> TokenClaims | None:
@@ -173,26 +83,23 @@ def events_of(kind: str, findings: list[Finding], text: str, claims: TokenClaims
               *, verp: bool = False, trust_unsigned: bool = True) -> list[Event]:
     """Events for a report; ``claims`` (from a token) names the person when there is one.
 
-    ``verp``: the report came to bounce+TOKEN@, so it is a bounce whatever its body says.
+    ``verp``: the report came to bounce+TOKEN@, so it is about that one recipient:
+    their own failure if the report names them, else the worst it tells.
     ``trust_unsigned``: without a token, act on the addresses the report itself names.
     """
     channel = "arf" if kind == "arf" else "dsn"
+    acting = [f for f in findings if f.kind != "feedback"]
     if claims is not None:
-        if not kind and verp:
-            # No delivery-status (or nothing readable): the status code in the text decides,
-            # and without one the bounce only counts (soft): refusing needs evidence.
-            found = _STATUS.search(text)
-            how = severity("failed", found.group(0)) if found else "soft"
-            findings = [Finding("bounce", None, how, "no delivery-status part")]
-        if not findings:
+        mine = [f for f in acting if f.address == claims.address] or acting
+        if not mine:
             return []
-        worst = next((f for f in findings if f.bounce == "hard"), findings[0])
+        worst = next((f for f in mine if f.bounce == "hard"), mine[0])
         return [Event(kind=worst.kind, address=claims.address, channel=channel,
                       list=claims.list, bounce=worst.bounce, detail=worst.detail)]
     if not trust_unsigned:
         return []
     return [Event(kind=f.kind, address=f.address, channel=channel, bounce=f.bounce,
-                  detail=f.detail + "; unsigned") for f in findings if f.address]
+                  detail=f.detail + "; unsigned") for f in acting if f.address]
 
 
 class ReportMailbox:
@@ -208,6 +115,7 @@ class ReportMailbox:
         self.domain = domain.lower()
         self.rules = rules
         self.plain = {bounce.lower(), complaints.lower()}
+        self.complaints = complaints.lower()
         self.prefix = bounce.lower() + "+"
 
     def _claims(self, address: str) -> TokenClaims | str | bool:
@@ -268,7 +176,8 @@ class ReportMailbox:
         """Record what the report says (StateUnavailable -> the edge answers 451)."""
         found = self._claims(address)
         try:
-            kind, findings, text = read_report(data)
+            to_complaints = address.strip("<>").partition("@")[0].lower() == self.complaints
+            kind, findings, text = read_report(data, to_complaints=to_complaints)
         except Exception:  # noqa: BLE001 - a malformed report is logged, never a crash
             log.warning("unreadable report to %s (%d bytes); ignored", address, len(data),
                         exc_info=True)
@@ -284,3 +193,18 @@ class ReportMailbox:
             log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
         for event in events:
             await apply(self.state, event, self.rules, self.metrics)
+        await self._record_only(findings, claims)
+
+    async def _record_only(self, findings: list[Finding], claims: TokenClaims | None) -> None:
+        """Feedback that refuses nobody (virus, auth-failure) still leaves an audit entry."""
+        entries = []
+        for f in findings:
+            who = claims.address if claims is not None else (
+                f.address if self.trust_unsigned else None)
+            if f.kind == "feedback" and who:
+                entries.append(AuditEntry(at=self.state.clock.now(), kind="event",
+                                          recipient=who, outcome="feedback",
+                                          stream=claims.list if claims else "",
+                                          reasons=("recorded", f.detail), detail=f.detail))
+        if entries:
+            await self.state.audit.record(entries)
