@@ -290,3 +290,42 @@ def test_redis_down_is_451_so_the_reporting_mta_retries(upstream: Upstream, poli
         assert b"127.0.0.1" not in msg
     finally:
         h.stop()
+
+
+@pytest.mark.parametrize(("feedback", "refuses"), [
+    ("abuse", True), ("fraud", True), ("opt-out", True), ("virus", False),
+    ("auth-failure", False)])
+def test_every_feedback_type(heed: HeedThread, feedback: str, refuses: bool) -> None:
+    data = sample("arf-rfc5965.eml", RCPT="fbl@heed.test").replace(
+        b"Feedback-Type: abuse", b"Feedback-Type: " + feedback.encode())
+    assert deliver(heed, "fbl@heed.test", data)[0] == 250
+    assert heed.heed is not None
+    entries = [e for e in heed.call(heed.heed.audit.recent(ANA)) if e.kind == "event"]
+    if refuses:
+        assert person(heed).refusals["*"].kind == "complaint"
+    else:  # recorded, not a refusal
+        assert not person(heed).refusals
+        assert entries[0].outcome == "feedback" and feedback in entries[0].detail
+
+
+def test_forwarded_abuse_mail_without_a_report_part_refuses_by_token(heed: HeedThread) -> None:
+    forwarded = (
+        "From: abuse@isp.example\r\nTo: fbl@heed.test\r\nSubject: Fwd: spam\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nSpam from your network.\r\n"
+        "--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        "X-HmXmrOriginalRecipient: <someone-else@example.net>\r\n"
+        f"List-Unsubscribe: <https://heed.test/u/{token(heed)}>\r\n"
+        "From: offers@news.example.com\r\nSubject: Sale\r\n\r\nHello\r\n--b--\r\n")
+    assert deliver(heed, "fbl@heed.test", forwarded.encode())[0] == 250
+    assert person(heed).refusals["*"].kind == "complaint"  # the token, not the quoted header
+    assert not person(heed, "someone-else@example.net").refusals
+
+
+def test_a_report_is_never_refused_for_its_form(heed: HeedThread) -> None:
+    # A NUL byte, a 2000-octet line (RFC 5321 §4.5.3.1.6 says 1000) and 8-bit headers.
+    data = sample("dsn-postfix-hard.eml", TOKEN="x").replace(
+        b"\r\n\r\n", b"\r\nX-Note: caf\xc3\xa9 \x00 " + b"y" * 2000 + b"\r\n\r\n", 1)
+    code, _ = deliver(heed, "bounce@heed.test", data)
+    assert code == 250
+    assert person(heed).refusals["*"].kind == "bounce"

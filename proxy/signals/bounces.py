@@ -15,6 +15,7 @@ RFC 5321 §6.1 ask that a notification never cause another one).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from proxy.signals.bounce_read import read
 from proxy.signals.complaints import feedback
 from proxy.signals.events import Event, EventRules, apply
 from proxy.signals.verdict import bounced
+from proxy.signals.webhooks.ses import ses_events
 from proxy.state import State
 from proxy.tokens import BOUNCE, UNSUBSCRIBE, TokenClaims, TokenSigner
 
@@ -58,6 +60,9 @@ def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[
     "prose" for one without them, "" when nothing could be read.
     """
     reading = read(data)
+    ses = _ses_by_mail(reading.notice)
+    if ses:
+        return ("arf" if ses[0].kind == "complaint" else "dsn"), ses, reading.original
     complaints = feedback(reading, to_complaints=to_complaints)
     if complaints or reading.kind == "arf":
         return "arf", [Finding("complaint" if c.refuses else "feedback", c.address, None,
@@ -66,6 +71,26 @@ def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[
     kind = reading.kind or ("prose" if any(b.address for b in found) else "")
     return kind, [Finding("bounce", b.address, "hard" if b.hard else "soft", b.detail)
                   for b in found], reading.original
+
+
+def _ses_by_mail(notice: str) -> list[Finding]:
+    """Amazon SES notifications sent by email (an SNS email subscription): JSON, not prose."""
+    text = notice.lstrip()
+    if not text.startswith("{") or "notificationType" not in text[:200]:
+        return []
+    # Long JSON lines come folded by mail (a line break and a space mid-string).
+    for candidate in (text, re.sub(r"\r?\n ?", "", text.split("\n\n")[0])):
+        try:
+            notification, _ = json.JSONDecoder().raw_decode(candidate)
+            break
+        except ValueError:
+            continue
+    else:
+        return []
+    if not isinstance(notification, dict):
+        return []
+    return [Finding(e.kind, e.address, e.bounce, f"ses by mail; {e.detail}")
+            for e in ses_events(notification, "", 0.0) if e.kind in ("bounce", "complaint")]
 
 
 def find_token(tokens: TokenSigner, text: str) -> TokenClaims | None:

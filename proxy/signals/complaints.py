@@ -49,7 +49,7 @@ def feedback(reading: Reading, *, to_complaints: bool) -> list[Feedback]:
         addresses: list[str | None] = [a for a in named if a] or [quoted]
         refuses = kind not in RECORDED
         return [Feedback(kind, refuses, a, detail) for a in addresses]
-    if to_complaints and reading.original.strip():
+    if to_complaints and not reading.kind and reading.original.strip():
         # Forwarded as message/rfc822 without a feedback-report part: still "abuse".
         return [Feedback("abuse", True, quoted, "feedback abuse; forwarded message")]
     return []
