@@ -28,6 +28,7 @@ from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey
 from proxy.signals.bounces import ReportMailbox
 from proxy.signals.events import EventRules
+from proxy.signals.forward import Forwarder
 from proxy.signals.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
@@ -95,7 +96,10 @@ class Heed:
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
-            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
+            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics,
+            forwarder=Forwarder(self.queue, self.clock, {
+                self.bounce_domain, settings.unsubscribe.mailto_domain})
+            if settings.bounces.forward else None)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
         # Held mail given up gets one delivery status notification (RFC 3464).

@@ -246,7 +246,7 @@ class MailPath:
                     if copy.signed:
                         out.signed.add(r)
                     if copy.verp:
-                        out.verp[r] = (copy.verp, copy.stream.list)
+                        out.verp[r] = (copy.verp, copy.stream.list, sender)
         return out
 
     async def _send(self, sender: str, copy: _Copy

@@ -162,6 +162,9 @@ class BounceSettings:
     # Act on reports that name the person only in their own fields (no heed token):
     # anyone can write those, so a forged one could refuse someone's mail.
     trust_unsigned: bool = True
+    # Pass a report that came to a VERP address on to the copy's original envelope
+    # sender, unchanged and with MAIL FROM:<>, so the tool's bounce handling still works.
+    forward: bool = True
     hard_bounce: str = "all"  # a hard bounce refuses "all" marketing, or only the "list"
     soft_bounce_limit: int = 0  # this many soft bounces within the window refuse; 0: count only
     soft_bounce_window: float = 30 * 86400.0

@@ -115,7 +115,7 @@ def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
         # Written with the sends and audit after delivery, with a TTL (30 days).
         h.settle()
         stored = aredis_sync.get(Keys().verp(verp))
-        assert stored == f"{ANA}\nmarketing".encode()
+        assert stored == f"{ANA}\nmarketing\noffers@news.example.com".encode()
         assert 29 * 86400 < aredis_sync.ttl(Keys().verp(verp)) <= 30 * 86400
         assert transactional.sender == "orders@shop.example.com"  # not marketing: kept
         # A bounce that says little, but to the VERP address: it names Ana.
@@ -329,3 +329,63 @@ def test_a_report_is_never_refused_for_its_form(heed: HeedThread) -> None:
     code, _ = deliver(heed, "bounce@heed.test", data)
     assert code == 250
     assert person(heed).refusals["*"].kind == "bounce"
+
+
+def test_a_report_to_a_verp_address_is_passed_on_to_the_tools_return_path(
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
+    h = start(redis_url, upstream, policies, clock)  # loopback may relay: it is the tool here
+    try:
+        _passed_on(h, upstream)
+    finally:
+        h.stop()
+
+
+def _passed_on(heed: HeedThread, upstream: Upstream) -> None:
+    grant(heed, ANA)
+    with heed.smtp() as c:
+        c.sendmail("offers@news.example.com", [ANA], message("offers@news.example.com", ANA))
+    (copy,) = upstream.received
+    heed.settle()
+    report = sample("dsn-postfix-hard.eml", RCPT=copy.sender, TOKEN="x")
+    assert deliver(heed, copy.sender, report)[0] == 250
+    assert person(heed).refusals["*"].kind == "bounce"  # heed's own record...
+    assert heed.release_due() == 1  # ...and, queued durably, the tool's
+    forwarded = upstream.received[1]
+    assert (forwarded.sender, forwarded.recipients) == ("<>", ["offers@news.example.com"])
+    assert forwarded.data.replace(b"\r\n", b"\n") == report.replace(b"\r\n", b"\n")
+    # A forwarded report the tool's MTA refuses for good is dropped, with an audit
+    # record, and never bounced (that would loop).
+    upstream.handler.rcpt_reply["offers@news.example.com"] = "550 5.1.1 no such user"
+    assert deliver(heed, copy.sender, report)[0] == 250
+    assert heed.release_due() == 1
+    assert len(upstream.received) == 2
+    assert heed.release_due() == 0  # nothing left: no notification of the failed one
+    assert heed.heed is not None
+    ends = [e for e in heed.call(heed.heed.audit.recent("offers@news.example.com"))
+            if e.outcome == "failed"]
+    assert ends and "550" in " ".join(ends[0].reasons)
+
+
+def test_reports_are_not_passed_on_when_forward_is_off_or_would_loop(
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock,
+        aredis_sync: redis_sync.Redis) -> None:
+    h = start(redis_url, upstream, policies, clock, smtp={"client_networks": ["192.0.2.0/24"]},
+              bounces={"forward": False, "verp_max_local": 200})
+    try:
+        assert h.heed is not None
+        for sender in ("offers@news.example.com", "bounce@heed.test"):
+            token = h.heed.tokens.verp(ANA, "marketing")
+            aredis_sync.set(Keys().verp(token), f"{ANA}\nmarketing\n{sender}")
+            rcpt = f"bounce+{token}@heed.test"
+            assert deliver(h, rcpt, sample("dsn-postfix-hard.eml", RCPT=rcpt, TOKEN="x"))[0] == 250
+        assert h.release_due() == 0
+    finally:
+        h.stop()
+    h = start(redis_url, upstream, policies, clock, smtp={"client_networks": ["192.0.2.0/24"]},
+              bounces={"verp_max_local": 200})
+    try:
+        assert deliver(h, rcpt, sample("dsn-postfix-hard.eml", RCPT=rcpt, TOKEN="x"))[0] == 250
+        assert h.release_due() == 0  # its return path is heed's own: it would loop
+        assert upstream.received == []
+    finally:
+        h.stop()

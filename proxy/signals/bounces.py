@@ -28,6 +28,7 @@ from proxy.errors import StateUnavailable, TokenError
 from proxy.signals.bounce_read import read
 from proxy.signals.complaints import feedback
 from proxy.signals.events import Event, EventRules, apply
+from proxy.signals.forward import Forwarder
 from proxy.signals.verdict import bounced
 from proxy.signals.webhooks.ses import ses_events
 from proxy.state import State
@@ -132,8 +133,10 @@ class ReportMailbox:
 
     def __init__(self, tokens: TokenSigner, state: State, domain: str, *,
                  rules: EventRules, bounce: str = "bounce", complaints: str = "fbl",
-                 trust_unsigned: bool = True, metrics: Any = None) -> None:
+                 trust_unsigned: bool = True, metrics: Any = None,
+                 forwarder: Forwarder | None = None) -> None:
         self.metrics = metrics
+        self.forwarder = forwarder
         self.trust_unsigned = trust_unsigned
         self.tokens = tokens
         self.state = state
@@ -162,10 +165,11 @@ class ReportMailbox:
         except TokenError:
             return False  # a forged VERP address does not exist
 
-    async def _lookup(self, token: str) -> TokenClaims | None:
+    async def _lookup(self, token: str) -> tuple[TokenClaims | None, str]:
         """The recipient a compact VERP token was sent to: one GET, then the MAC checked
         against what was stored. None (expired, unknown or not matching): the report
-        is read like one to plain bounce@."""
+        is read like one to plain bounce@. With it, the copy's original envelope sender
+        (mappings written before heed kept it have none)."""
         try:
             # A pipeline, not a lone GET: through the group-commit client it goes out
             # after the delivery records written behind, so a bounce that comes at once
@@ -177,21 +181,22 @@ class ReportMailbox:
             raise StateUnavailable("redis unavailable") from exc
         if stored is None:
             log.info("VERP token unknown or expired; reading the report's own fields")
-            return None
+            return None, ""
         text = stored.decode() if isinstance(stored, bytes) else str(stored)
-        address, _, list_name = text.partition("\n")
+        address, _, rest = text.partition("\n")
+        list_name, _, sender = rest.partition("\n")
         if not self.tokens.verp_matches(token, address, list_name):
             log.warning("VERP mapping does not match its token; ignored")
-            return None
+            return None, ""
         return TokenClaims(address=address, list=list_name, issued_at=0.0, key_id="",
-                           purpose=BOUNCE)
+                           purpose=BOUNCE), sender
 
     async def _returned_verp(self, text: str) -> TokenClaims | None:
         """A compact VERP token in the returned original's Return-Path (e.g. an ARF report,
         which comes to fbl@ and quotes the copy's headers): at most one lookup."""
         for candidate in _COMPACT.findall(text):
             if self.tokens.verp_plausible(candidate):
-                return await self._lookup(candidate.lower())
+                return (await self._lookup(candidate.lower()))[0]
         return None
 
     def accepts(self, address: str) -> bool:
@@ -207,8 +212,11 @@ class ReportMailbox:
             log.warning("unreadable report to %s (%d bytes); ignored", address, len(data),
                         exc_info=True)
             return
-        claims = await self._lookup(found) if isinstance(found, str) else (
-            found if isinstance(found, TokenClaims) else None)
+        sender_of_copy = ""
+        if isinstance(found, str):
+            claims, sender_of_copy = await self._lookup(found)
+        else:
+            claims = found if isinstance(found, TokenClaims) else None
         verp = claims is not None
         if claims is None:
             claims = find_token(self.tokens, text) or await self._returned_verp(text)
@@ -219,6 +227,9 @@ class ReportMailbox:
         for event in events:
             await apply(self.state, event, self.rules, self.metrics)
         await self._record_only(findings, claims)
+        if verp and sender_of_copy and self.forwarder is not None:
+            # The tool's own bounce handling hears it as if VERP were off.
+            await self.forwarder.forward(sender_of_copy, data, kind or "report")
 
     async def _record_only(self, findings: list[Finding], claims: TokenClaims | None) -> None:
         """Feedback that refuses nobody (virus, auth-failure) still leaves an audit entry."""
