@@ -389,3 +389,23 @@ def test_reports_are_not_passed_on_when_forward_is_off_or_would_loop(
         assert upstream.received == []
     finally:
         h.stop()
+
+
+def test_reports_that_make_no_event_are_kept_for_heed_bounces_unread(
+        heed: HeedThread, redis_url: str, aredis_sync: redis_sync.Redis,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    nobody = (b"From: postmaster@far.example\r\nTo: bounce@heed.test\r\nSubject: Hm\r\n\r\n"
+              b"Something went wrong somewhere.\r\n")
+    assert deliver(heed, "bounce@heed.test", nobody)[0] == 250
+    assert deliver(heed, "bounce@heed.test", sample("dsn-postfix-hard.eml", TOKEN="x"))[0] == 250
+    (kept,) = aredis_sync.xrange(Keys().unread)  # the one with an event is not kept
+    assert kept[1][b"data"] == nobody
+    # The CLI's clock is the wall clock; the test's is far ahead: look back far enough.
+    assert main(["bounces", "unread", "--redis", redis_url, "--since", "3650d"]) == 0
+    out = capsys.readouterr().out
+    assert "to bounce@heed.test" in out and "'Hm'" in out and "1 unread report(s)" in out
+    assert main(["bounces", "unread", "--redis", redis_url, "--show", kept[0].decode()]) == 0
+    assert "Something went wrong somewhere." in capsys.readouterr().out
+    assert main(["bounces", "unread", "--redis", redis_url, "--since", "soon"]) == 2

@@ -29,6 +29,7 @@ from proxy.signals.bounce_read import read
 from proxy.signals.complaints import feedback
 from proxy.signals.events import Event, EventRules, apply
 from proxy.signals.forward import Forwarder
+from proxy.signals.unread import Unread
 from proxy.signals.verdict import bounced
 from proxy.signals.webhooks.ses import ses_events
 from proxy.state import State
@@ -137,6 +138,7 @@ class ReportMailbox:
                  forwarder: Forwarder | None = None) -> None:
         self.metrics = metrics
         self.forwarder = forwarder
+        self.unread = Unread(state.redis, state.keys, state.clock)
         self.trust_unsigned = trust_unsigned
         self.tokens = tokens
         self.state = state
@@ -209,8 +211,9 @@ class ReportMailbox:
             to_complaints = address.strip("<>").partition("@")[0].lower() == self.complaints
             kind, findings, text = read_report(data, to_complaints=to_complaints)
         except Exception:  # noqa: BLE001 - a malformed report is logged, never a crash
-            log.warning("unreadable report to %s (%d bytes); ignored", address, len(data),
+            log.warning("unreadable report to %s (%d bytes); kept unread", address, len(data),
                         exc_info=True)
+            await self.unread.keep(address, data, "could not be parsed")
             return
         sender_of_copy = ""
         if isinstance(found, str):
@@ -222,16 +225,18 @@ class ReportMailbox:
             claims = find_token(self.tokens, text) or await self._returned_verp(text)
         events = events_of(kind, findings, text, claims, verp=verp,
                            trust_unsigned=self.trust_unsigned)
-        if not events:
-            log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
         for event in events:
             await apply(self.state, event, self.rules, self.metrics)
-        await self._record_only(findings, claims)
+        recorded = await self._record_only(findings, claims)
+        if not events and not recorded:
+            log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
+            why = "names nobody" if findings else f"nothing read ({kind or 'no report part'})"
+            await self.unread.keep(address, data, why)
         if verp and sender_of_copy and self.forwarder is not None:
             # The tool's own bounce handling hears it as if VERP were off.
             await self.forwarder.forward(sender_of_copy, data, kind or "report")
 
-    async def _record_only(self, findings: list[Finding], claims: TokenClaims | None) -> None:
+    async def _record_only(self, findings: list[Finding], claims: TokenClaims | None) -> int:
         """Feedback that refuses nobody (virus, auth-failure) still leaves an audit entry."""
         entries = []
         for f in findings:
@@ -244,3 +249,4 @@ class ReportMailbox:
                                           reasons=("recorded", f.detail), detail=f.detail))
         if entries:
             await self.state.audit.record(entries)
+        return len(entries)
