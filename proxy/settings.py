@@ -177,6 +177,7 @@ class WebhookSettings:
     ses_topics: tuple[str, ...] = ()  # TopicArns accepted; empty -> any (signature still checked)
     ses_cert_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)  # SigningCertURL host globs
     ses_enabled: bool = False
+    ses_max_age: float = 3600.0  # older (signed) SNS Timestamps are refused as replays
     sendgrid_public_key: str = ""  # base64 DER (as SendGrid shows it) or PEM
     sendgrid_max_age: float = 600.0
     mailgun_signing_key: str = ""
@@ -453,6 +454,7 @@ def _signals(take: Any, section: Any, where: str,
     hooks = take(WebhookSettings, section("webhooks"), "webhooks", {
         "ses_topics": _texts,
         "ses_cert_hosts": _texts,
+        "ses_max_age": parse_duration,
         "sendgrid_max_age": parse_duration,
         "mailgun_max_age": parse_duration,
     })

@@ -89,6 +89,7 @@ class Webhooks:
         async def work(body: bytes) -> list[Event]:
             message = ses.parse_sns(body)
             await sns.verify(message)
+            ses.check_age(message, self.clock.now(), self.settings.ses_max_age)
             if message.get("Type") == "SubscriptionConfirmation":
                 # Not fetched: confirming a subscription is the operator's decision.
                 log.warning("SNS subscription to %s awaits confirmation: visit %s",
