@@ -197,6 +197,9 @@ async def test_not_json_and_too_large(api: tuple[TestServer, State],
         r = await s.post(server.make_url("/api/events"), headers=AUTH,
                          json={"kind": "click", "address": "a@example.org", "detail": "x" * 70000})
         assert r.status == 413
+        for empty in (b"", b"  \n\n"):  # a batch with no body says so: 400, not "0 accepted"
+            r = await s.post(server.make_url("/api/events/batch"), data=empty, headers=AUTH)
+            assert r.status == 400 and "empty" in (await r.json())["error"]
     assert await aredis.dbsize() == 0
 
 

@@ -110,6 +110,8 @@ class Api:
         body = await read_body(request, MAX_BATCH_BYTES)
         if body is None:
             return problem(413, f"a batch is at most {MAX_BATCH_BYTES} bytes; split it")
+        if not body.strip():
+            return problem(400, "an empty body: send a JSON array or NDJSON, one event a line")
         lines = _lines(body)
         if isinstance(lines, str):
             return problem(422, lines, fields={"": lines})
@@ -170,7 +172,7 @@ class Api:
         })
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return answer(document())
+        return answer(document(self.clock.now()))
 
 
 def _result(line: int, outcome: str, count: int | None) -> dict[str, Any]:
