@@ -112,6 +112,11 @@ class Api:
             return problem(413, f"a batch is at most {MAX_BATCH_BYTES} bytes; split it")
         if not body.strip():
             return problem(400, "an empty body: send a JSON array or NDJSON, one event a line")
+        if request.content_type == "application/json" and not body.lstrip(
+                b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+            # Declared JSON: it must be the array; NDJSON comes as application/x-ndjson.
+            return problem(422, "expected a JSON array of events",
+                           fields={"": "a JSON array (NDJSON as application/x-ndjson)"})
         lines = _lines(body)
         if isinstance(lines, str):
             return problem(422, lines, fields={"": lines})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from proxy.signals.events import BOUNCES, CHANNELS, ENGAGEMENTS
@@ -179,10 +180,16 @@ def _webhook(service: str, how: str, schema: dict[str, Any]) -> dict[str, Any]:
 def document(now: float) -> dict[str, Any]:
     """The whole document (a fresh dict each call); ``now`` bounds ``at`` (a day ahead)."""
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    # heed takes any ISO 8601 time up to a day ahead; the document promises what is
+    # always accepted, whenever it is read: epoch seconds up to a day after it was
+    # served, and RFC 3339 times in the years before this one.
+    years = "|".join(str(y) for y in range(1971, datetime.fromtimestamp(now, UTC).year))
     at = {"description": "when it happened (default now); epoch seconds or ISO 8601 "
                          "(UTC without a zone); not more than a day ahead",
           "oneOf": [{"type": "number", "minimum": 0, "maximum": int(now) + 86400},
-                    {"type": "string", "format": "date-time"}]}
+                    {"type": "string", "pattern": f"^({years})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|"
+                     r"2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+                     r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"}]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "heed events API", "version": "1",
@@ -202,8 +209,10 @@ def document(now: float) -> dict[str, Any]:
             "/api/events/batch": {"post": {
                 "summary": "record many events; each line succeeds or fails on its own",
                 "requestBody": {"required": True, "content": {
-                    _JSON: {"schema": {"type": "array", "items": _ref("Event")}},
-                    "application/x-ndjson": {"schema": {"type": "string",
+                    # Each line is an Event, checked on its own (its Result says why not).
+                    _JSON: {"schema": {"type": "array", "items": {
+                        "description": "an Event (see Event); checked line by line"}}},
+                    "application/x-ndjson": {"schema": {"type": "string", "pattern": r"\S",
                                                         "description": "one Event per line"}},
                 }},
                 "responses": {"200": _body(_ref("BatchResult"), "a result per line"),
