@@ -56,17 +56,18 @@ print JSON::PP->new->canonical->encode(\%out);
 
 
 def _extract(target: Path) -> Path:
+    """maildir/ of the corpus (bsd: the bounces; dos, mac: CRLF and CR copies; err, not…)."""
     source = Path(CORPUS)
     if (source / "maildir" / "bsd").is_dir():
-        return source / "maildir" / "bsd"
+        return source / "maildir"
     if not (source / "HEAD").exists():
         pytest.skip(f"no sisimai/set-of-emails at {CORPUS}: set HEED_SET_OF_EMAILS to a bare "
                     "git repository or a checkout of it")
-    tar = subprocess.run(["git", "--git-dir", str(source), "archive", "HEAD", "maildir/bsd"],
+    tar = subprocess.run(["git", "--git-dir", str(source), "archive", "HEAD", "maildir"],
                          capture_output=True, check=True).stdout
     with tarfile.open(fileobj=BytesIO(tar)) as archive:
         archive.extractall(target, filter="data")
-    return target / "maildir" / "bsd"
+    return target / "maildir"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
             ["perl", "-MSisimai", "-e", "1"], capture_output=True).returncode != 0:
         pytest.skip("Sisimai is not installed (Debian: libsisimai-perl)")
     tmp = tmp_path_factory.mktemp("set-of-emails")
-    folder = _extract(tmp)
+    folder = _extract(tmp) / "bsd"
     # One perl process for the whole folder: file -> reason, softbounce, recipient.
     found = json.loads(subprocess.run(["perl", "-e", ORACLE, str(folder)], capture_output=True,
                                       check=True, timeout=120).stdout)
@@ -208,3 +209,26 @@ def test_complaints_in_the_corpus_name_the_person_sisimai_names(
     print(f"complaints: person {named}/{len(reports)}, right outcome {refused}/{len(reports)}")
     assert named / len(reports) >= 0.85, wrong
     assert refused == named
+
+
+def test_no_report_in_the_corpus_is_refused_at_data(
+        corpus: tuple[Path, dict], redis_url: str, upstream: Upstream, policies: Path,
+        clock: ManualClock) -> None:
+    folder, _ = corpus
+    files = sorted(p for p in folder.parent.rglob("*.eml") if p.is_file())
+    assert len(files) > 700
+    settings = make_settings(redis_url=redis_url, upstream_port=upstream.port,
+                             policies=policies, smtp={"client_networks": ["192.0.2.0/24"]})
+    h = HeedThread(settings, clock).start()
+    refused = []
+    try:
+        for path in files:
+            for rcpt in ("bounce@heed.test", "fbl@heed.test"):
+                # As stored (bsd: LF, dos: CRLF, mac: CR), made into SMTP lines.
+                data = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                code = _send(h, rcpt, data)
+                if code != 250:
+                    refused.append(f"{path.parent.name}/{path.name} to {rcpt}: {code}")
+    finally:
+        h.stop()
+    assert not refused, refused
