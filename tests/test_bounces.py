@@ -329,6 +329,20 @@ def test_forwarded_abuse_mail_without_a_report_part_refuses_by_token(heed: HeedT
     assert not person(heed, "someone-else@example.net").refusals
 
 
+def test_a_prose_bounce_sent_to_the_complaints_address_is_no_complaint(
+        heed: HeedThread) -> None:
+    bounce = (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\nTo: fbl@heed.test\r\n"
+        "Subject: Mail delivery failed: returning message to sender\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        "Content-Type: text/plain\r\n\r\nThe following address failed:\r\n\r\n"
+        f"  {ANA}\r\n    host mx.example.org: 452 4.2.2 mailbox full\r\n"
+        "--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: offers@news.example.com\r\n"
+        f"To: {ANA}\r\nSubject: Sale\r\n\r\nHello\r\n--b--\r\n")
+    assert deliver(heed, "fbl@heed.test", bounce.encode())[0] == 250
+    assert not person(heed).refusals  # a full mailbox, counted; not a complaint
+
+
 def test_a_report_is_never_refused_for_its_form(heed: HeedThread) -> None:
     # A NUL byte, a 2000-octet line (RFC 5321 §4.5.3.1.6 says 1000) and 8-bit headers.
     data = sample("dsn-postfix-hard.eml", TOKEN="x").replace(

@@ -59,6 +59,7 @@ class Reading:
     notice: str = ""  # the human-readable part, above the returned original
     original: str = ""  # the returned original (headers at least), where heed's tokens are
     failed_header: list[str] = field(default_factory=list)  # X-Failed-Recipients
+    attached: bool = False  # the original came as a message/rfc822 part
     headers: email.message.Message | None = None
 
 
@@ -140,6 +141,7 @@ def read(data: bytes) -> Reading:
         elif ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
                        "message/partial"):
             original.append(_text(part))
+            out.attached = out.attached or ctype == "message/rfc822"
         elif part.get_content_maintype() == "text" and not _inside_original(message, part):
             (html if part.get_content_subtype() == "html" else notice).append(_text(part))
         elif ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
@@ -218,7 +220,7 @@ def prose_failures(notice: str, original_from: set[str]) -> list[Failure]:
     out = []
     for i, (start, addr) in enumerate(found):
         line_start = notice.rfind("\n", 0, start) + 1
-        end = found[i + 1][0] if i + 1 < len(found) else len(notice)
-        end = notice.rfind("\n", 0, end) + 1 or end if i + 1 < len(found) else end
+        # Up to the line that names the next recipient (or the end of the notice).
+        end = notice.rfind("\n", 0, found[i + 1][0]) + 1 if i + 1 < len(found) else len(notice)
         out.append(Failure(addr, "failed", "", notice[line_start:max(end, start)]))
     return out

@@ -7,10 +7,14 @@ in the returned original message (its Return-Path, or its List-Unsubscribe
 header); and only then the report's own fields (Original-Recipient /
 Final-Recipient, Original-Rcpt-To), which anyone can write.
 
-A report that cannot be read is logged and accepted (250): its sender is an MTA
-or a feedback loop that cannot do anything with a rejection, and a DSN has the
-null sender, so a 5xx would only become a double bounce (RFC 3464 §2.1 and
-RFC 5321 §6.1 ask that a notification never cause another one).
+What a bounce says is read by bounce_read/bounce_reasons/verdict, a complaint by
+complaints; a report to a VERP address is then passed on to the tool (forward).
+
+A report that cannot be read is logged, kept for ``heed bounces unread`` (unread)
+and accepted (250): its sender is an MTA or a feedback loop that cannot do
+anything with a rejection, and a DSN has the null sender, so a 5xx would only
+become a double bounce (RFC 3464 §2.1 and RFC 5321 §6.1 ask that a notification
+never cause another one).
 """
 
 from __future__ import annotations

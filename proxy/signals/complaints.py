@@ -49,10 +49,24 @@ def feedback(reading: Reading, *, to_complaints: bool) -> list[Feedback]:
         addresses: list[str | None] = [a for a in named if a] or [quoted]
         refuses = kind not in RECORDED
         return [Feedback(kind, refuses, a, detail) for a in addresses]
-    if to_complaints and not reading.kind and reading.original.strip():
+    if to_complaints and not reading.kind and reading.attached and not _bounce_like(reading):
         # Forwarded as message/rfc822 without a feedback-report part: still "abuse".
         return [Feedback("abuse", True, quoted, "feedback abuse; forwarded message")]
     return []
+
+
+_BOUNCE_FROM = re.compile(r"mailer-daemon|postmaster|mail delivery", re.IGNORECASE)
+_BOUNCE_SUBJECT = re.compile(r"undeliver|delivery (status|failure|notification)|returned mail|"
+                             r"failure notice|could not be delivered", re.IGNORECASE)
+
+
+def _bounce_like(reading: Reading) -> bool:
+    """A bounce sent to the complaints address is not somebody's complaint."""
+    headers = reading.headers
+    if headers is None:
+        return False
+    return bool(_BOUNCE_FROM.search(str(headers.get("From", "") or ""))
+                or _BOUNCE_SUBJECT.search(str(headers.get("Subject", "") or "")))
 
 
 def _quoted(original: str) -> str | None:
