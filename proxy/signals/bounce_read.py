@@ -31,10 +31,15 @@ _ORIGINAL = re.compile(
 _HEADER = re.compile(r"^(?:Return-Path|Received|Message-I[dD]|From|To|Date|Subject|"
                      r"X-[\w-]+|MIME-Version|Content-Type|Delivered-To):", re.IGNORECASE)
 # Addresses in a notice that are not the failed recipient: the sender and the mailer.
-_NOT_RECIPIENT = re.compile(r"(?:mail from|from|sender|return-path|envelope-from|reply-to)"
-                            r"\s*[:=]?\s*<?\s*$", re.IGNORECASE)
+_NOT_RECIPIENT = re.compile(r"(?:(?:mail from|from|sender|return-path|envelope-from|reply-to|"
+                            r"message-id|in-reply-to|references)\s*[:=]?\s*<?\s*"
+                            r"|contact\s*<?|[/=&%])$", re.IGNORECASE)
+# "  To: …" in a notice quotes the original's header, not a failed recipient.
+_QUOTED_HEADER = re.compile(r"\s*(?:to|cc)\s*:\s*(?:[^<\n]*<)?", re.IGNORECASE)
 _MAILER = re.compile(r"^(?:mailer-daemon|postmaster|double-bounce|bounce|no-?reply|"
                      r"abuse|root)[@+]", re.IGNORECASE)
+_BLOCK_LINES = 12
+_IN_URL = re.compile(r"[/=&%?]")  # a link's query (SNS's "&Endpoint=…"), not a recipient
 _TAG = re.compile(r"<[^>]*>|&nbsp;")
 _UNFOLD = re.compile(r"\r?\n[ \t]+")
 
@@ -210,7 +215,9 @@ def prose_failures(notice: str, original_from: set[str]) -> list[Failure]:
     for match in _ADDRESS.finditer(notice):
         addr = normalise_address(match.group(0).strip(".'\""))
         before = notice[max(0, match.start() - 40):match.start()]
+        line = notice[notice.rfind("\n", 0, match.start()) + 1:match.start()]
         if (_MAILER.match(addr) or addr in original_from or _NOT_RECIPIENT.search(before)
+                or _QUOTED_HEADER.fullmatch(line) or _IN_URL.search(addr.partition("@")[0])
                 or not is_address(addr)):
             continue
         if not any(addr == a for _, a in found):
@@ -222,5 +229,7 @@ def prose_failures(notice: str, original_from: set[str]) -> list[Failure]:
         line_start = notice.rfind("\n", 0, start) + 1
         # Up to the line that names the next recipient (or the end of the notice).
         end = notice.rfind("\n", 0, found[i + 1][0]) + 1 if i + 1 < len(found) else len(notice)
-        out.append(Failure(addr, "failed", "", notice[line_start:max(end, start)]))
+        # What is said about a recipient follows it closely; further down is other text.
+        block = notice[line_start:max(end, start)].split("\n")[:_BLOCK_LINES]
+        out.append(Failure(addr, "failed", "", "\n".join(block)))
     return out

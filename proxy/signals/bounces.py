@@ -82,10 +82,12 @@ def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[
 def _ses_by_mail(notice: str) -> list[Finding]:
     """Amazon SES notifications sent by email (an SNS email subscription): JSON, not prose."""
     text = notice.lstrip()
-    if not text.startswith("{") or "notificationType" not in text[:200]:
+    if not text.startswith("{") or "notificationType" not in text[:4000]:
         return []
-    # Long JSON lines come folded by mail (a line break and a space mid-string).
-    for candidate in (text, re.sub(r"\r?\n ?", "", text.split("\n\n")[0])):
+    # Long JSON lines come folded by mail (a line break and a space mid-string; SNS marks
+    # a line it had to break at 998 octets with a "!" before the break).
+    first = text.split("\n\n")[0]
+    for candidate in (text, re.sub(r"\r?\n ?", "", first), re.sub(r"!?\r?\n ?", "", first)):
         try:
             notification, _ = json.JSONDecoder().raw_decode(candidate)
             break
@@ -93,6 +95,11 @@ def _ses_by_mail(notice: str) -> list[Finding]:
             continue
     else:
         return []
+    if isinstance(notification, dict) and isinstance(notification.get("Message"), str):
+        try:  # the SNS envelope (raw message delivery off): the notification is inside
+            notification = json.loads(notification["Message"])
+        except ValueError:
+            return []
     if not isinstance(notification, dict):
         return []
     return [Finding(e.kind, e.address, e.bounce, f"ses by mail; {e.detail}")
