@@ -231,6 +231,11 @@ def test_delayed_and_policy_bounces_only_count(heed: HeedThread, aredis_sync: re
         assert code == 250
     assert person(heed).refusals == {}
     assert aredis_sync.zcard(Keys().soft_bounces(ANA)) == 2
+    assert heed.heed is not None
+    counted = {(s.labels["reason"], s.labels["severity"]): s.value
+               for m in heed.heed.metrics.reports.collect() for s in m.samples
+               if s.name == "heed_reports_total"}
+    assert counted == {("filtered", "soft"): 1, ("spam", "soft"): 1}  # heed_reports_total
 
 
 def test_arf_complaint_refuses_all_marketing(heed: HeedThread) -> None:
@@ -371,6 +376,7 @@ def _passed_on(heed: HeedThread, upstream: Upstream) -> None:
     assert deliver(heed, copy.sender, report)[0] == 250
     assert person(heed).refusals["*"].kind == "bounce"  # heed's own record...
     assert heed.release_due() == 1  # ...and, queued durably, the tool's
+    assert heed.heed is not None and heed.heed.metrics.forwarded._value.get() == 1
     forwarded = upstream.received[1]
     assert (forwarded.sender, forwarded.recipients) == ("<>", ["offers@news.example.com"])
     assert forwarded.data.replace(b"\r\n", b"\n") == report.replace(b"\r\n", b"\n")

@@ -57,6 +57,7 @@ class Finding:
     address: str | None  # from the report's own fields (untrusted)
     bounce: str | None = None  # "hard" | "soft"
     detail: str = ""
+    reason: str = ""  # heed's reason (bounce_reasons.REASONS) for a bounce
 
 
 def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[Finding], str]:
@@ -75,8 +76,8 @@ def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[
                                c.detail) for c in complaints], reading.original
     found = bounced(reading)
     kind = reading.kind or ("prose" if any(b.address for b in found) else "")
-    return kind, [Finding("bounce", b.address, "hard" if b.hard else "soft", b.detail)
-                  for b in found], reading.original
+    return kind, [Finding("bounce", b.address, "hard" if b.hard else "soft", b.detail,
+                          b.reason.name) for b in found], reading.original
 
 
 def _ses_by_mail(notice: str) -> list[Finding]:
@@ -239,13 +240,27 @@ class ReportMailbox:
         for event in events:
             await apply(self.state, event, self.rules, self.metrics)
         recorded = await self._record_only(findings, claims)
+        self._count(findings, bool(events or recorded))
         if not events and not recorded:
             log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
             why = "names nobody" if findings else f"nothing read ({kind or 'no report part'})"
             await self.unread.keep(address, data, why)
         if verp and sender_of_copy and self.forwarder is not None:
             # The tool's own bounce handling hears it as if VERP were off.
-            await self.forwarder.forward(sender_of_copy, data, kind or "report")
+            if await self.forwarder.forward(sender_of_copy, data, kind or "report") and (
+                    self.metrics is not None):
+                self.metrics.forwarded.inc()
+
+    def _count(self, findings: list[Finding], acted: bool) -> None:
+        """heed_reports_total: why mail failed, even where nobody could be named."""
+        if self.metrics is None:
+            return
+        if not acted:
+            self.metrics.reports.labels("unread", "").inc()
+            return
+        for f in findings:
+            reason = f.reason or f.kind  # complaint, feedback, or an SES bounce by mail
+            self.metrics.reports.labels(reason, f.bounce or "").inc()
 
     async def _record_only(self, findings: list[Finding], claims: TokenClaims | None) -> int:
         """Feedback that refuses nobody (virus, auth-failure) still leaves an audit entry."""
