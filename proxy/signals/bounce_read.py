@@ -52,6 +52,7 @@ class Failure:
     action: str = "failed"
     status: str = ""
     diagnostic: str = ""
+    remote: str = ""  # Remote-MTA (RFC 3464 §2.3.5): which provider said it
 
 
 @dataclass
@@ -124,7 +125,8 @@ def _dsn(part: email.message.Message, out: Reading) -> None:
         action = str(block.get("Action", "") or "").strip().lower() or "failed"
         if address or block.get("Status") or diagnostic:
             out.failures.append(Failure(address, action, str(block.get("Status", "") or ""),
-                                        diagnostic.strip()))
+                                        diagnostic.strip(),
+                                        str(block.get("Remote-MTA", "") or "").strip()))
     if blocks:
         out.kind = "dsn"
 

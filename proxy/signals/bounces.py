@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ class Finding:
     bounce: str | None = None  # "hard" | "soft"
     detail: str = ""
     reason: str = ""  # heed's reason (bounce_reasons.REASONS) for a bounce
+    remote: str = ""  # the DSN's Remote-MTA (RFC 3464 §2.3.5): which provider said it
 
 
 def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[Finding], str]:
@@ -77,7 +79,7 @@ def read_report(data: bytes, *, to_complaints: bool = False) -> tuple[str, list[
     found = bounced(reading)
     kind = reading.kind or ("prose" if any(b.address for b in found) else "")
     return kind, [Finding("bounce", b.address, "hard" if b.hard else "soft", b.detail,
-                          b.reason.name) for b in found], reading.original
+                          b.reason.name, b.remote) for b in found], reading.original
 
 
 def _ses_by_mail(notice: str) -> list[Finding]:
@@ -147,8 +149,10 @@ class ReportMailbox:
     def __init__(self, tokens: TokenSigner, state: State, domain: str, *,
                  rules: EventRules, bounce: str = "bounce", complaints: str = "fbl",
                  trust_unsigned: bool = True, metrics: Any = None,
-                 forwarder: Forwarder | None = None) -> None:
+                 forwarder: Forwarder | None = None,
+                 on_bounce: Callable[[Finding, bytes], Awaitable[Any]] | None = None) -> None:
         self.metrics = metrics
+        self.on_bounce = on_bounce  # the provider guard hears throttling in bounces
         self.forwarder = forwarder
         self.unread = Unread(state.redis, state.keys, state.clock)
         self.trust_unsigned = trust_unsigned
@@ -235,6 +239,10 @@ class ReportMailbox:
         verp = claims is not None
         if claims is None:
             claims = find_token(self.tokens, text) or await self._returned_verp(text)
+        if self.on_bounce is not None and kind != "arf":
+            # Every bounce, with its reading (the words of prose bounces included).
+            for finding in [f for f in findings if f.kind == "bounce"] or [Finding("bounce", None)]:
+                await self.on_bounce(finding, data)
         events = events_of(kind, findings, text, claims, verp=verp,
                            trust_unsigned=self.trust_unsigned)
         for event in events:

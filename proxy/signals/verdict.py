@@ -19,6 +19,7 @@ class Bounced:
     hard: bool
     status: str
     diagnostic: str
+    remote: str = ""  # the DSN's Remote-MTA, when it has one
 
     @property
     def detail(self) -> str:
@@ -98,5 +99,5 @@ def bounced(reading: Reading) -> list[Bounced]:
         if failure.action == "delayed" and not reason.refuses:
             reason = REASONS["expired"] if reason.name == "unknown" else reason
         is_hard = failure.action != "delayed" and hard(reason, status, text)
-        out.append(Bounced(failure.address, reason, is_hard, status, text))
+        out.append(Bounced(failure.address, reason, is_hard, status, text, failure.remote))
     return out
