@@ -9,16 +9,13 @@ from typing import Any
 
 from proxy.audit import Audit
 from proxy.batch import GroupCommit
-from proxy.bounces import ReportMailbox
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
 from proxy.dsn import Bounces
-from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
 from proxy.http.webhooks import add_webhooks
-from proxy.inbound import LocalMailboxes, PostmasterMailbox, UnsubscribeMailbox
 from proxy.keys import Keys
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
@@ -32,6 +29,10 @@ from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey, verp_domain
+from proxy.signals.bounces import ReportMailbox
+from proxy.signals.events import EventRules
+from proxy.signals.forward import Forwarder
+from proxy.signals.inbound import LocalMailboxes, PostmasterMailbox, UnsubscribeMailbox
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
@@ -106,6 +107,9 @@ class Heed:
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
             trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics,
+            forwarder=Forwarder(self.queue, self.clock, {
+                self.bounce_domain, settings.unsubscribe.mailto_domain})
+            if settings.bounces.forward else None,
             on_bounce=self.providers.hear_dsn)
         own = (settings.smtp.hostname, settings.unsubscribe.mailto_domain, self.bounce_domain)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(

@@ -1,4 +1,4 @@
-"""The `heed` command: serve, check, doctor, policy, consent, refuse, engage, explain, dkim, …"""
+"""The `heed` command: serve, check, doctor, policy, consent, refuse, explain, bounces, …"""
 
 from __future__ import annotations
 
@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", default="30d", metavar="DURATION",
                         help="how far back to look, e.g. 7d, 12h (default 30d)")
     report.add_argument("--format", choices=("text", "json", "html"), default="text")
+
+    bounces = sub.add_parser("bounces", help="bounce and complaint reports heed received")
+    bsub = bounces.add_subparsers(dest="bounces_command", required=True)
+    unread = bsub.add_parser("unread", help="reports accepted that made no event, kept to read")
+    _common(unread)
+    unread.add_argument("--since", default="7d", metavar="DURATION",
+                        help="how far back to look, e.g. 1d, 12h (default 7d; kept 30d)")
+    unread.add_argument("--show", metavar="ID", help="print the kept report with this ID")
 
     doctor = sub.add_parser("doctor", help="check DKIM, DMARC, SPF, PTR, MX, one-click and "
                                            "bounce routing in DNS and over HTTPS")
@@ -318,6 +326,37 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _unread(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from proxy.clock import SystemClock
+    from proxy.keys import Keys
+    from proxy.settings import parse_duration
+    from proxy.signals.unread import Unread
+
+    try:
+        window = parse_duration(args.since)
+    except ValueError as exc:
+        raise ConfigError([f"--since: {exc}"]) from None
+    clock = SystemClock()
+    async with redis_for(settings) as redis:
+        unread = Unread(redis, Keys(settings.redis.prefix), clock)
+        if args.show:
+            report = await unread.get(args.show)
+            if report is None:
+                print(f"error: no kept report {args.show} (kept 30 days)", file=sys.stderr)
+                return 1
+            sys.stdout.buffer.write(report.data)
+            return 0
+        reports = await unread.since(clock.now() - window)
+    for r in reports:
+        when = datetime.fromtimestamp(r.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{r.id}  {when}  to {r.to}  {r.size} bytes  {r.why}  {r.subject!r}")
+    print(f"{len(reports)} unread report(s) since {args.since}; "
+          "`heed bounces unread --show ID` prints one")
+    return 0
+
+
 async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.app import unsubscribe_keys
     from proxy.clock import SystemClock
@@ -390,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_policy_test(args, settings))
         if args.command == "report":
             return asyncio.run(_report(args, settings))
+        if args.command == "bounces":
+            return asyncio.run(_unread(args, settings))
+
+
         if args.command == "doctor":
             return asyncio.run(_doctor(args, settings))
         return asyncio.run(_manage(args, settings))

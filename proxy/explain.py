@@ -33,7 +33,7 @@ OUTCOME_WORDS = {
     "unrefused": "refusal lifted by hand",
     "engaged": "engaged",
     "preferences": "changed preferences",
-    # Events in (proxy/events.py): what was reported, then what it did.
+    # Events in (proxy/signals/events.py): what was reported, then what it did.
     "soft-bounce": "soft bounce counted",
     "open": "open reported",
     "click": "click reported",

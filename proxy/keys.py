@@ -131,6 +131,11 @@ class Keys:
         return f"{self.prefix}:audit"
 
     @property
+    def unread(self) -> str:
+        """STREAM of reports accepted with no event, kept for an operator (signals/unread.py)."""
+        return f"{self.prefix}:unread"
+
+    @property
     def people(self) -> str:
         """SET of known addresses (for reports and lookups)."""
         return f"{self.prefix}:people"

@@ -277,7 +277,7 @@ class MailPath:
                     if copy.signed:
                         out.signed.add(r)
                     if copy.verp:
-                        out.verp[r] = (copy.verp, copy.stream.list)
+                        out.verp[r] = (copy.verp, copy.stream.list, sender)
                     if copy.body_link:
                         out.body_link[r] = copy.body_link
         return out

@@ -71,6 +71,13 @@ class Metrics:
         self.events = Counter("heed_events_total",
                               "Events in (API, webhooks, DSN, ARF) by channel, kind and outcome",
                               ["channel", "kind", "outcome"], registry=r)
+        self.reports = Counter("heed_reports_total",
+                               "Bounce and complaint reports mailed to heed, by what they said "
+                               "(heed's reason, or complaint/feedback/unread) and hard or soft",
+                               ["reason", "severity"], registry=r)
+        self.forwarded = Counter("heed_reports_forwarded_total",
+                                 "Reports to a VERP address queued for the tool's return path",
+                                 registry=r)
         self.webhooks = Counter("heed_webhook_requests_total",
                                 "Webhook requests by service and result "
                                 "(ok, refused, bad, unavailable)",

@@ -32,8 +32,9 @@ class Delivery:
     failed: dict[str, str] = field(default_factory=dict)  # for now: 4xx or no answer
     # Sent marketing copies whose one-click was covered by DKIM (RFC 8058 §4).
     signed: set[str] = field(default_factory=set)
-    # The VERP token and list of each sent copy that had a return path of its own.
-    verp: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The VERP token, list and the tool's envelope sender of each sent copy that had a
+    # return path of its own.
+    verp: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # Sent marketing copies: "yes", "inserted" or "no" (a visible unsubscribe link in the body).
     body_link: dict[str, str] = field(default_factory=dict)
 
@@ -108,9 +109,10 @@ class Recorder:
             pipe = self.redis.pipeline(transaction=False)
             for stream, recipients in by_stream.items():
                 self.state.record_sends(pipe, stream, recipients, self.clock.now())
-            for r, (token, list_name) in delivery.verp.items():
+            for r, (token, list_name, sender) in delivery.verp.items():
                 # Deterministic token: resending rewrites the same value and renews the TTL.
-                pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}",
+                # The tool's own return path is kept to pass reports on (signals/forward.py).
+                pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}\n{sender}",
                          ex=max(1, int(self.verp_ttl)))
             self.audit.add(pipe, entries)
             # Written behind when configured (proxy/batch.py): the 250 need not wait.

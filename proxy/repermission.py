@@ -3,7 +3,7 @@
 The engine is pure: it says "deliver, and this spends the person's one re-ask"
 (``Decision.repermission``) from a snapshot that two concurrent messages may both
 have read. So the claim is taken here, at decision time, with an atomic script on
-the person's hash (proxy/engagement.py CLAIM): one message wins; the other is decided
+the person's hash (proxy/signals/engagement.py CLAIM): one message wins; the other is decided
 again as if the claim were already made, which is the truth, and is discarded. It is
 claimed at decision time rather than written when the copy is delivered because the
 gap between deciding and delivering (a relay round trip) is exactly where two copies

@@ -167,6 +167,9 @@ class BounceSettings:
     # Act on reports that name the person only in their own fields (no heed token):
     # anyone can write those, so a forged one could refuse someone's mail.
     trust_unsigned: bool = True
+    # Pass a report that came to a VERP address on to the copy's original envelope
+    # sender, unchanged and with MAIL FROM:<>, so the tool's bounce handling still works.
+    forward: bool = True
     hard_bounce: str = "all"  # a hard bounce refuses "all" marketing, or only the "list"
     soft_bounce_limit: int = 0  # this many soft bounces within the window refuse; 0: count only
     soft_bounce_window: float = 30 * 86400.0
@@ -184,6 +187,7 @@ class WebhookSettings:
     ses_topics: tuple[str, ...] = ()  # TopicArns accepted; empty -> any (signature still checked)
     ses_cert_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)  # SigningCertURL host globs
     ses_enabled: bool = False
+    ses_max_age: float = 3600.0  # older (signed) SNS Timestamps are refused as replays
     sendgrid_public_key: str = ""  # base64 DER (as SendGrid shows it) or PEM
     sendgrid_max_age: float = 600.0
     mailgun_signing_key: str = ""
@@ -500,6 +504,7 @@ def _signals(take: Any, section: Any, where: str,
     hooks = take(WebhookSettings, section("webhooks"), "webhooks", {
         "ses_topics": _texts,
         "ses_cert_hosts": _texts,
+        "ses_max_age": parse_duration,
         "sendgrid_max_age": parse_duration,
         "mailgun_max_age": parse_duration,
     })

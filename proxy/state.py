@@ -15,10 +15,10 @@ from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
 from proxy.consent_csv import ImportReport, proof_text, read_rows
 from proxy.consent_csv import parse_time as parse_time  # re-exported: events, webhooks
-from proxy.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.errors import StateUnavailable
 from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
+from proxy.signals.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.types import (
     ENGAGEMENT_KINDS,
     GLOBAL_SCOPE,

@@ -14,7 +14,6 @@ from openapi_spec_validator import validate
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.errors import ConfigError
-from proxy.events import EventRules
 from proxy.explain import explain
 from proxy.http.api import add_api
 from proxy.http.app import make_app
@@ -23,6 +22,7 @@ from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.settings import BounceSettings, UnsubscribeKey, WebhookSettings, load_settings
+from proxy.signals.events import EventRules
 from proxy.state import State
 from proxy.tokens import TokenSigner
 from tests.conftest import ROOT
@@ -197,6 +197,9 @@ async def test_not_json_and_too_large(api: tuple[TestServer, State],
         r = await s.post(server.make_url("/api/events"), headers=AUTH,
                          json={"kind": "click", "address": "a@example.org", "detail": "x" * 70000})
         assert r.status == 413
+        for empty in (b"", b"  \n\n"):  # a batch with no body says so: 400, not "0 accepted"
+            r = await s.post(server.make_url("/api/events/batch"), data=empty, headers=AUTH)
+            assert r.status == 400 and "empty" in (await r.json())["error"]
     assert await aredis.dbsize() == 0
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from proxy.bounces import severity
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.keys import Keys
+from proxy.signals.bounce_reasons import classify, hard
 from proxy.tokens import BOUNCE
 from proxy.types import PersonState
 from tests import test_smtp_mailpath as mailpath
@@ -72,14 +72,29 @@ def token(h: HeedThread, address: str = ANA, purpose: str = "u") -> str:
     return h.heed.tokens.make(address, "marketing", purpose)
 
 
-@pytest.mark.parametrize(("action", "status", "expected"), [
-    ("failed", "5.1.1", "hard"), ("failed", "5.1.10", "hard"), ("failed", "5.4.4", "hard"),
-    ("failed", "5.7.1", "soft"), ("failed", "5.2.2", "soft"), ("failed", "5.3.4", "soft"),
-    ("failed", "4.4.7", "soft"), ("failed", "", "soft"), ("Delayed", "4.2.1", "soft"),
-    ("delivered", "2.0.0", None), ("relayed", "2.0.0", None), ("expanded", "2.0.0", None),
+@pytest.mark.parametrize(("text", "status", "reason", "refuses"), [
+    ("550 5.1.1 <ana@example.org>... User unknown", "5.1.1", "no-such-user", True),
+    ("Host or domain name not found. Name service error for name=x type=A", "5.4.4",
+     "no-such-domain", True),
+    ("The email account that you tried to reach is disabled.", "5.2.1", "disabled", True),
+    ("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", "5.1.10",
+     "no-such-user", True),
+    ("552 5.2.2 Over quota", "5.1.1", "mailbox-full", False),  # the words win over 5.1.1
+    ("550 Ip frequency limited", "", "rate-limited", False),
+    ("552 Too many recipients", "5.5.3", "rate-limited", False),
+    ("554 Service currently unavailable", "5.0.0", "remote-fault", False),
+    ("550 5.4.312 Message expired", "5.4.312", "expired", False),
+    ("552 5.2.3 message too big", "5.2.3", "too-big", False),
+    ("550 5.7.1 Unauthenticated email is not accepted: DMARC policy", "5.7.1", "policy", False),
+    ("554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org", "5.7.1",
+     "blocked", False),
+    ("450 4.1.1 <ana@example.org>: Recipient address rejected: User unknown", "4.1.1",
+     "no-such-user", False),  # a try-again, even for a reason of the recipient's
 ])
-def test_severity_by_action_and_status(action: str, status: str, expected: str | None) -> None:
-    assert severity(action, status) == expected
+def test_reasons_and_which_refuse(text: str, status: str, reason: str, refuses: bool) -> None:
+    found = classify(text, status)
+    assert found.name == reason
+    assert hard(found, status, text) is refuses
 
 
 def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
@@ -100,7 +115,7 @@ def test_verp_return_path_and_a_bounce_to_it_stops_the_next_message(
         # Written with the sends and audit after delivery, with a TTL (30 days).
         h.settle()
         stored = aredis_sync.get(Keys().verp(verp))
-        assert stored == f"{ANA}\nmarketing".encode()
+        assert stored == f"{ANA}\nmarketing\noffers@news.example.com".encode()
         assert 29 * 86400 < aredis_sync.ttl(Keys().verp(verp)) <= 30 * 86400
         assert transactional.sender == "orders@shop.example.com"  # not marketing: kept
         # A bounce that says little, but to the VERP address: it names Ana.
@@ -199,7 +214,9 @@ def test_unsigned_reports_can_be_distrusted(redis_url: str, upstream: Upstream,
         for rcpt, name in (("bounce@heed.test", "dsn-postfix-hard.eml"),
                            ("fbl@heed.test", "arf-rfc5965.eml")):
             assert deliver(h, rcpt, sample(name, TOKEN="none"))[0] == 250
-        assert aredis_sync.dbsize() == 0  # nobody named by a token: nothing done
+        # Nobody named by a token: nothing done, both kept for `heed bounces unread`.
+        assert recorded(aredis_sync) == []
+        assert aredis_sync.xlen(Keys().unread) == 2
         assert deliver(h, "bounce@heed.test",
                        sample("dsn-postfix-hard.eml", TOKEN=token(h)))[0] == 250
         assert person(h).refusals["*"].kind == "bounce"
@@ -214,6 +231,11 @@ def test_delayed_and_policy_bounces_only_count(heed: HeedThread, aredis_sync: re
         assert code == 250
     assert person(heed).refusals == {}
     assert aredis_sync.zcard(Keys().soft_bounces(ANA)) == 2
+    assert heed.heed is not None
+    counted = {(s.labels["reason"], s.labels["severity"]): s.value
+               for m in heed.heed.metrics.reports.collect() for s in m.samples
+               if s.name == "heed_reports_total"}
+    assert counted == {("filtered", "soft"): 1, ("spam", "soft"): 1}  # heed_reports_total
 
 
 def test_arf_complaint_refuses_all_marketing(heed: HeedThread) -> None:
@@ -240,18 +262,26 @@ def test_redacted_arf_names_the_person_by_heeds_token(heed: HeedThread, via: str
     assert person(heed).refusals["*"].kind == "complaint"
 
 
-def test_not_spam_and_broken_reports_record_nothing(heed: HeedThread,
-                                                    aredis_sync: redis_sync.Redis) -> None:
+def test_not_spam_records_nothing_and_broken_mime_what_can_be_read(
+        heed: HeedThread, aredis_sync: redis_sync.Redis) -> None:
     code, _ = deliver(heed, "fbl@heed.test", sample("arf-not-spam.eml"))
     assert code == 250
+    assert recorded(aredis_sync) == []
     code, _ = deliver(heed, "bounce@heed.test", sample("broken-mime.eml"))
-    assert code == 250  # logged and accepted: a 5xx to a DSN only makes a double bounce
-    assert aredis_sync.dbsize() == 0
+    assert code == 250  # accepted: a 5xx to a DSN only makes a double bounce
+    # Its boundary is lost, but its RFC 3464 fields are still there to read.
+    assert person(heed).refusals["*"].kind == "bounce"
+    aredis_sync.flushdb()
     # A forged VERP address does not exist (and loopback may not relay here).
     code, _ = deliver(heed, "bounce+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@heed.test",
                       sample("dsn-postfix-hard.eml", TOKEN="x"))
     assert code == 554
-    assert aredis_sync.dbsize() == 0
+    assert recorded(aredis_sync) == []
+
+
+def recorded(client: redis_sync.Redis) -> list[bytes]:
+    """Every key but the reports kept unread."""
+    return [k for k in client.keys() if k != Keys().unread.encode()]
 
 
 @pytest.fixture
@@ -272,3 +302,137 @@ def test_redis_down_is_451_so_the_reporting_mta_retries(upstream: Upstream, poli
         assert b"127.0.0.1" not in msg
     finally:
         h.stop()
+
+
+@pytest.mark.parametrize(("feedback", "refuses"), [
+    ("abuse", True), ("fraud", True), ("opt-out", True), ("virus", False),
+    ("auth-failure", False)])
+def test_every_feedback_type(heed: HeedThread, feedback: str, refuses: bool) -> None:
+    data = sample("arf-rfc5965.eml", RCPT="fbl@heed.test").replace(
+        b"Feedback-Type: abuse", b"Feedback-Type: " + feedback.encode())
+    assert deliver(heed, "fbl@heed.test", data)[0] == 250
+    assert heed.heed is not None
+    entries = [e for e in heed.call(heed.heed.audit.recent(ANA)) if e.kind == "event"]
+    if refuses:
+        assert person(heed).refusals["*"].kind == "complaint"
+    else:  # recorded, not a refusal
+        assert not person(heed).refusals
+        assert entries[0].outcome == "feedback" and feedback in entries[0].detail
+
+
+def test_forwarded_abuse_mail_without_a_report_part_refuses_by_token(heed: HeedThread) -> None:
+    forwarded = (
+        "From: abuse@isp.example\r\nTo: fbl@heed.test\r\nSubject: Fwd: spam\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nSpam from your network.\r\n"
+        "--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        "X-HmXmrOriginalRecipient: <someone-else@example.net>\r\n"
+        f"List-Unsubscribe: <https://heed.test/u/{token(heed)}>\r\n"
+        "From: offers@news.example.com\r\nSubject: Sale\r\n\r\nHello\r\n--b--\r\n")
+    assert deliver(heed, "fbl@heed.test", forwarded.encode())[0] == 250
+    assert person(heed).refusals["*"].kind == "complaint"  # the token, not the quoted header
+    assert not person(heed, "someone-else@example.net").refusals
+
+
+def test_a_prose_bounce_sent_to_the_complaints_address_is_no_complaint(
+        heed: HeedThread) -> None:
+    bounce = (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\nTo: fbl@heed.test\r\n"
+        "Subject: Mail delivery failed: returning message to sender\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        "Content-Type: text/plain\r\n\r\nThe following address failed:\r\n\r\n"
+        f"  {ANA}\r\n    host mx.example.org: 452 4.2.2 mailbox full\r\n"
+        "--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: offers@news.example.com\r\n"
+        f"To: {ANA}\r\nSubject: Sale\r\n\r\nHello\r\n--b--\r\n")
+    assert deliver(heed, "fbl@heed.test", bounce.encode())[0] == 250
+    assert not person(heed).refusals  # a full mailbox, counted; not a complaint
+
+
+def test_a_report_is_never_refused_for_its_form(heed: HeedThread) -> None:
+    # A NUL byte, a 2000-octet line (RFC 5321 §4.5.3.1.6 says 1000) and 8-bit headers.
+    data = sample("dsn-postfix-hard.eml", TOKEN="x").replace(
+        b"\r\n\r\n", b"\r\nX-Note: caf\xc3\xa9 \x00 " + b"y" * 2000 + b"\r\n\r\n", 1)
+    code, _ = deliver(heed, "bounce@heed.test", data)
+    assert code == 250
+    assert person(heed).refusals["*"].kind == "bounce"
+
+
+def test_a_report_to_a_verp_address_is_passed_on_to_the_tools_return_path(
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
+    h = start(redis_url, upstream, policies, clock)  # loopback may relay: it is the tool here
+    try:
+        _passed_on(h, upstream)
+    finally:
+        h.stop()
+
+
+def _passed_on(heed: HeedThread, upstream: Upstream) -> None:
+    grant(heed, ANA)
+    with heed.smtp() as c:
+        c.sendmail("offers@news.example.com", [ANA], message("offers@news.example.com", ANA))
+    (copy,) = upstream.received
+    heed.settle()
+    report = sample("dsn-postfix-hard.eml", RCPT=copy.sender, TOKEN="x")
+    assert deliver(heed, copy.sender, report)[0] == 250
+    assert person(heed).refusals["*"].kind == "bounce"  # heed's own record...
+    assert heed.release_due() == 1  # ...and, queued durably, the tool's
+    assert heed.heed is not None and heed.heed.metrics.forwarded._value.get() == 1
+    forwarded = upstream.received[1]
+    assert (forwarded.sender, forwarded.recipients) == ("<>", ["offers@news.example.com"])
+    assert forwarded.data.replace(b"\r\n", b"\n") == report.replace(b"\r\n", b"\n")
+    # A forwarded report the tool's MTA refuses for good is dropped, with an audit
+    # record, and never bounced (that would loop).
+    upstream.handler.rcpt_reply["offers@news.example.com"] = "550 5.1.1 no such user"
+    assert deliver(heed, copy.sender, report)[0] == 250
+    assert heed.release_due() == 1
+    assert len(upstream.received) == 2
+    assert heed.release_due() == 0  # nothing left: no notification of the failed one
+    assert heed.heed is not None
+    ends = [e for e in heed.call(heed.heed.audit.recent("offers@news.example.com"))
+            if e.outcome == "failed"]
+    assert ends and "550" in " ".join(ends[0].reasons)
+
+
+def test_reports_are_not_passed_on_when_forward_is_off_or_would_loop(
+        redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock,
+        aredis_sync: redis_sync.Redis) -> None:
+    h = start(redis_url, upstream, policies, clock, smtp={"client_networks": ["192.0.2.0/24"]},
+              bounces={"forward": False, "verp_max_local": 200})
+    try:
+        assert h.heed is not None
+        for sender in ("offers@news.example.com", "bounce@heed.test"):
+            token = h.heed.tokens.verp(ANA, "marketing")
+            aredis_sync.set(Keys().verp(token), f"{ANA}\nmarketing\n{sender}")
+            rcpt = f"bounce+{token}@heed.test"
+            assert deliver(h, rcpt, sample("dsn-postfix-hard.eml", RCPT=rcpt, TOKEN="x"))[0] == 250
+        assert h.release_due() == 0
+    finally:
+        h.stop()
+    h = start(redis_url, upstream, policies, clock, smtp={"client_networks": ["192.0.2.0/24"]},
+              bounces={"verp_max_local": 200})
+    try:
+        assert deliver(h, rcpt, sample("dsn-postfix-hard.eml", RCPT=rcpt, TOKEN="x"))[0] == 250
+        assert h.release_due() == 0  # its return path is heed's own: it would loop
+        assert upstream.received == []
+    finally:
+        h.stop()
+
+
+def test_reports_that_make_no_event_are_kept_for_heed_bounces_unread(
+        heed: HeedThread, redis_url: str, aredis_sync: redis_sync.Redis,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    nobody = (b"From: postmaster@far.example\r\nTo: bounce@heed.test\r\nSubject: Hm\r\n\r\n"
+              b"Something went wrong somewhere.\r\n")
+    assert deliver(heed, "bounce@heed.test", nobody)[0] == 250
+    assert deliver(heed, "bounce@heed.test", sample("dsn-postfix-hard.eml", TOKEN="x"))[0] == 250
+    (kept,) = aredis_sync.xrange(Keys().unread)  # the one with an event is not kept
+    assert kept[1][b"data"] == nobody
+    # The CLI's clock is the wall clock; the test's is far ahead: look back far enough.
+    assert main(["bounces", "unread", "--redis", redis_url, "--since", "3650d"]) == 0
+    out = capsys.readouterr().out
+    assert "to bounce@heed.test" in out and "'Hm'" in out and "1 unread report(s)" in out
+    assert main(["bounces", "unread", "--redis", redis_url, "--show", kept[0].decode()]) == 0
+    assert "Something went wrong somewhere." in capsys.readouterr().out
+    assert main(["bounces", "unread", "--redis", redis_url, "--since", "soon"]) == 2

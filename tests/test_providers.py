@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.bounces import Finding, read_report
 from proxy.clock import ManualClock
 from proxy.providers.catalog import Catalog
 from proxy.providers.lookup import ProviderLookup, make_resolver
 from proxy.settings import DnsSettings
+from proxy.signals.bounces import Finding, read_report
 from tests.conftest import Upstream
 from tests.dns_server import Nsd
 from tests.harness import HeedThread, make_settings, policy_dir

@@ -21,15 +21,15 @@ from cryptography.x509.oid import NameOID
 
 from proxy.clock import ManualClock
 from proxy.errors import ConfigError
-from proxy.events import EventRules
 from proxy.http.app import make_app
 from proxy.http.webhooks import add_webhooks
 from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.settings import UnsubscribeKey, WebhookSettings
+from proxy.signals.events import EventRules
+from proxy.signals.webhooks.ses import string_to_sign
 from proxy.state import State
 from proxy.tokens import TokenSigner
-from proxy.webhooks.ses import string_to_sign
 
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123abcd.pem"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
@@ -87,10 +87,11 @@ async def hooks(aredis: aioredis.Redis, keys: Keys,
 
 
 def sns(message: dict[str, Any], *, version: str = "1", key: rsa.RSAPrivateKey = SNS_KEY,
-        kind: str = "Notification", url: str = CERT_URL) -> dict[str, Any]:
+        kind: str = "Notification", url: str = CERT_URL,
+        timestamp: str = "2027-01-15T08:00:00.000Z") -> dict[str, Any]:
     out: dict[str, Any] = {
         "Type": kind, "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324", "TopicArn": TOPIC,
-        "Message": json.dumps(message), "Timestamp": "2027-01-15T08:00:00.000Z",
+        "Message": json.dumps(message), "Timestamp": timestamp,
         "SignatureVersion": version, "SigningCertURL": url,
     }
     if kind == "SubscriptionConfirmation":
@@ -163,6 +164,10 @@ async def test_ses_forgeries_are_401_and_record_nothing(
         sns(SES_BOUNCE, url="https://evil.example/sns.eu-west-1.amazonaws.com.pem"),
         sns(SES_BOUNCE, version="3"),
         {**sns(SES_BOUNCE), "Signature": "not base64!"},
+        # Signed by SNS, but more than ses_max_age (1h) old, or as far ahead: replays.
+        sns(SES_BOUNCE, timestamp="2027-01-15T06:59:59.000Z"),
+        sns(SES_BOUNCE, timestamp="2027-01-15T09:00:01.000Z"),
+        sns(SES_BOUNCE, timestamp="yesterday"),
     ]
     for body in forgeries:
         status, _ = await post(server, "/webhooks/ses", json.dumps(body))
@@ -343,6 +348,12 @@ async def test_postmark_basic_auth_and_secret_path(hooks: tuple[TestServer, Stat
     assert (await state.snapshot("lea@example.org")).refusals["*"].kind == "bounce"
     assert (await state.snapshot("max@example.org")).refusals["*"].kind == "complaint"
     assert (await state.snapshot("ned@example.org")).refusals["*"].kind == "unsubscribe"
+    # A bounce payload without RecordType (Postmark's older bounce webhook) is a bounce.
+    legacy = {k: v for k, v in POSTMARK_BOUNCE.items() if k != "RecordType"}
+    legacy["Email"] = "ola@example.org"
+    status, reply = await post(server, "/webhooks/postmark/s3cr3t-path", json.dumps(legacy))
+    assert (status, reply["outcomes"]) == (200, ["refused"])
+    assert (await state.snapshot("ola@example.org")).refusals["*"].kind == "bounce"
 
 
 async def test_unconfigured_services_are_404(aredis: aioredis.Redis, keys: Keys,

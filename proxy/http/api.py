@@ -12,10 +12,10 @@ from aiohttp import web
 
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable
-from proxy.events import Event, EventRules, apply, parse_event
 from proxy.http.openapi import document
 from proxy.policy import lifecycle_stage
 from proxy.policy_store import PolicyStore
+from proxy.signals.events import Event, EventRules, apply, parse_event
 from proxy.state import State, is_address
 
 log = logging.getLogger("heed.api")
@@ -110,6 +110,13 @@ class Api:
         body = await read_body(request, MAX_BATCH_BYTES)
         if body is None:
             return problem(413, f"a batch is at most {MAX_BATCH_BYTES} bytes; split it")
+        if not body.strip():
+            return problem(400, "an empty body: send a JSON array or NDJSON, one event a line")
+        if request.content_type == "application/json" and not body.lstrip(
+                b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+            # Declared JSON: it must be the array; NDJSON comes as application/x-ndjson.
+            return problem(422, "expected a JSON array of events",
+                           fields={"": "a JSON array (NDJSON as application/x-ndjson)"})
         lines = _lines(body)
         if isinstance(lines, str):
             return problem(422, lines, fields={"": lines})
@@ -170,7 +177,7 @@ class Api:
         })
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return answer(document())
+        return answer(document(self.clock.now()))
 
 
 def _result(line: int, outcome: str, count: int | None) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from proxy.events import BOUNCES, CHANNELS, KINDS
+from proxy.signals.events import BOUNCES, CHANNELS, ENGAGEMENTS
 
 _JSON = "application/json"
 
@@ -24,30 +25,63 @@ _ERRORS = {
                        ("503", "state store unavailable: nothing recorded, try again"))
 }
 
-_SCHEMAS: dict[str, Any] = {
-    "Event": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["kind", "address"],
+# The address as heed reads it (proxy.keys.is_address): no spaces, controls or <>.
+_ADDRESS = {"type": "string", "pattern": r"^<?[^\s@<>\x00-\x1f\x7f-\x9f]+@[^\s@<>\x00-\x1f"
+            r"\x7f-\x9f]+\.[^\s@<>\x00-\x1f\x7f-\x9f]+>?$", "maxLength": 320}
+_TEXT = {"type": "string", "maxLength": 1000}
+# 255 bytes of UTF-8 at most; 63 characters are within that whatever they are.
+_LIST = {"type": "string", "minLength": 1, "maxLength": 63,
+         "description": "1 to 255 bytes of UTF-8"}
+_IP = {"anyOf": [{"type": "string", "maxLength": 0}, {"type": "string", "format": "ipv4"},
+                 {"type": "string", "format": "ipv6"}]}
+
+
+def _event(kinds: tuple[str, ...], *, required: tuple[str, ...] = (),
+           extra: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
+    """One kind's schema: what parse_event (proxy/signals/events.py) accepts for it."""
+    return {
+        "type": "object", "additionalProperties": False, "description": description,
+        "required": ["kind", "address", *required],
         "properties": {
-            "kind": {"type": "string", "enum": list(KINDS)},
-            "address": {"type": "string", "format": "email"},
-            "at": {"description": "when it happened (default now); not more than a day ahead",
-                   "oneOf": [{"type": "number", "minimum": 0},
-                             {"type": "string", "format": "date-time"}]},
-            "list": {"type": "string", "maxLength": 255,
-                     "description": "unsubscribe: that list (absent: all marketing); "
-                                    "grant/revoke: required"},
-            "bounce": {"type": "string", "enum": list(BOUNCES),
-                       "description": "required for kind bounce"},
-            "proof": {"type": "object", "additionalProperties": False,
-                      "description": "grant/revoke: proof of consent (source required for grant)",
-                      "properties": {"source": {"type": "string"}, "ip": {"type": "string"},
-                                     "text": {"type": "string"}}},
-            "id": {"type": "string", "description": "your event id; a repeated soft bounce "
-                                                    "with the same id counts once"},
-            "detail": {"type": "string", "maxLength": 1000},
+            "kind": {"type": "string", "enum": list(kinds)},
+            "address": _ADDRESS,
+            "at": {"$ref": "#/components/schemas/At"},
+            "list": _LIST, "id": _TEXT, "detail": _TEXT, **(extra or {}),
         },
+    }
+
+
+def _proof(*, source_required: bool) -> dict[str, Any]:
+    source = {"type": "string", "maxLength": 1000, "minLength": 1 if source_required else 0}
+    return {"type": "object", "additionalProperties": False,
+            "required": ["source"] if source_required else [],
+            "properties": {"source": source, "ip": _IP, "text": _TEXT}}
+
+
+_KINDS = {
+    "Engagement": _event(ENGAGEMENTS, description="recorded as engagement of that kind"),
+    "Bounce": _event(("bounce",), required=("bounce",),
+                     extra={"bounce": {"type": "string", "enum": list(BOUNCES)}},
+                     description="hard: a refusal; soft: counted (bounces.* settings)"),
+    "Refusal": _event(("complaint", "unsubscribe"),
+                      description="complaint: every marketing list; unsubscribe: `list`, or "
+                                  "every marketing list without one"),
+    "Grant": _event(("grant",), required=("list", "proof"),
+                    extra={"proof": _proof(source_required=True)},
+                    description="consent for `list`, with proof (`source` required)"),
+    "Revoke": _event(("revoke",), required=("list",),
+                     extra={"proof": _proof(source_required=False)},
+                     description="consent for `list` withdrawn"),
+}
+_MAPPING = {kind: f"#/components/schemas/{name}" for name, schema in _KINDS.items()
+            for kind in schema["properties"]["kind"]["enum"]}
+
+_SCHEMAS: dict[str, Any] = {
+    **_KINDS,
+    "Event": {
+        "description": "one event; the fields each kind takes are its own schema's",
+        "oneOf": [_ref(name) for name in _KINDS],
+        "discriminator": {"propertyName": "kind", "mapping": _MAPPING},
     },
     "Result": {
         "type": "object",
@@ -96,13 +130,45 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _webhook(service: str, how: str) -> dict[str, Any]:
+# What each webhook's handler reads (proxy/signals/webhooks/): anything else is 400.
+_SNS = {"type": "object", "required": ["Type", "MessageId", "Message", "Timestamp",
+                                       "Signature", "SignatureVersion", "SigningCertURL"],
+        "properties": {"Type": {"type": "string", "enum": [
+            "Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"]},
+            "MessageId": {"type": "string"}, "TopicArn": {"type": "string"},
+            "Subject": {"type": "string"},
+            "Message": {"type": "string", "description": "the SES notification, as JSON"},
+            "Timestamp": {"type": "string", "format": "date-time"},
+            "SignatureVersion": {"type": "string", "enum": ["1", "2"]},
+            "Signature": {"type": "string", "contentEncoding": "base64"},
+            "SigningCertURL": {"type": "string", "format": "uri"},
+            "SubscribeURL": {"type": "string", "format": "uri"}, "Token": {"type": "string"}}}
+_MAILGUN = {"type": "object", "required": ["signature", "event-data"],
+            "properties": {"signature": {"type": "object",
+                                         "required": ["timestamp", "token", "signature"],
+                                         "properties": {"timestamp": {"type": "string"},
+                                                        "token": {"type": "string"},
+                                                        "signature": {"type": "string"}}},
+                           "event-data": {"type": "object", "properties": {
+                               "event": {"type": "string"}, "recipient": {"type": "string"},
+                               "severity": {"type": "string"}, "timestamp": {"type": "number"},
+                               "id": {"type": "string"}}}}}
+_SENDGRID = {"type": "array", "items": {"type": "object", "properties": {
+    "event": {"type": "string"}, "email": {"type": "string"}, "type": {"type": "string"},
+    "timestamp": {"type": "integer"}, "sg_event_id": {"type": "string"}}}}
+_POSTMARK = {"type": "object", "properties": {
+    "RecordType": {"type": "string", "description": "absent in older bounce payloads: a "
+                                                    "Type and an Email make it a Bounce"},
+    "Type": {"type": "string"}, "Email": {"type": "string"}, "Recipient": {"type": "string"},
+    "SuppressSending": {"type": "boolean"}, "SuppressionReason": {"type": "string"}}}
+
+
+def _webhook(service: str, how: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"post": {
         "summary": f"{service} events (mapped onto the same events)",
         "description": how,
         "security": [],
-        "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": ["object",
-                                                                                  "array"]}}}},
+        "requestBody": {"required": True, "content": {_JSON: {"schema": schema}}},
         "responses": {"200": {"description": "accepted (also for events heed ignores)"},
                       "400": {"description": "unreadable payload"},
                       "401": {"description": "signature or credentials wrong"},
@@ -111,9 +177,19 @@ def _webhook(service: str, how: str) -> dict[str, Any]:
     }}
 
 
-def document() -> dict[str, Any]:
-    """The whole document (a fresh dict each call)."""
+def document(now: float) -> dict[str, Any]:
+    """The whole document (a fresh dict each call); ``now`` bounds ``at`` (a day ahead)."""
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    # heed takes any ISO 8601 time up to a day ahead; the document promises what is
+    # always accepted, whenever it is read: epoch seconds up to a day after it was
+    # served, and RFC 3339 times in the years before this one.
+    years = "|".join(str(y) for y in range(1971, datetime.fromtimestamp(now, UTC).year))
+    at = {"description": "when it happened (default now); epoch seconds or ISO 8601 "
+                         "(UTC without a zone); not more than a day ahead",
+          "oneOf": [{"type": "number", "minimum": 0, "maximum": int(now) + 86400},
+                    {"type": "string", "pattern": f"^({years})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|"
+                     r"2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+                     r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"}]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "heed events API", "version": "1",
@@ -121,7 +197,7 @@ def document() -> dict[str, Any]:
                                 "consent; look a person up. See docs/events.md."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, "At": at},
         },
         "security": secured,
         "paths": {
@@ -133,12 +209,14 @@ def document() -> dict[str, Any]:
             "/api/events/batch": {"post": {
                 "summary": "record many events; each line succeeds or fails on its own",
                 "requestBody": {"required": True, "content": {
-                    _JSON: {"schema": {"type": "array", "items": _ref("Event")}},
-                    "application/x-ndjson": {"schema": {"type": "string",
+                    # Each line is an Event, checked on its own (its Result says why not).
+                    _JSON: {"schema": {"type": "array", "items": {
+                        "description": "an Event (see Event); checked line by line"}}},
+                    "application/x-ndjson": {"schema": {"type": "string", "pattern": r"\S",
                                                         "description": "one Event per line"}},
                 }},
                 "responses": {"200": _body(_ref("BatchResult"), "a result per line"),
-                              **_ERRORS},
+                              "400": _body(_ref("Error"), "an empty body"), **_ERRORS},
             }},
             "/api/people/{address}": {"get": {
                 "summary": "what heed holds about a person",
@@ -153,15 +231,20 @@ def document() -> dict[str, Any]:
             }},
             "/webhooks/ses": _webhook("Amazon SES via SNS",
                                       "SNS signature (SignatureVersion 1 or 2) checked against "
-                                      "the certificate at an allowed SigningCertURL host."),
+                                      "the certificate at an allowed SigningCertURL host; "
+                                      "a Timestamp older than webhooks.ses_max_age is refused.",
+                                      _SNS),
             "/webhooks/sendgrid": _webhook("SendGrid event webhook",
                                            "ECDSA P-256 signature in X-Twilio-Email-Event-"
-                                           "Webhook-Signature over timestamp + body."),
+                                           "Webhook-Signature over timestamp + body.", _SENDGRID),
             "/webhooks/mailgun": _webhook("Mailgun", "HMAC-SHA256 of timestamp + token with the "
-                                                     "signing key; old timestamps refused."),
-            "/webhooks/postmark": _webhook("Postmark", "HTTP basic auth as configured."),
+                                                     "signing key; old timestamps refused.",
+                                          _MAILGUN),
+            "/webhooks/postmark": _webhook("Postmark", "HTTP basic auth as configured.",
+                                           _POSTMARK),
             "/webhooks/postmark/{secret}": {**_webhook("Postmark",
-                                                       "the configured secret in the path."),
+                                                       "the configured secret in the path.",
+                                                       _POSTMARK),
                                             "parameters": [{"name": "secret", "in": "path",
                                                             "required": True,
                                                             "schema": {"type": "string"}}]},

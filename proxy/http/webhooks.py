@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 
 from proxy.clock import Clock
 from proxy.errors import ConfigError, StateUnavailable
-from proxy.events import Event, EventRules, apply
 from proxy.http.api import answer, problem, read_body
 from proxy.settings import WebhookSettings
+from proxy.signals.events import Event, EventRules, apply
+from proxy.signals.webhooks import WebhookError, mailgun, postmark, sendgrid, ses
 from proxy.state import State
-from proxy.webhooks import WebhookError, mailgun, postmark, sendgrid, ses
 
 log = logging.getLogger("heed.webhooks")
 
@@ -89,6 +89,7 @@ class Webhooks:
         async def work(body: bytes) -> list[Event]:
             message = ses.parse_sns(body)
             await sns.verify(message)
+            ses.check_age(message, self.clock.now(), self.settings.ses_max_age)
             if message.get("Type") == "SubscriptionConfirmation":
                 # Not fetched: confirming a subscription is the operator's decision.
                 log.warning("SNS subscription to %s awaits confirmation: visit %s",

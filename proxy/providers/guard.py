@@ -73,7 +73,7 @@ class ProviderGuard:
         return out
 
     async def hear_dsn(self, finding: Any, data: bytes = b"") -> tuple[Provider, str] | None:
-        """A bounce finding (proxy/bounces.py) of a DSN heed read; many MTAs write the
+        """A bounce finding (proxy/signals/bounces.py) of a DSN heed read; many MTAs write the
         remote server's reply only in the human-readable part (RFC 3464 §2.1), so the
         lines of that part naming the recipient are read when the fields say nothing."""
         domain = (finding.address or "").rpartition("@")[2]

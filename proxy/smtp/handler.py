@@ -111,12 +111,17 @@ class Handler:
         if hasattr(server, "stop_data_deadline"):
             server.stop_data_deadline()
         tx = self._tx(envelope)
-        try:
-            data = normalise(bytes(envelope.original_content or b""))
-        except MessageRejected:
-            return NUL_REJECTED
         local: list[str] = tx["local"]
         relay = tuple(r for r in envelope.rcpt_tos if r not in local)
+        raw = bytes(envelope.original_content or b"")
+        try:
+            data = normalise(raw)
+        except MessageRejected:
+            if relay:
+                return NUL_REJECTED
+            # A report to heed alone is never refused for its form: the NUL is dropped
+            # here, where it is only read, and nothing of it is relayed.
+            data = normalise(raw.replace(b"\x00", b""))
         try:
             for address in local:
                 assert self.local is not None

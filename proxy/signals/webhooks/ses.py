@@ -23,8 +23,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from proxy.events import Event
-from proxy.webhooks import WebhookError, event, load_json
+from proxy.signals.events import Event
+from proxy.signals.webhooks import WebhookError, event, load_json
+from proxy.state import parse_time
 
 log = logging.getLogger("heed.webhooks.ses")
 
@@ -128,6 +129,19 @@ class SnsVerifier:
             key.verify(signature, data, padding.PKCS1v15(), algorithm())
         except InvalidSignature:
             raise WebhookError(401, "signature does not verify") from None
+
+
+def check_age(message: dict[str, Any], now: float, max_age: float) -> None:
+    """WebhookError(401) for a notification older than ``max_age`` (or as far ahead): a replay.
+
+    SNS signs its Timestamp, so a captured notification cannot be made young again.
+    """
+    try:
+        at = parse_time(str(message.get("Timestamp") or ""), float("nan"))
+    except ValueError:
+        raise WebhookError(401, "SNS Timestamp unreadable") from None
+    if not abs(now - at) <= max_age:  # NaN (no Timestamp) fails too
+        raise WebhookError(401, "SNS notification too old (or ahead): a replay")
 
 
 def ses_events(notification: dict[str, Any], message_id: str, now: float) -> list[Event]:

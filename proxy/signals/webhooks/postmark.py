@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from proxy.events import Event
-from proxy.webhooks import event, load_json
+from proxy.signals.events import Event
+from proxy.signals.webhooks import event, load_json
 
 log = logging.getLogger("heed.webhooks.postmark")
 
@@ -23,7 +23,10 @@ SUPPRESSION = {"HardBounce": ("bounce", "hard"), "SpamComplaint": ("complaint", 
 
 def events(body: bytes, now: float) -> list[Event]:
     item = load_json(body, dict, "a JSON object")
-    record = item.get("RecordType")
+    # Postmark's bounce webhook sent no RecordType before it had other record types
+    # (and some accounts' payloads still lack it): a Type and an Email make it a bounce.
+    record = item.get("RecordType") or ("Bounce" if "Type" in item and "Email" in item
+                                        else None)
     found: Event | None = None
     common: dict[str, Any] = {"id": item.get("ID") or item.get("MessageID") or ""}
     if record == "Bounce":

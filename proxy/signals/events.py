@@ -1,7 +1,7 @@
 """Events in: one type for every signal (API, webhooks, DSN, ARF) and one way to apply it.
 
-Every adapter (proxy/http/api.py, proxy/webhooks/, proxy/bounces.py) turns what it
-received into ``Event`` values; ``apply`` maps each onto the person's state and
+Every adapter (proxy/http/api.py, proxy/signals/webhooks/, proxy/signals/bounces.py)
+turns what it received into ``Event`` values; ``apply`` maps each onto the person's state and
 leaves an audit entry naming the channel it came by.
 """
 

@@ -12,8 +12,8 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from proxy.events import Event
-from proxy.webhooks import WebhookError, event, load_json
+from proxy.signals.events import Event
+from proxy.signals.webhooks import WebhookError, event, load_json
 
 # (token, seconds to remember it) -> True the first time it is seen.
 Nonce = Callable[[str, float], Awaitable[bool]]
@@ -32,7 +32,8 @@ async def verify(key: str, payload: dict[str, Any], now: float, max_age: float,
     sig = payload["signature"]
     stamp, token, given = (str(sig.get(k, "")) for k in ("timestamp", "token", "signature"))
     expected = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
-    if not token or not hmac.compare_digest(expected, given.lower()):
+    # Bytes, not str: compare_digest refuses non-ASCII text (a forged signature's 500).
+    if not token or not hmac.compare_digest(expected.encode(), given.lower().encode()):
         raise WebhookError(401, "signature does not verify")
     try:
         age = now - float(stamp)

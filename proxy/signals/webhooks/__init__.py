@@ -1,4 +1,4 @@
-"""Sending services' event webhooks, each mapped onto proxy.events.Event.
+"""Sending services' event webhooks, each mapped onto proxy.signals.events.Event.
 
 Each service module has a verifier (the service's own signature scheme, or
 its credentials) and a pure ``events(payload, now)`` mapping; proxy/http/webhooks.py
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.events import Event
 from proxy.keys import normalise_address
+from proxy.signals.events import Event
 from proxy.state import is_address, parse_time
 
 

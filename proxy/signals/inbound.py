@@ -1,4 +1,5 @@
-"""Mail to heed itself: mailto unsubscribe (RFC 8058), postmaster (RFC 5321 §4.5.1), reports."""
+"""Mail to heed itself: mailto unsubscribe (RFC 8058), postmaster (RFC 5321 §4.5.1), and the
+bounce and complaint addresses (proxy/signals/bounces.py) behind one LocalMail."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""What heed hears: bounces, complaints, events, webhooks, engagement and mail to heed itself."""
