@@ -68,7 +68,9 @@ class Heed:
         self.metrics = Metrics()
         self.batched = GroupCommit(self.redis, lane=connect_redis(redis_url, read_timeout=None),
                                    timeout=BATCH_TIMEOUT, linger=settings.redis.write_behind,
-                                   on_written=self.metrics.redis_seconds.labels("record").observe)
+                                   on_written=self.metrics.redis_seconds.labels("record").observe,
+                                   on_retry=self.metrics.records_retried.inc,
+                                   on_lost=self.metrics.records_lost.inc)
         self.state = State(self.batched, self.keys, self.clock,
                            secret=erase_secret(settings))
         self.audit = Audit(self.batched, self.keys)

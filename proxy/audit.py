@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys, normalise_address
 
-AUDIT_KINDS = ("decision", "change", "release", "expire", "upstream", "event")
+AUDIT_KINDS = ("decision", "intent", "change", "release", "expire", "upstream", "event")
 _PAGE = 500  # entries read per round trip when tail() filters by time
 
 
@@ -25,7 +25,7 @@ class AuditEntry:
     """One recorded fact: who, stream, outcome, reasons, policy version, when."""
 
     at: float
-    kind: str  # decision | change | release | expire | upstream | event
+    kind: str  # decision | intent (a copy handed to the upstream) | change | release | …
     recipient: str
     outcome: str  # deliver, drop, reject, discarded, queued, delivered, granted, refused, …
     stream: str = ""

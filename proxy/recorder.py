@@ -1,10 +1,11 @@
 """What the mail path leaves behind per recipient: one JSON log line, one metric count, and
-the message's record in Redis (sends, VERP mappings, audit entries) in one pipeline."""
+the message's record in Redis: its intent (sends, audit "sending") while the upstream works,
+then its outcome (VERP mappings, audit entries, sends taken back) in one pipeline each."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,17 @@ class Delivery:
     signed: set[str] = field(default_factory=set)
     # The VERP token and list of each sent copy that had a return path of its own.
     verp: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """The sends counted before the upstream answered (recipient -> send-history member)."""
+
+    members: dict[str, str] = field(default_factory=dict)
+    written: bool = False  # False: Redis did not confirm it, so the outcome counts again
+
+
+NO_INTENT = Intent()
 
 
 class Recorder:
@@ -80,11 +92,38 @@ class Recorder:
         except RedisError:
             log.warning("audit record lost for RCPT rejection of %s", recipient)
 
+    async def intent(self, envelope: Envelope, message_id: str, correlation_id: str,
+                     decisions: Mapping[str, Decision]) -> Intent:
+        """Count the copies about to go and audit them "sending", before the 250.
+
+        Sent while the upstream transaction runs (the 250 waits for both), so a heed
+        killed right after its 250 leaves every accepted copy counted towards caps and
+        silence and in the audit, its outcome not confirmed; ``message`` confirms it,
+        or takes the count back for a copy the upstream did not take."""
+        now = self.clock.now()
+        pipe = self.redis.pipeline(transaction=False)
+        members: dict[str, str] = {}
+        for stream, recipients in _by_stream(decisions, decisions).items():
+            members.update(self.state.record_sends(pipe, stream, recipients, now))
+        self.audit.add(pipe, [self.entry("intent", r, d, "sending", envelope.sender, message_id,
+                                         correlation_id, "outcome not confirmed")
+                              for r, d in decisions.items()])
+        try:
+            with self.metrics.redis_timer("intent"):
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the copy may be out: ``message`` counts it
+            log.warning("intent of %s not recorded (%s): recorded with its outcome", message_id,
+                        type(exc).__name__)
+            return NO_INTENT
+        return Intent(members, written=True)
+
     async def message(self, envelope: Envelope, message_id: str, correlation_id: str,
                       decisions: Mapping[str, Decision], status: Mapping[str, str],
-                      policy: Policy, delivery: Delivery | None = None) -> None:
+                      policy: Policy, delivery: Delivery | None = None,
+                      intent: Intent = NO_INTENT) -> None:
         """Sends, VERP mappings and audit entries of one message in one round trip
-        (a lost mapping leaves a DSN's own fields to go by)."""
+        (a lost mapping leaves a DSN's own fields to go by); with a written ``intent``
+        the sends are counted already, and those of copies not sent are taken back."""
         delivery = delivery or Delivery()
         refused, signed, went = delivery.refused, delivery.signed, set(delivery.sent)
         marketing = {n for n, s in policy.streams.items() if s.marketing}
@@ -96,15 +135,16 @@ class Recorder:
                        if r in went and d.stream in marketing else "")
             for r, d in decisions.items()
         ]
-        by_stream: dict[str, list[str]] = {}
-        for r in delivery.sent:
-            by_stream.setdefault(decisions[r].stream, []).append(r)
         for entry in entries:
             self.observe(entry, reason_code(decisions[entry.recipient]))
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for stream, recipients in by_stream.items():
-                self.state.record_sends(pipe, stream, recipients, self.clock.now())
+            if intent.written:
+                self.state.unrecord_sends(pipe, {r: m for r, m in intent.members.items()
+                                                 if r not in went})
+            else:
+                for stream, recipients in _by_stream(delivery.sent, decisions).items():
+                    self.state.record_sends(pipe, stream, recipients, self.clock.now())
             for r, (token, list_name) in delivery.verp.items():
                 # Deterministic token: resending rewrites the same value and renews the TTL.
                 pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}",
@@ -129,9 +169,17 @@ class Recorder:
             log.error("audit record lost: %s %s for %s", outcome, item.id, item.recipient)
 
 
+def _by_stream(recipients: Iterable[str], decisions: Mapping[str, Decision]
+               ) -> dict[str, list[str]]:
+    by_stream: dict[str, list[str]] = {}
+    for r in recipients:
+        by_stream.setdefault(decisions[r].stream, []).append(r)
+    return by_stream
+
+
 def reason_code(decision: Decision) -> str:
     """The metric label of a decision: its first reason's stable code."""
     return decision.reasons[0].code if decision.reasons else "none"
 
 
-__all__ = ["Delivery", "Recorder", "reason_code"]
+__all__ = ["NO_INTENT", "Delivery", "Intent", "Recorder", "reason_code"]

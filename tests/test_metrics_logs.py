@@ -106,10 +106,12 @@ def test_metrics_follow_real_traffic(heed: HeedThread, upstream: Upstream,
     # Three upstream transactions (the marketing copy, the receipt, the refused retry).
     assert m["heed_upstream_seconds_count"] == 3
     # The refusal at RCPT read state once, the DATA phase decided without a new read
-    # (alice's decision came from RCPT): snapshots = 2 RCPTs; records = 1 rejection + 2 DATA.
+    # (alice's decision came from RCPT): snapshots = 2 RCPTs; one intent per upstream
+    # transaction; records = 1 rejection + 3 DATA (the tempfail takes its intent back).
     assert m['heed_redis_seconds_count{op="snapshot"}'] == before.get(
         'heed_redis_seconds_count{op="snapshot"}', 0) + 2
-    assert m['heed_redis_seconds_count{op="record"}'] == 3
+    assert m['heed_redis_seconds_count{op="intent"}'] == 3
+    assert m['heed_redis_seconds_count{op="record"}'] == 4
     assert m["heed_decision_seconds_count"] == 3
     assert "heed_queue_depth" in m and "heed_queue_oldest_seconds" in m
 
