@@ -311,6 +311,8 @@ class MailPath:
         delivery, intent = await self._deliver_counted(
             self.finisher.prepare(message), envelope, item.message_id, cid,
             {item.recipient: decision}, policy)
+        # Done as soon as the upstream took it: a kill from here on repeats no copy.
+        settled = bool(delivery.sent) and await self._done_at_once(item)
         await give_back(self.state, claimed, delivery.sent, item.message_id)
         if delivery.failed:
             await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
@@ -323,7 +325,16 @@ class MailPath:
         if delivery.refused:
             code, text = delivery.refused[item.recipient]
             return Release(ReleaseOutcome.PERMFAIL, error=f"{code} {text}")
-        return Release(ReleaseOutcome.DELIVERED)
+        return Release(ReleaseOutcome.DELIVERED, settled=settled)
+
+    async def _done_at_once(self, item: HeldMail) -> bool:
+        """Mark a sent held copy done (fenced by its claim); False leaves it to the scheduler."""
+        try:
+            if not await self.queue.done(item.id, item.claim):
+                log.warning("held copy %s was sent after its lease was lost", item.id)
+            return True
+        except StateUnavailable:
+            return False
 
     async def expired(self, item: HeldMail, why: str) -> None:
         """Audit a held copy given up after the maximum hold."""

@@ -189,6 +189,27 @@ def test_kill_9_mid_release_loses_nothing(redis_url: str, tmp_path: Path,
     assert all(n <= 2 for n in sends.values())
 
 
+def test_a_send_slower_than_the_lease_is_not_taken_over(redis_url: str, tmp_path: Path) -> None:
+    """Lease 3 s, upstream 4 s per copy: the sending heed renews its leases (heartbeat), so
+    the other never recovers and resends a copy still in flight."""
+    handler, port = SlowCapture(delay=4.0), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    procs = [serve(tmp_path, name, redis_url, port) for name in ("heed-a", "heed-b")]
+    try:
+        rcpts = asyncio.run(hold(redis_url, 3))
+        sends = settle(redis_url, handler, rcpts)
+        time.sleep(1)  # a late second send would arrive within a poll or two
+    finally:
+        for proc in procs:
+            stop(proc)
+        controller.stop()
+    sends = Counter(r for _, r in handler.got)
+    assert sorted(sends) == sorted(rcpts) and set(sends.values()) == {1}, sends
+    logs = "".join((tmp_path / f"{n}.log").read_text() for n in ("heed-a", "heed-b"))
+    assert "recovered" not in logs
+
+
 def test_workers_share_one_scheduler_safely(redis_url: str, tmp_path: Path,
                                             slow_upstream: tuple[SlowCapture, int]) -> None:
     """`heed serve --workers 2`: every worker runs the scheduler; claims keep sends single."""
