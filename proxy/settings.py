@@ -91,7 +91,11 @@ class UpstreamSettings:
     tls_verify: bool = True
     username: str | None = None
     password: str | None = None
+    # Connecting, the greeting, EHLO, MAIL, RCPT, DATA and RSET: each reply within this.
     timeout: float = 60.0
+    # The reply to the final "." (RFC 5321 §4.5.3.2.6: at least 10 minutes). The upstream
+    # may have taken the copy however long it waits: giving up earlier risks a duplicate.
+    data_timeout: float = 600.0
     pool_size: int = 16
     # What a temporary upstream failure means to the client: "tempfail" (451,
     # the client retries) or "queue" (250, heed holds and retries the mail).
@@ -333,8 +337,11 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         UpstreamSettings,
         section("upstream"),
         "upstream",
-        {"port": int, "timeout": parse_duration, "pool_size": int},
+        {"port": int, "timeout": parse_duration, "data_timeout": parse_duration,
+         "pool_size": int},
     )
+    if upstream.timeout <= 0 or upstream.data_timeout <= 0:
+        errors.append(f"{where}: 'upstream.timeout' and 'upstream.data_timeout' must be > 0")
     if upstream.on_failure not in ("tempfail", "queue"):
         errors.append(f"{where}: 'upstream.on_failure' must be 'tempfail' or 'queue'")
 
