@@ -317,6 +317,43 @@ def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> No
     assert b"\r\n.\r\nMAIL FROM:<evil@news.example.com>\r\n" in data
 
 
+def test_cr_lf_or_nul_inside_a_command_line_refuses_the_whole_line(
+        heed: HeedThread, upstream: Upstream) -> None:
+    """RFC 5321 §2.3.8: only CRLF ends a command line; a bare LF must not make two commands."""
+    grant(heed, "alice@example.org", "bob@example.org")
+    with socket.create_connection(("127.0.0.1", heed.port), timeout=10) as s:
+        f = s.makefile("rb")
+
+        def cmd(line: bytes) -> bytes:
+            s.sendall(line)
+            reply = f.readline()
+            while reply[3:4] == b"-":
+                reply = f.readline()
+            return reply
+
+        f.readline()  # greeting
+        assert cmd(b"EHLO tool.test\r\n").startswith(b"250")
+        assert cmd(b"MAIL FROM:<offers@news.example.com>\r\n").startswith(b"250")
+        for line in (b"RCPT TO:<alice@example.org>\nRCPT TO:<bob@example.org>\r\n",
+                     b"RCPT TO:<alice@example.org>\rRCPT TO:<bob@example.org>\r\n",
+                     b"NOOP\nRCPT TO:<bob@example.org>\r\n", b"RSET\x00\r\n"):
+            assert cmd(line).startswith(b"501 5.5.4"), line  # one reply for the whole line
+        # The envelope is as it was: no recipient yet, and the session goes on.
+        assert cmd(b"DATA\r\n").startswith(b"503")
+        assert cmd(b"RCPT TO:<alice@example.org\r\n").startswith(b"501")
+        assert cmd(b"RCPT TO:<alice@example.org>\r\n").startswith(b"250")
+        assert cmd(b"DATA\r\n").startswith(b"354")
+        assert cmd(b"Subject: hi\r\n\r\nbody\r\n.\r\n").startswith(b"250")
+        cmd(b"QUIT\r\n")
+    assert upstream.recipients() == ["alice@example.org"]
+
+
+def test_mail_from_without_closing_bracket_is_501(heed: HeedThread) -> None:
+    with heed.smtp() as c:
+        assert c.docmd("MAIL FROM:<a@b.example")[0] == 501
+        assert c.docmd("MAIL FROM:<a@b.example>")[0] == 250
+
+
 def test_limits(redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:
     settings = make_settings(redis_url=redis_url, upstream_port=upstream.port, policies=policies,
                              smtp={"max_message_size": 10_000, "max_recipients": 100})
