@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -284,8 +285,9 @@ def test_mailto_unsubscribe_from_anyone(redis_url: str, upstream: Upstream, poli
         h.stop()
 
 
-def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> None:
-    grant(heed, "alice@example.org")
+@contextlib.contextmanager
+def raw_session(heed: HeedThread) -> Iterator[Callable[[bytes], bytes]]:
+    """A socket session past the greeting: ``cmd(bytes)`` sends them and reads one reply."""
     with socket.create_connection(("127.0.0.1", heed.port), timeout=10) as s:
         f = s.makefile("rb")
 
@@ -297,6 +299,12 @@ def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> No
             return reply
 
         f.readline()  # greeting
+        yield cmd
+
+
+def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> None:
+    grant(heed, "alice@example.org")
+    with raw_session(heed) as cmd:
         assert cmd(b"EHLO tool.test\r\n").startswith(b"250")
         assert cmd(b"MAIL FROM:<a\rb@news.example.com>\r\n").startswith(b"501")
         assert cmd(b"MAIL FROM:<offers@news.example.com>\r\n").startswith(b"250")
@@ -321,17 +329,7 @@ def test_cr_lf_or_nul_inside_a_command_line_refuses_the_whole_line(
         heed: HeedThread, upstream: Upstream) -> None:
     """RFC 5321 §2.3.8: only CRLF ends a command line; a bare LF must not make two commands."""
     grant(heed, "alice@example.org", "bob@example.org")
-    with socket.create_connection(("127.0.0.1", heed.port), timeout=10) as s:
-        f = s.makefile("rb")
-
-        def cmd(line: bytes) -> bytes:
-            s.sendall(line)
-            reply = f.readline()
-            while reply[3:4] == b"-":
-                reply = f.readline()
-            return reply
-
-        f.readline()  # greeting
+    with raw_session(heed) as cmd:
         assert cmd(b"EHLO tool.test\r\n").startswith(b"250")
         assert cmd(b"MAIL FROM:<offers@news.example.com>\r\n").startswith(b"250")
         for line in (b"RCPT TO:<alice@example.org>\nRCPT TO:<bob@example.org>\r\n",
