@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from proxy.dkim import DkimSigner, from_domain
-from proxy.message import Message, parse_fields, split
+from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
 from proxy.tokens import TokenSigner
@@ -40,9 +40,13 @@ class _Marketing:
 
     def __init__(self, owner: UnsubscribeAndSign, message: Message) -> None:
         self.owner = owner
-        self.message = message
         domain = from_domain(message.header_block)
         signer = owner.signer
+        if signer and domain and signer.for_domain(domain) and has_long_lines(message.body):
+            # Lines over 998 octets get wrapped by some relays on the way, after the
+            # signature: a signed copy is re-encoded before it is signed.
+            message = Message.parse(fit_long_lines(message.data))
+        self.message = message
         self.dkim = signer.prepare(domain, message.body) if signer and domain else None
         self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
 
