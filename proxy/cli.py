@@ -136,7 +136,9 @@ async def redis_for(settings: Settings) -> AsyncIterator[Any]:
             url = candidate.url  # `heed serve` is running: use its Redis
         else:
             embedded = candidate
-            url = await asyncio.to_thread(embedded.start)
+            # Started from this thread: the server is tied to the thread that forked it
+            # (PR_SET_PDEATHSIG), and a pool thread may end before the command does.
+            url = embedded.start()
     client = connect_redis(url)
     await warm_up(client)
     try:

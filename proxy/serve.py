@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from proxy.embedded_redis import EmbeddedRedis, ping
+from proxy.embedded_redis import EmbeddedRedis
 from proxy.logs import setup_logging
 from proxy.policy_store import PolicyStore
 from proxy.settings import Settings
@@ -115,13 +115,12 @@ def serve(settings: Settings, workers: int = 1) -> int:
     embedded: EmbeddedRedis | None = None
     url = settings.redis.url
     if url is None:
+        # Locked to this process (a second heed on the same folder stops here with a
+        # clear error) and ended with it, even by kill -9 (proxy/embedded_redis.py).
         embedded = EmbeddedRedis(settings.redis.data_dir, unix=True)
-        if embedded.socket is not None and ping(embedded.socket):
-            url, embedded = embedded.url, None  # another heed on this data folder runs it
-        else:
-            url = embedded.start()
-            log.info("embedded redis-server started", extra={"data_dir": str(
-                settings.redis.data_dir), "appendfsync": "always"})
+        url = embedded.start()
+        log.info("embedded redis-server started", extra={"data_dir": str(
+            settings.redis.data_dir), "appendfsync": "always"})
     try:
         if workers > 1:
             supervise(settings, url, workers)
