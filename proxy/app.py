@@ -150,13 +150,19 @@ class Heed:
         self.metrics.policy_reloads.labels("ok" if ok else "failed").inc()
         return ok
 
-    async def ready(self) -> dict[str, bool]:
-        """Redis and upstream reachable (for /readyz)."""
+    async def ready(self) -> dict[str, Any]:
+        """Redis and upstream reachable, and whether heed takes mail (for /readyz).
+
+        With ``upstream.on_failure: queue`` heed answers 250 and holds the mail while the
+        upstream is down, so it stays ready: a load balancer must not pull a working heed."""
         try:
             redis_ok = bool(await self.redis.ping())
         except Exception:  # noqa: BLE001 - any failure means not ready
             redis_ok = False
-        return {"redis": redis_ok, "upstream": await self.upstream.ping()}
+        upstream_ok = await self.upstream.ping()
+        queueing = self.settings.upstream.on_failure == "queue"
+        return {"ready": redis_ok and (upstream_ok or queueing), "redis": redis_ok,
+                "upstream": upstream_ok, "on_failure": self.settings.upstream.on_failure}
 
     async def refresh_queue_gauges(self) -> None:
         """Read the queue's depth and its most overdue copy into the /metrics gauges."""
