@@ -20,6 +20,7 @@ from proxy.http.app import make_app, start_http
 from proxy.http.webhooks import add_webhooks
 from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
+from proxy.logs import LoggedAddress
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
@@ -71,8 +72,8 @@ class Heed:
                                    on_written=self.metrics.redis_seconds.labels("record").observe,
                                    on_retry=self.metrics.records_retried.inc,
                                    on_lost=self.metrics.records_lost.inc)
-        self.state = State(self.batched, self.keys, self.clock,
-                           secret=erase_secret(settings))
+        secret = erase_secret(settings)
+        self.state = State(self.batched, self.keys, self.clock, secret=secret)
         self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
@@ -93,6 +94,7 @@ class Heed:
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl,
+            shown=LoggedAddress(settings.log_addresses, secret),
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,

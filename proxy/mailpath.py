@@ -15,6 +15,7 @@ from proxy.classify import classify
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable, UpstreamError
 from proxy.finish import Finisher, PreparedMessage, signed_one_click
+from proxy.logs import FULL, LoggedAddress
 from proxy.message import Message
 from proxy.metrics import Metrics
 from proxy.policy import Policy, Stream, decide
@@ -85,6 +86,7 @@ class MailPath:
         retry_after: float = 60.0,
         metrics: Metrics | None = None,
         verp_ttl: float = 30 * 86400.0,
+        shown: LoggedAddress = FULL,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -96,7 +98,8 @@ class MailPath:
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
-                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl)
+                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
+                               shown=shown)
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable
+from proxy.logs import FULL, LoggedAddress
 from proxy.metrics import Metrics
 from proxy.policy import Policy
 from proxy.policy_store import PolicyStore
@@ -52,8 +53,10 @@ class Recorder:
     """Writes the decisions and outcomes of the mail path (best effort: the mail is out)."""
 
     def __init__(self, *, state: State, audit: Audit, redis: Any, policies: PolicyStore,
-                 clock: Clock, metrics: Metrics, verp_ttl: float) -> None:
+                 clock: Clock, metrics: Metrics, verp_ttl: float,
+                 shown: LoggedAddress = FULL) -> None:
         self.state = state
+        self.shown = shown  # how addresses appear in log lines (log_addresses)
         self.audit = audit
         self.redis = redis  # the group-commit client: records may be written behind
         self.policies = policies
@@ -76,7 +79,11 @@ class Recorder:
         """One JSON log line and one metric count per recipient decision."""
         # The same correlation id as the audit record: grep one, find the other.
         if log.isEnabledFor(logging.INFO):  # the fields cost more than the level check
-            log.info("decision", extra=entry.log_fields())
+            fields = entry.log_fields()
+            if self.shown is not FULL:
+                fields["recipient"] = self.shown(entry.recipient)
+                fields["sender"] = self.shown(entry.sender)
+            log.info("decision", extra=fields)
         self.metrics.recipient(entry.stream, entry.outcome, reason)
 
     async def rejection(self, envelope: Envelope, recipient: str, decision: Decision,
@@ -90,7 +97,7 @@ class Recorder:
             self.audit.add(pipe, [entry])
             await pipe.execute_behind("an RCPT rejection")
         except RedisError:
-            log.warning("audit record lost for RCPT rejection of %s", recipient)
+            log.warning("audit record lost for RCPT rejection of %s", self.shown(recipient))
 
     async def intent(self, envelope: Envelope, message_id: str, correlation_id: str,
                      decisions: Mapping[str, Decision]) -> Intent:
@@ -166,7 +173,8 @@ class Recorder:
         try:
             await self.audit.record([entry])
         except StateUnavailable:
-            log.error("audit record lost: %s %s for %s", outcome, item.id, item.recipient)
+            log.error("audit record lost: %s %s for %s", outcome, item.id,
+                      self.shown(item.recipient))
 
 
 def _by_stream(recipients: Iterable[str], decisions: Mapping[str, Decision]

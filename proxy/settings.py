@@ -212,6 +212,8 @@ class Settings:
     policies: Path = Path("policies")
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"
+    # How addresses appear in log lines: full, hash (keyed with the erase secret) or domain.
+    log_addresses: str = "full"
     source: Path | None = None  # the config file these came from
 
 
@@ -410,10 +412,13 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             errors.append(f"{where}: 'dkim[{i}]' needs domain, selector and key_file ({exc})")
 
     known = {"smtp", "upstream", "redis", "queue", "http", "unsubscribe", "dkim", "policies",
-             "log_level", "log_format", "api", "bounces", "webhooks"}
+             "log_level", "log_format", "log_addresses", "api", "bounces", "webhooks"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
+    log_addresses = str(raw.get("log_addresses", "full"))
+    if log_addresses not in ("full", "hash", "domain"):
+        errors.append(f"{where}: 'log_addresses' must be full, hash or domain")
     if errors:
         raise ConfigError(errors)
     return Settings(
@@ -430,6 +435,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         policies=rel(raw.get("policies", "policies")),
         log_level=str(raw.get("log_level", "INFO")).upper(),
         log_format=str(raw.get("log_format", "json")),
+        log_addresses=log_addresses,
         source=source,
     )
 
