@@ -73,6 +73,7 @@ class Heed:
                                    on_retry=self.metrics.records_retried.inc,
                                    on_lost=self.metrics.records_lost.inc)
         secret = erase_secret(settings)
+        shown = LoggedAddress(settings.log_addresses, secret)  # addresses in log lines
         self.state = State(self.batched, self.keys, self.clock, secret=secret)
         self.audit = Audit(self.batched, self.keys)
         self.queue = DelayQueue(self.redis, self.keys)
@@ -94,12 +95,12 @@ class Heed:
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl,
-            shown=LoggedAddress(settings.log_addresses, secret),
+            shown=shown,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
-            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
+            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics, shown=shown)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
         # Held mail given up gets one delivery status notification (RFC 3464).

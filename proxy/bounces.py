@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from proxy.errors import StateUnavailable, TokenError
 from proxy.events import Event, EventRules, apply
 from proxy.keys import normalise_address
+from proxy.logs import FULL, LoggedAddress
 from proxy.state import State, is_address
 from proxy.tokens import BOUNCE, UNSUBSCRIBE, TokenClaims, TokenSigner
 
@@ -200,8 +201,10 @@ class ReportMailbox:
 
     def __init__(self, tokens: TokenSigner, state: State, domain: str, *,
                  rules: EventRules, bounce: str = "bounce", complaints: str = "fbl",
-                 trust_unsigned: bool = True, metrics: Any = None) -> None:
+                 trust_unsigned: bool = True, metrics: Any = None,
+                 shown: LoggedAddress = FULL) -> None:
         self.metrics = metrics
+        self.shown = shown  # a VERP or unsubscribe address leads to a person: log_addresses
         self.trust_unsigned = trust_unsigned
         self.tokens = tokens
         self.state = state
@@ -270,8 +273,8 @@ class ReportMailbox:
         try:
             kind, findings, text = read_report(data)
         except Exception:  # noqa: BLE001 - a malformed report is logged, never a crash
-            log.warning("unreadable report to %s (%d bytes); ignored", address, len(data),
-                        exc_info=True)
+            log.warning("unreadable report to %s (%d bytes); ignored", self.shown(address),
+                        len(data), exc_info=True)
             return
         claims = await self._lookup(found) if isinstance(found, str) else (
             found if isinstance(found, TokenClaims) else None)
@@ -281,6 +284,7 @@ class ReportMailbox:
         events = events_of(kind, findings, text, claims, verp=verp,
                            trust_unsigned=self.trust_unsigned)
         if not events:
-            log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
+            log.info("report to %s (%s) names nobody heed can act on", self.shown(address),
+                     kind or "none")
         for event in events:
             await apply(self.state, event, self.rules, self.metrics)
