@@ -74,8 +74,9 @@ class Heed:
                                    on_lost=self.metrics.records_lost.inc)
         secret = erase_secret(settings)
         shown = LoggedAddress(settings.log_addresses, secret)  # addresses in log lines
-        self.state = State(self.batched, self.keys, self.clock, secret=secret)
-        self.audit = Audit(self.batched, self.keys)
+        self.audit = Audit(self.batched, self.keys, maxlen_global=settings.audit.max_entries,
+                           max_age=settings.audit.max_age)
+        self.state = State(self.batched, self.keys, self.clock, secret=secret, audit=self.audit)
         self.queue = DelayQueue(self.redis, self.keys)
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
                                      observe=self.metrics.upstream_seconds.observe)

@@ -160,7 +160,9 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
     clock = SystemClock()
     keys = Keys(settings.redis.prefix)
     async with redis_for(settings) as redis:
-        state = State(redis, keys, clock, secret=erase_secret(settings))
+        audit = Audit(redis, keys, maxlen_global=settings.audit.max_entries,
+                      max_age=settings.audit.max_age)
+        state = State(redis, keys, clock, secret=erase_secret(settings), audit=audit)
         if args.command == "consent" and args.consent_command == "grant":
             await state.grant(args.address, args.list_name, source=args.source, ip=args.ip,
                               text=args.text)

@@ -122,6 +122,14 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    # The global audit trail keeps about this many entries (Redis trims whole nodes,
+    # so a few more), and none older than max_age when set (0: no age limit).
+    max_entries: int = 1_000_000
+    max_age: float = 0.0
+
+
+@dataclass(frozen=True)
 class UnsubscribeKey:
     id: str
     secret: bytes
@@ -203,6 +211,7 @@ class Settings:
     upstream: UpstreamSettings = UpstreamSettings()
     redis: RedisSettings = RedisSettings()
     queue: QueueSettings = QueueSettings()
+    audit: AuditSettings = AuditSettings()
     http: HttpSettings = HttpSettings()
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
     api: ApiSettings = ApiSettings()
@@ -368,6 +377,11 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             "backoff": lambda v: tuple(parse_duration(x) for x in v),
         },
     )
+    audit = take(AuditSettings, section("audit"), "audit",
+                 {"max_entries": int, "max_age": parse_duration})
+    if audit.max_entries < 1000 or audit.max_age < 0:
+        errors.append(f"{where}: 'audit.max_entries' must be at least 1000 and "
+                      "'audit.max_age' a duration (0: no age limit)")
     http = take(
         HttpSettings,
         section("http"),
@@ -411,8 +425,9 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         except (KeyError, TypeError) as exc:
             errors.append(f"{where}: 'dkim[{i}]' needs domain, selector and key_file ({exc})")
 
-    known = {"smtp", "upstream", "redis", "queue", "http", "unsubscribe", "dkim", "policies",
-             "log_level", "log_format", "log_addresses", "api", "bounces", "webhooks"}
+    known = {"smtp", "upstream", "redis", "queue", "audit", "http", "unsubscribe", "dkim",
+             "policies", "log_level", "log_format", "log_addresses", "api", "bounces",
+             "webhooks"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
@@ -426,6 +441,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         upstream=upstream,
         redis=redis,
         queue=queue,
+        audit=audit,
         http=http,
         unsubscribe=unsub,
         api=api,

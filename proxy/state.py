@@ -124,13 +124,15 @@ def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
 class State:
     """Reads one person in one round trip; every write leaves an audit "change" entry."""
 
-    def __init__(self, redis: Any, keys: Keys, clock: Clock, *, secret: bytes = b"") -> None:
-        """``secret`` keys the suppression digests of erased addresses (see proxy/privacy.py)."""
+    def __init__(self, redis: Any, keys: Keys, clock: Clock, *, secret: bytes = b"",
+                 audit: Audit | None = None) -> None:
+        """``secret`` keys the suppression digests of erased addresses (see proxy/privacy.py);
+        ``audit`` is where changes are recorded (default: the trail's default retention)."""
         self.redis = redis
         self.keys = keys
         self.clock = clock
         self.secret = secret
-        self.audit = Audit(redis, keys)
+        self.audit = audit or Audit(redis, keys)
         self._claim = redis.register_script(CLAIM)
         self._unclaim = redis.register_script(UNCLAIM)
 
