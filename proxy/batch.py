@@ -217,7 +217,9 @@ class GroupCommit:
         """The outcome of a write nobody awaits: timed, or its failed commands retried."""
         again = _to_retry(stack, replies, what)
         if not again:
-            self.written(time.monotonic() - started)
+            if not isinstance(replies, BaseException) and not any(
+                    isinstance(r, Exception) for r in replies):
+                self.written(time.monotonic() - started)  # timed only when written whole
             return
         waited = time.monotonic() - started
         if self._closing or waited + delay > self.retry_for:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from proxy.audit import AuditEntry
 from proxy.batch import GroupCommit
 from proxy.clock import ManualClock
+from proxy.embedded_redis import free_port
 from proxy.errors import ConfigError
 from proxy.keys import Keys
 from proxy.redisconn import connect_redis, warm_up
@@ -175,3 +179,25 @@ def test_a_bad_write_behind_stops_heed_at_start(value: str, problem: str) -> Non
 def test_write_behind_takes_a_duration() -> None:
     assert load_settings(None, env={"HEED_REDIS__WRITE_BEHIND": "0"}).redis.write_behind == 0
     assert load_settings(None, env={}).redis.write_behind == 0.05
+
+
+async def test_a_record_behind_is_retried_then_given_up_and_counted() -> None:
+    """Redis away for longer than the retry bound: retried with backoff, then given up
+    (logged, counted), never retried for ever."""
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.2,
+                          retry=Retry(NoBackoff(), 0))
+    counts = {"retried": 0, "lost": 0}
+
+    def count(name: str) -> Callable[[], None]:
+        return lambda: counts.__setitem__(name, counts[name] + 1)
+
+    batched = GroupCommit(dead, linger=0.01, retry_for=1.0, on_retry=count("retried"),
+                          on_lost=count("lost"))
+    await behind(batched, ("SET", "wb:never", "1"))
+    for _ in range(200):
+        if counts["lost"]:
+            break
+        await asyncio.sleep(0.05)
+    assert counts["lost"] == 1 and counts["retried"] >= 2
+    assert batched.retrying == 0
+    await batched.aclose()
