@@ -18,6 +18,7 @@ from proxy.keys import Keys
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings, policy_dir
 from tests.test_smtp_mailpath import NOON
+from tests.topologies import RedisProcess
 
 # One marketing copy a day per person: a second message must be held, never sent.
 CAPPED = """
@@ -119,3 +120,51 @@ def test_a_record_behind_waits_out_a_redis_outage(own_redis: EmbeddedRedis,
     finally:
         h.stop()
         own_redis.stop()
+
+
+def test_a_sentinel_failover_under_a_record_behind_loses_no_record(
+        upstream: Upstream, tmp_path: Path) -> None:
+    """The master dies (kill -9) while a delivery's record waits behind; the Sentinel
+    promotes the replica; the record is retried until it reaches the new master."""
+    master = RedisProcess(tmp_path / "master").started()
+    replica = RedisProcess(tmp_path / "replica",
+                           ["--replicaof", "127.0.0.1", str(master.port)]).started()
+    watcher = RedisProcess(tmp_path / "sentinel")
+    watcher.data_dir.mkdir(parents=True)
+    config = watcher.data_dir / "sentinel.conf"
+    config.write_text(f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+                      "sentinel down-after-milliseconds mymaster 1000\n"
+                      "sentinel failover-timeout mymaster 10000\n")
+    watcher.extra, watcher.config = ["--sentinel"], config
+    watcher.started()
+    h: HeedThread | None = None
+    try:
+        with redis_sync.Redis(port=watcher.port) as s:
+            assert wait_for(lambda: any(r.get("master-link-status") == "ok" for r in
+                                        s.sentinel_slaves("mymaster")), 30), "no replica seen"
+        url = f"redis+sentinel://127.0.0.1:{watcher.port}/mymaster/0"
+        settings = make_settings(redis_url=url, upstream_port=upstream.port,
+                                 policies=policy_dir(tmp_path, CAPPED),
+                                 redis={"url": url, "write_behind": "1s"})
+        h = HeedThread(settings, ManualClock(NOON)).start()
+        to = "failover@example.org"
+        with smtplib.SMTP("127.0.0.1", h.port, timeout=30) as c:
+            assert c.sendmail(SENDER, [to], offer(to, "f1")) == {}
+        with redis_sync.Redis(port=master.port) as m:
+            assert m.wait(1, 5000) == 1  # the intent is on the replica too
+        master.kill()  # the confirmation is still behind: its batch meets the failover
+        with redis_sync.Redis(port=watcher.port) as s:
+            assert wait_for(lambda: s.sentinel_get_master_addr_by_name("mymaster")[1]
+                            == replica.port, 30), "the sentinel did not promote the replica"
+        promoted = f"redis://127.0.0.1:{replica.port}/0"
+        assert wait_for(lambda: any(e.kind == "decision" and e.outcome == "delivered"
+                                    for e in trail(promoted, to)), 30), "record dropped"
+        assert h.heed is not None
+        registry = h.heed.metrics.registry
+        assert (registry.get_sample_value("heed_records_retried_total") or 0) >= 1
+        assert registry.get_sample_value("heed_records_lost_total") == 0
+    finally:
+        if h is not None:
+            h.stop()
+        for server in (watcher, replica, master):
+            server.stop()
