@@ -58,10 +58,13 @@ class SlowCapture:
 
     delay: float = 0.05
     got: list[tuple[str, str]] = field(default_factory=list)
+    busy: Counter[str] = field(default_factory=Counter)  # copies in DATA now, by sender
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        self.busy[session.host_name] += 1
         await asyncio.sleep(self.delay)
         self.got.extend((session.host_name, r) for r in envelope.rcpt_tos)
+        self.busy[session.host_name] -= 1
         return "250 2.0.0 queued"
 
 
@@ -174,7 +177,9 @@ def test_kill_9_mid_release_loses_nothing(redis_url: str, tmp_path: Path,
                                           slow_upstream: tuple[SlowCapture, int]) -> None:
     capture, a = slow_upstream[0], two[0]
     rcpts = asyncio.run(hold(redis_url, HELD))
-    wait_until(lambda: sum(n == "heed-a" for n, _ in capture.got) >= 3, "heed-a's first sends")
+    # Killed while a copy of its is at the upstream: it holds that claim for sure.
+    wait_until(lambda: sum(n == "heed-a" for n, _ in capture.got) >= 3
+               and capture.busy["heed-a"] > 0, "heed-a's sends", timeout=90)
     os.kill(a.pid, signal.SIGKILL)  # mid-round: its claimed copies wait out their lease
     a.wait(10)
     sends = settle(redis_url, capture, rcpts)
