@@ -299,14 +299,15 @@ def dups_not_retried(client: Client, arrived: collections.Counter[str]) -> int:
 
 # --- scenarios --------------------------------------------------------------------------
 def unrecorded(redis_url: str, arrived: Iterable[str]) -> int:
-    """Tags that arrived with no "delivered" decision in the audit trail: the records a
-    kill lost (with ``redis.write_behind``, those of the last instants before it)."""
+    """Tags that arrived with no record in the audit trail: neither a "delivered" decision
+    nor the "sending" intent written before the 250 (its outcome not confirmed)."""
     r = redis_sync.Redis.from_url(redis_url)
     recorded: set[str] = set()
     start = "-"
     while batch := r.xrange(Keys().audit, start, "+", count=5000):
         for _id, f in batch:
-            if f.get(b"kind") == b"decision" and f.get(b"outcome") == b"delivered":
+            if (f.get(b"kind"), f.get(b"outcome")) in ((b"decision", b"delivered"),
+                                                       (b"intent", b"sending")):
                 recorded.add(f.get(b"message_id", b"").decode().strip("<>").split("@")[0])
         start = "(" + batch[-1][0].decode()
     r.close()

@@ -17,6 +17,7 @@ from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
 from proxy.http.webhooks import add_webhooks
 from proxy.keys import Keys
+from proxy.logs import LoggedAddress
 from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
@@ -72,10 +73,14 @@ class Heed:
         self.metrics = Metrics()
         self.batched = GroupCommit(self.redis, lane=connect_redis(redis_url, read_timeout=None),
                                    timeout=BATCH_TIMEOUT, linger=settings.redis.write_behind,
-                                   on_written=self.metrics.redis_seconds.labels("record").observe)
-        self.state = State(self.batched, self.keys, self.clock,
-                           secret=erase_secret(settings))
-        self.audit = Audit(self.batched, self.keys)
+                                   on_written=self.metrics.redis_seconds.labels("record").observe,
+                                   on_retry=self.metrics.records_retried.inc,
+                                   on_lost=self.metrics.records_lost.inc)
+        secret = erase_secret(settings)
+        shown = LoggedAddress(settings.log_addresses, secret)  # addresses in log lines
+        self.audit = Audit(self.batched, self.keys, maxlen_global=settings.audit.max_entries,
+                           max_age=settings.audit.max_age)
+        self.state = State(self.batched, self.keys, self.clock, secret=secret, audit=self.audit)
         self.queue = DelayQueue(self.redis, self.keys)
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
                                      observe=self.metrics.upstream_seconds.observe)
@@ -102,6 +107,7 @@ class Heed:
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl, providers=self.providers,
+            shown=shown,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
@@ -110,7 +116,7 @@ class Heed:
             forwarder=Forwarder(self.queue, self.clock, {
                 self.bounce_domain, settings.unsubscribe.mailto_domain})
             if settings.bounces.forward else None,
-            on_bounce=self.providers.hear_dsn)
+            on_bounce=self.providers.hear_dsn, shown=shown)
         own = (settings.smtp.hostname, settings.unsubscribe.mailto_domain, self.bounce_domain)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports,
@@ -165,13 +171,19 @@ class Heed:
         self.metrics.policy_reloads.labels("ok" if ok else "failed").inc()
         return ok
 
-    async def ready(self) -> dict[str, bool]:
-        """Redis and upstream reachable (for /readyz)."""
+    async def ready(self) -> dict[str, Any]:
+        """Redis and upstream reachable, and whether heed takes mail (for /readyz).
+
+        With ``upstream.on_failure: queue`` heed answers 250 and holds the mail while the
+        upstream is down, so it stays ready: a load balancer must not pull a working heed."""
         try:
             redis_ok = bool(await self.redis.ping())
         except Exception:  # noqa: BLE001 - any failure means not ready
             redis_ok = False
-        return {"redis": redis_ok, "upstream": await self.upstream.ping()}
+        upstream_ok = await self.upstream.ping()
+        queueing = self.settings.upstream.on_failure == "queue"
+        return {"ready": redis_ok and (upstream_ok or queueing), "redis": redis_ok,
+                "upstream": upstream_ok, "on_failure": self.settings.upstream.on_failure}
 
     async def refresh_queue_gauges(self) -> None:
         """Read the queue's depth and its most overdue copy into the /metrics gauges."""

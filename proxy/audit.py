@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys, normalise_address
 
-AUDIT_KINDS = ("decision", "change", "release", "expire", "upstream", "event")
+AUDIT_KINDS = ("decision", "intent", "change", "release", "expire", "upstream", "event")
 _PAGE = 500  # entries read per round trip when tail() filters by time
 
 
@@ -25,7 +25,7 @@ class AuditEntry:
     """One recorded fact: who, stream, outcome, reasons, policy version, when."""
 
     at: float
-    kind: str  # decision | change | release | expire | upstream | event
+    kind: str  # decision | intent (a copy handed to the upstream) | change | release | …
     recipient: str
     outcome: str  # deliver, drop, reject, discarded, queued, delivered, granted, refused, …
     stream: str = ""
@@ -92,11 +92,14 @@ class Audit:
     """Appends entries (in the caller's pipeline) and reads them back."""
 
     def __init__(self, redis: Any, keys: Keys, *, maxlen_global: int = 1_000_000,
-                 maxlen_person: int = 200) -> None:
+                 maxlen_person: int = 200, max_age: float = 0.0) -> None:
+        """The global trail keeps about ``maxlen_global`` entries and, with ``max_age``
+        (seconds), none older (``audit.max_entries``, ``audit.max_age``)."""
         self.redis = redis
         self.keys = keys
         self.maxlen_global = maxlen_global
         self.maxlen_person = maxlen_person
+        self.max_age = max_age
 
     def add(self, pipe: Any, entries: Sequence[AuditEntry]) -> None:
         """Queue XADDs on the caller's pipeline (executed with the caller's other writes)."""
@@ -107,6 +110,18 @@ class Audit:
             if entry.recipient:
                 pipe.xadd(self.keys.person_audit(entry.recipient), data,
                           maxlen=self.maxlen_person, approximate=True)
+        if self.max_age > 0 and entries:
+            # Stream ids are milliseconds of Redis's clock; heed's stands in for it here.
+            oldest = int((max(e.at for e in entries) - self.max_age) * 1000)
+            pipe.xtrim(self.keys.audit, minid=f"{max(0, oldest)}-0", approximate=True)
+
+    async def oldest(self) -> AuditEntry | None:
+        """The oldest entry the global trail still keeps (what retention left), or None."""
+        try:
+            raw = await self.redis.xrange(self.keys.audit, "-", "+", count=1)
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        return AuditEntry.from_fields(raw[0][1]) if raw else None
 
     async def record(self, entries: Sequence[AuditEntry]) -> None:
         """Write entries now, in one round trip."""

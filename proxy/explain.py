@@ -15,6 +15,7 @@ from proxy.types import GLOBAL_SCOPE, Decision, PersonState
 OUTCOME_WORDS = {
     "deliver": "delivered",
     "delivered": "delivered",
+    "sending": "handed to the upstream (its outcome follows, if heed lived to hear it)",
     "drop": "dropped",
     "reject": "dropped (rejected at RCPT)",
     "rejected": "dropped (rejected at RCPT)",
@@ -25,6 +26,7 @@ OUTCOME_WORDS = {
     "released": "delivered from the delay queue",
     "dropped-at-release": "dropped when due (a no came while it was held)",
     "refused-upstream": "refused by the upstream mail server",
+    "tempfail-upstream": "not taken by the upstream mail server this time (4xx or no answer)",
     "failed": "refused by the upstream mail server when released",
     "expired": "given up after the maximum hold",
     "granted": "consent granted",

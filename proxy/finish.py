@@ -9,7 +9,7 @@ from proxy.bulk.feedback import feedback_value, set_feedback_id
 from proxy.bulk.footer import insert_footer, language
 from proxy.bulk.gate import CopyFacts
 from proxy.dkim import DkimSigner, from_domain
-from proxy.message import Message, parse_fields, split
+from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
 from proxy.tokens import TokenSigner
@@ -48,9 +48,14 @@ class _Marketing:
 
     def __init__(self, owner: UnsubscribeAndSign, message: Message) -> None:
         self.owner = owner
-        self.message = message
-        self.domain = from_domain(message.header_block)
+        domain = from_domain(message.header_block)
         signer = owner.signer
+        if signer and domain and signer.for_domain(domain) and has_long_lines(message.body):
+            # Lines over 998 octets get wrapped by some relays on the way, after the
+            # signature: a signed copy is re-encoded before it is signed.
+            message = Message.parse(fit_long_lines(message.data))
+        self.message = message
+        self.domain = domain
         self.dkim = signer.prepare(self.domain, message.body) if signer and self.domain else None
         self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
         self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value

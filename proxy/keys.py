@@ -167,6 +167,11 @@ class Keys:
         """ZSET held-mail id -> lease expiry, for ids a worker has claimed."""
         return f"{self.prefix}:{{queue}}:claimed"
 
+    @property
+    def queue_claims(self) -> str:
+        """HASH held-mail id -> fencing token of the claim that holds it (one per claim)."""
+        return f"{self.prefix}:{{queue}}:claims"
+
     def queue_item(self, item_id: str) -> str:
         """HASH of one held copy: envelope, data, attempts, reasons."""
         return f"{self.prefix}:{{queue}}:item:{item_id}"

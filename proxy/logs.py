@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import sys
 import time
 from typing import Any
+
+from proxy.keys import domain_of, normalise_address
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})))
 # What json.dumps(default=str, ensure_ascii=False) builds on every call, built once
@@ -39,6 +43,35 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return _ENCODER.encode(out)
+
+
+# Domain separation: a log digest is not the suppression digest of the same address.
+_LOG_CONTEXT = b"heed-log-address-v1\x00"
+
+
+class LoggedAddress:
+    """How an address appears in a log line (``log_addresses``).
+
+    ``full``: as given. ``hash``: ``h:`` and 16 hex digits of an HMAC-SHA256 keyed with
+    the erase secret, the same for one address in every line (grep-able, not readable;
+    without the secret a list of known addresses cannot be tested against it).
+    ``domain``: ``*@`` and the domain only."""
+
+    def __init__(self, mode: str = "full", secret: bytes = b"") -> None:
+        self.mode = mode
+        self.secret = secret
+
+    def __call__(self, address: str) -> str:
+        if self.mode == "full" or not address:
+            return address
+        if self.mode == "domain":
+            return "*@" + domain_of(address)
+        digest = hmac.new(self.secret, _LOG_CONTEXT + normalise_address(address).encode(),
+                          hashlib.sha256).hexdigest()
+        return "h:" + digest[:16]
+
+
+FULL = LoggedAddress()
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:

@@ -16,13 +16,14 @@ from proxy.classify import classify
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable, UpstreamError
 from proxy.finish import Finisher, PreparedMessage, signed_one_click
+from proxy.logs import FULL, LoggedAddress
 from proxy.message import Message
 from proxy.metrics import Metrics
 from proxy.policy import Policy, Stream, decide
 from proxy.policy_store import PolicyStore
 from proxy.providers.guard import ProviderGuard
 from proxy.queue import DelayQueue, HeldMail
-from proxy.recorder import Delivery, Recorder
+from proxy.recorder import NO_INTENT, Delivery, Intent, Recorder
 from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
@@ -88,6 +89,7 @@ class MailPath:
         retry_after: float = 60.0,
         metrics: Metrics | None = None,
         verp_ttl: float = 30 * 86400.0,
+        shown: LoggedAddress = FULL,
         providers: ProviderGuard | None = None,
     ) -> None:
         self.policies = policies
@@ -101,7 +103,8 @@ class MailPath:
         self.metrics = metrics or Metrics()
         self.providers = providers  # hears "slow down" replies; feeds provider_guard rules
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
-                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl)
+                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
+                               shown=shown)
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
@@ -159,9 +162,9 @@ class MailPath:
         if held:
             await self.queue.put(held)  # StateUnavailable -> the edge answers 451
 
-        delivery = await self._deliver(
-            prepared, envelope.sender,
-            [(policy.streams[decisions[r].stream], r) for r in delivering])
+        delivery, intent = await self._deliver_counted(
+            prepared, envelope, message_id, correlation_id,
+            {r: decisions[r] for r in delivering}, policy)
         sent, refused, failed = delivery.sent, delivery.refused, delivery.failed
         await give_back(self.state, claimed, sent, message_id)
 
@@ -173,6 +176,10 @@ class MailPath:
             if not sent and self.on_failure == "tempfail":
                 # Nothing went out: take back what we held, and let the client retry it all.
                 await self._unhold(held)
+                await self.record.message(envelope, message_id, correlation_id,
+                                          {r: decisions[r] for r in failed},
+                                          {r: "tempfail-upstream" for r in failed}, policy,
+                                          delivery, intent)
                 self.metrics.message(streams, Verdict.TEMPFAIL.value)
                 return DataOutcome(Verdict.TEMPFAIL, detail="upstream temporarily unavailable")
             # Some copies went out already: holding the rest avoids duplicates on retry.
@@ -184,13 +191,13 @@ class MailPath:
 
         if refused and not sent and not delayed and not dropped and not failed:
             await self.record.message(envelope, message_id, correlation_id, decisions, status,
-                                      policy, delivery)
+                                      policy, delivery, intent)
             code, text = next(iter(refused.values()))
             self.metrics.message(streams, Verdict.REJECTED.value)
             return DataOutcome(Verdict.REJECTED, detail=text, code=code)
 
         await self.record.message(envelope, message_id, correlation_id, decisions, status,
-                                  policy, delivery)
+                                  policy, delivery, intent)
         self.metrics.message(streams, Verdict.ACCEPTED.value)
         results = tuple(
             RecipientResult(r, decisions[r], status[r],
@@ -220,6 +227,24 @@ class MailPath:
             for r, snapshot in zip(need, snapshots, strict=True):
                 decisions[r] = decide(policy, streams[r], snapshot, now)
         return decisions
+
+    async def _deliver_counted(self, prepared: PreparedMessage, envelope: Envelope,
+                               message_id: str, correlation_id: str,
+                               decisions: Mapping[str, Decision], policy: Policy
+                               ) -> tuple[Delivery, Intent]:
+        """Relay every copy while their intent is recorded; the answer waits for both."""
+        if not decisions:
+            return Delivery(), NO_INTENT
+        intent = asyncio.ensure_future(
+            self.record.intent(envelope, message_id, correlation_id, decisions))
+        try:
+            delivery = await self._deliver(prepared, envelope.sender,
+                                           [(policy.streams[d.stream], r)
+                                            for r, d in decisions.items()])
+        except BaseException:
+            intent.cancel()
+            raise
+        return delivery, await intent
 
     async def _with_provider(self, policy: Policy,
                              snapshots: list[PersonState]) -> list[PersonState]:
@@ -326,17 +351,32 @@ class MailPath:
             return Release(ReleaseOutcome.DROPPED)
         if decision.action is Action.DELAY:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
-        delivery = await self._deliver(prepared, item.sender, [(stream, item.recipient)])
+        delivery, intent = await self._deliver_counted(
+            prepared, envelope, item.message_id, cid, {item.recipient: decision}, policy)
+        # Done as soon as the upstream took it: a kill from here on repeats no copy.
+        settled = bool(delivery.sent) and await self._done_at_once(item)
         await give_back(self.state, claimed, delivery.sent, item.message_id)
         if delivery.failed:
+            await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
+                                      {item.recipient: "tempfail-upstream"}, policy, delivery,
+                                      intent)
             return Release(ReleaseOutcome.TEMPFAIL, error=delivery.failed[item.recipient])
         status = "released" if delivery.sent else "refused-upstream"
         await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
-                                  {item.recipient: status}, policy, delivery)
+                                  {item.recipient: status}, policy, delivery, intent)
         if delivery.refused:
             code, text = delivery.refused[item.recipient]
             return Release(ReleaseOutcome.PERMFAIL, error=f"{code} {text}")
-        return Release(ReleaseOutcome.DELIVERED)
+        return Release(ReleaseOutcome.DELIVERED, settled=settled)
+
+    async def _done_at_once(self, item: HeldMail) -> bool:
+        """Mark a sent held copy done (fenced by its claim); False leaves it to the scheduler."""
+        try:
+            if not await self.queue.done(item.id, item.claim):
+                log.warning("held copy %s was sent after its lease was lost", item.id)
+            return True
+        except StateUnavailable:
+            return False
 
     async def expired(self, item: HeldMail, why: str) -> None:
         """Audit a held copy given up after the maximum hold."""

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import quopri
 import re
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.generator import BytesGenerator
+from email.policy import compat32
 
 # Every bare CR or bare LF becomes CRLF before anything else reads the message.
 # SMTP smuggling (CVE-2023-51764 and kin) hides a second message behind a
@@ -13,6 +18,10 @@ from dataclasses import dataclass
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _HEADER_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")  # RFC 5322 §2.2 ftext
 _FIELD_END = re.compile(rb"\r\n(?![ \t])")  # a CRLF not followed by WSP ends a field
+# RFC 5322 §2.1.1 / RFC 5321 §4.5.3.1.6: at most 998 octets a line, CRLF aside.
+_LONG_LINE = re.compile(rb"[^\r\n]{999}")
+# Parsed and written back as they came (no refolding): only the re-encoded parts change.
+_AS_IS = compat32.clone(linesep="\r\n", max_line_length=0)
 
 
 class MessageRejected(ValueError):
@@ -31,6 +40,43 @@ def normalise(data: bytes) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data
+
+
+def has_long_lines(body: bytes) -> bool:
+    """Whether a line of ``body`` is longer than the 998 octets SMTP allows."""
+    return len(body) > 998 and _LONG_LINE.search(body) is not None
+
+
+def fit_long_lines(data: bytes) -> bytes:
+    """Each part with lines over 998 octets re-encoded quoted-printable (RFC 2045 §6.7).
+
+    A relay may wrap such lines (Postfix inserts CRLF SPACE at ``smtp_line_length_limit``),
+    which changes the body a DKIM signature covers; quoted-printable lines are at most 76
+    octets and decode to the same content. Parts already in base64 or quoted-printable and
+    parts that need no change are written back as they came."""
+    message = message_from_bytes(data, policy=_AS_IS)
+    changed = False
+    for part in message.walk():
+        raw = part.get_payload()
+        if part.is_multipart() or not isinstance(raw, str):
+            continue
+        encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        if encoding not in ("7bit", "8bit", "binary") or not has_long_lines(
+                raw.encode("utf-8", "surrogateescape")):
+            continue
+        content = part.get_payload(decode=True)
+        assert isinstance(content, bytes)
+        part.set_payload(quopri.encodestring(content.replace(b"\r\n", b"\n")).decode("ascii"))
+        del part["Content-Transfer-Encoding"]
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        changed = True
+    if not changed:
+        return data
+    if "MIME-Version" not in message:
+        message["MIME-Version"] = "1.0"  # RFC 2045 §4: needed for the encoding to count
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=_AS_IS).flatten(message)
+    return normalise(out.getvalue())
 
 
 def split(data: bytes) -> tuple[bytes, bytes]:

@@ -13,7 +13,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-REDIS_OPS = ("snapshot", "record")
+REDIS_OPS = ("snapshot", "intent", "record")
 
 
 def reply_class(reply: str) -> str:
@@ -52,8 +52,9 @@ class Metrics:
                                           buckets=_SLOW, registry=r)
         self.redis_seconds = Histogram("heed_redis_seconds",
                                        "Redis round-trip time by operation "
-                                       "(snapshot: state read; record: a delivery's sends and "
-                                       "audit, from hand-over until written)",
+                                       "(snapshot: state read; intent: a delivery's sends and "
+                                       "audit 'sending', beside the upstream transaction; "
+                                       "record: its outcome, from hand-over until written)",
                                        ["op"], buckets=_FAST, registry=r)
         # Labelled children looked up once: ``labels()`` checks and locks on every call,
         # and the mail path asks several times per recipient. Label sets are few
@@ -78,6 +79,12 @@ class Metrics:
         self.forwarded = Counter("heed_reports_forwarded_total",
                                  "Reports to a VERP address queued for the tool's return path",
                                  registry=r)
+        self.records_retried = Counter("heed_records_retried_total",
+                                       "Records written behind sent again after a Redis error",
+                                       registry=r)
+        self.records_lost = Counter("heed_records_lost_total",
+                                    "Records written behind given up (Redis away too long, "
+                                    "or heed stopping while it was)", registry=r)
         self.webhooks = Counter("heed_webhook_requests_total",
                                 "Webhook requests by service and result "
                                 "(ok, refused, bad, unavailable)",

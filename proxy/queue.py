@@ -1,10 +1,16 @@
-"""The delay queue: held copies in Redis, a ZSET by due time, claimed with leases (as arq does)."""
+"""The delay queue: held copies in Redis, a ZSET by due time, claimed with leases (as arq does).
+
+Each claim carries a fencing token (kept in ``queue_claims``): its worker renews the
+lease while it still works on the copy, and ends the copy (done, retry, reschedule) only
+while the token is still its own, so a copy recovered by another worker after a lost
+lease is not completed twice."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -13,32 +19,52 @@ from proxy.errors import StateUnavailable
 from proxy.keys import Keys, normalise_address
 
 # Move up to ARGV[2] due ids (score <= ARGV[1]) from due to claimed, scored by
-# the lease's end (ARGV[3]); atomic, so two workers never claim the same id.
+# the lease's end (ARGV[3]), with the claim's token ARGV[4] in KEYS[3]; atomic, so two
+# workers never claim the same id.
 _CLAIM = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZADD', KEYS[2], ARGV[3], id)
+  redis.call('HSET', KEYS[3], id, ARGV[4])
 end
 return ids
 """
 
-# Claims whose lease ended (their worker died) go back to due, due now.
+# Claims whose lease ended (their worker died or stalled) go back to due, due now;
+# their tokens are void.
 _RECOVER = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZADD', KEYS[1], ARGV[1], id)
+  redis.call('HDEL', KEYS[3], id)
 end
 return #ids
 """
 
-# Put a claimed id back in due (retry or delay again) only if this worker still
-# holds the claim: a copy recovered by another worker is not requeued twice.
+# The heartbeat: extend to ARGV[1] the leases of ids ARGV[3..] still held with token
+# ARGV[2]; returns the ids whose claim is lost.
+_RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[2] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+
+# Put a claimed id back in due (retry or delay again) only while this claim (token
+# ARGV[3]) still holds it: a copy recovered by another worker is not requeued twice.
 _REQUEUE = """
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[3] then return 0 end
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
@@ -59,11 +85,14 @@ end
 return #KEYS - 1
 """
 
-# Forget one copy everywhere at once: KEYS due, claimed, item; ARGV[1] id.
+# Forget one copy everywhere at once: KEYS due, claimed, item, claims; ARGV[1] id;
+# with a token ARGV[2], only while that claim still holds it.
 _DONE = """
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 return 1
 """
 
@@ -75,6 +104,7 @@ if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HDEL', KEYS[5], ARGV[3])
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[4], unpack(fields))
@@ -98,6 +128,7 @@ class HeldMail:
     reasons: tuple[str, ...] = ()
     message_id: str = ""
     last_error: str = ""
+    claim: str = ""  # the fencing token of the claim this copy was read under (not stored)
 
     def to_hash(self) -> dict[str, Any]:
         return {"id": self.id, "sender": self.sender, "recipient": self.recipient,
@@ -131,6 +162,7 @@ class DelayQueue:
         self._requeue = redis.register_script(_REQUEUE)
         self._put = redis.register_script(_PUT)
         self._done = redis.register_script(_DONE)
+        self._renew = redis.register_script(_RENEW)
         self._replace = redis.register_script(_REPLACE)
 
     async def _run(self, coro: Any) -> Any:
@@ -151,12 +183,14 @@ class DelayQueue:
             keys=[self.keys.queue_due, *(self.keys.queue_item(i.id) for i in items)], args=args))
 
     async def claim(self, now: float, limit: int, lease: float) -> list[HeldMail]:
-        """Take up to ``limit`` due copies for this worker until ``now + lease``."""
+        """Take up to ``limit`` due copies for this worker until ``now + lease``; each
+        comes back with this claim's fencing token in ``claim``."""
         if limit <= 0:
             return []
+        token = uuid.uuid4().hex
         raw_ids = await self._run(self._claim(
-            keys=[self.keys.queue_due, self.keys.queue_claimed],
-            args=[repr(now), limit, repr(now + lease)]))
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_claims],
+            args=[repr(now), limit, repr(now + lease), token]))
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
         if not ids:
             return []
@@ -164,7 +198,7 @@ class DelayQueue:
         for item_id in ids:
             pipe.hgetall(self.keys.queue_item(item_id))
         raws = await self._run(pipe.execute())
-        items = [HeldMail.from_hash(raw) for raw in raws if raw]
+        items = [replace(HeldMail.from_hash(raw), claim=token) for raw in raws if raw]
         orphans = [i for i, raw in zip(ids, raws, strict=True) if not raw]
         if orphans:  # an id whose data is gone: nothing to send, forget the id
             await self._run(self.redis.zrem(self.keys.queue_claimed, *orphans))
@@ -175,11 +209,22 @@ class DelayQueue:
         raw = await self._run(self.redis.hgetall(self.keys.queue_item(item_id)))
         return HeldMail.from_hash(raw) if raw else None
 
-    async def done(self, item_id: str) -> None:
-        """Forget a copy: delivered, dropped, expired or failed for good."""
-        await self._run(self._done(
-            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
-            args=[item_id]))
+    async def done(self, item_id: str, claim: str = "") -> bool:
+        """Forget a copy: delivered, dropped, expired or failed for good. With ``claim``
+        (a fencing token) only while that claim holds it; False when it did not."""
+        return bool(await self._run(self._done(
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id),
+                  self.keys.queue_claims],
+            args=[item_id, claim])))
+
+    async def renew(self, items: Sequence[HeldMail], until: float) -> set[str]:
+        """Extend the leases of copies still being worked on; the ids whose claim was lost."""
+        if not items:
+            return set()
+        lost = await self._run(self._renew(
+            keys=[self.keys.queue_claimed, self.keys.queue_claims],
+            args=[repr(until), items[0].claim, *(i.id for i in items)]))
+        return {i.decode() if isinstance(i, bytes) else str(i) for i in lost}
 
     async def replace(self, item_id: str, new: HeldMail) -> bool:
         """End ``item_id`` and hold ``new`` instead, atomically; False if it had ended already."""
@@ -188,30 +233,33 @@ class DelayQueue:
             fields += [name, value]
         return bool(await self._run(self._replace(
             keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id),
-                  self.keys.queue_item(new.id)],
+                  self.keys.queue_item(new.id), self.keys.queue_claims],
             args=[new.id, repr(new.due), item_id, *fields])))
 
-    async def retry(self, item_id: str, due: float, attempts: int, last_error: str) -> bool:
-        """Back to due after a failed attempt; False if this worker no longer holds the claim."""
-        return bool(await self._run(self._requeue(
-            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
-            args=[item_id, repr(due), "attempts", attempts, "last_error", last_error,
-                  "due", repr(due)])))
+    async def retry(self, item: HeldMail, due: float, attempts: int, last_error: str) -> bool:
+        """Back to due after a failed attempt; False if its claim no longer holds it."""
+        return await self._requeue_claimed(item, due, ["attempts", attempts,
+                                                       "last_error", last_error])
 
-    async def reschedule(self, item_id: str, due: float,
+    async def reschedule(self, item: HeldMail, due: float,
                          reasons: Sequence[str] | None = None) -> bool:
         """Back to due without counting an attempt (the policy said: not yet)."""
-        fields: list[Any] = ["due", repr(due)]
+        fields: list[Any] = []
         if reasons is not None:
             fields += ["reasons", json.dumps(list(reasons))]
+        return await self._requeue_claimed(item, due, fields)
+
+    async def _requeue_claimed(self, item: HeldMail, due: float, fields: list[Any]) -> bool:
         return bool(await self._run(self._requeue(
-            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id)],
-            args=[item_id, repr(due), *fields])))
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item.id),
+                  self.keys.queue_claims],
+            args=[item.id, repr(due), item.claim, *fields, "due", repr(due)])))
 
     async def recover(self, now: float) -> int:
         """Claims whose lease ended (their worker died) go back to due; returns how many."""
         return int(await self._run(self._recover(
-            keys=[self.keys.queue_due, self.keys.queue_claimed], args=[repr(now)])))
+            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_claims],
+            args=[repr(now)])))
 
     async def depth(self) -> int:
         """Copies held, waiting or claimed."""

@@ -1,10 +1,11 @@
 """What the mail path leaves behind per recipient: one JSON log line, one metric count, and
-the message's record in Redis (sends, VERP mappings, audit entries) in one pipeline."""
+the message's record in Redis: its intent (sends, audit "sending") while the upstream works,
+then its outcome (VERP mappings, audit entries, sends taken back) in one pipeline each."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from redis.exceptions import RedisError
 from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable
+from proxy.logs import FULL, LoggedAddress
 from proxy.metrics import Metrics
 from proxy.policy import Policy
 from proxy.policy_store import PolicyStore
@@ -39,12 +41,25 @@ class Delivery:
     body_link: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Intent:
+    """The sends counted before the upstream answered (recipient -> send-history member)."""
+
+    members: dict[str, str] = field(default_factory=dict)
+    written: bool = False  # False: Redis did not confirm it, so the outcome counts again
+
+
+NO_INTENT = Intent()
+
+
 class Recorder:
     """Writes the decisions and outcomes of the mail path (best effort: the mail is out)."""
 
     def __init__(self, *, state: State, audit: Audit, redis: Any, policies: PolicyStore,
-                 clock: Clock, metrics: Metrics, verp_ttl: float) -> None:
+                 clock: Clock, metrics: Metrics, verp_ttl: float,
+                 shown: LoggedAddress = FULL) -> None:
         self.state = state
+        self.shown = shown  # how addresses appear in log lines (log_addresses)
         self.audit = audit
         self.redis = redis  # the group-commit client: records may be written behind
         self.policies = policies
@@ -67,7 +82,11 @@ class Recorder:
         """One JSON log line and one metric count per recipient decision."""
         # The same correlation id as the audit record: grep one, find the other.
         if log.isEnabledFor(logging.INFO):  # the fields cost more than the level check
-            log.info("decision", extra=entry.log_fields())
+            fields = entry.log_fields()
+            if self.shown is not FULL:
+                fields["recipient"] = self.shown(entry.recipient)
+                fields["sender"] = self.shown(entry.sender)
+            log.info("decision", extra=fields)
         self.metrics.recipient(entry.stream, entry.outcome, reason)
 
     async def rejection(self, envelope: Envelope, recipient: str, decision: Decision,
@@ -81,13 +100,40 @@ class Recorder:
             self.audit.add(pipe, [entry])
             await pipe.execute_behind("an RCPT rejection")
         except RedisError:
-            log.warning("audit record lost for RCPT rejection of %s", recipient)
+            log.warning("audit record lost for RCPT rejection of %s", self.shown(recipient))
+
+    async def intent(self, envelope: Envelope, message_id: str, correlation_id: str,
+                     decisions: Mapping[str, Decision]) -> Intent:
+        """Count the copies about to go and audit them "sending", before the 250.
+
+        Sent while the upstream transaction runs (the 250 waits for both), so a heed
+        killed right after its 250 leaves every accepted copy counted towards caps and
+        silence and in the audit, its outcome not confirmed; ``message`` confirms it,
+        or takes the count back for a copy the upstream did not take."""
+        now = self.clock.now()
+        pipe = self.redis.pipeline(transaction=False)
+        members: dict[str, str] = {}
+        for stream, recipients in _by_stream(decisions, decisions).items():
+            members.update(self.state.record_sends(pipe, stream, recipients, now))
+        self.audit.add(pipe, [self.entry("intent", r, d, "sending", envelope.sender, message_id,
+                                         correlation_id, "outcome not confirmed")
+                              for r, d in decisions.items()])
+        try:
+            with self.metrics.redis_timer("intent"):
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the copy may be out: ``message`` counts it
+            log.warning("intent of %s not recorded (%s): recorded with its outcome", message_id,
+                        type(exc).__name__)
+            return NO_INTENT
+        return Intent(members, written=True)
 
     async def message(self, envelope: Envelope, message_id: str, correlation_id: str,
                       decisions: Mapping[str, Decision], status: Mapping[str, str],
-                      policy: Policy, delivery: Delivery | None = None) -> None:
+                      policy: Policy, delivery: Delivery | None = None,
+                      intent: Intent = NO_INTENT) -> None:
         """Sends, VERP mappings and audit entries of one message in one round trip
-        (a lost mapping leaves a DSN's own fields to go by)."""
+        (a lost mapping leaves a DSN's own fields to go by); with a written ``intent``
+        the sends are counted already, and those of copies not sent are taken back."""
         delivery = delivery or Delivery()
         refused, signed, went = delivery.refused, delivery.signed, set(delivery.sent)
         marketing = {n for n, s in policy.streams.items() if s.marketing}
@@ -100,15 +146,16 @@ class Recorder:
                        body_link=delivery.body_link.get(r, "") if r in went else "")
             for r, d in decisions.items()
         ]
-        by_stream: dict[str, list[str]] = {}
-        for r in delivery.sent:
-            by_stream.setdefault(decisions[r].stream, []).append(r)
         for entry in entries:
             self.observe(entry, reason_code(decisions[entry.recipient]))
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for stream, recipients in by_stream.items():
-                self.state.record_sends(pipe, stream, recipients, self.clock.now())
+            if intent.written:
+                self.state.unrecord_sends(pipe, {r: m for r, m in intent.members.items()
+                                                 if r not in went})
+            else:
+                for stream, recipients in _by_stream(delivery.sent, decisions).items():
+                    self.state.record_sends(pipe, stream, recipients, self.clock.now())
             for r, (token, list_name, sender) in delivery.verp.items():
                 # Deterministic token: resending rewrites the same value and renews the TTL.
                 # The tool's own return path is kept to pass reports on (signals/forward.py).
@@ -131,7 +178,16 @@ class Recorder:
         try:
             await self.audit.record([entry])
         except StateUnavailable:
-            log.error("audit record lost: %s %s for %s", outcome, item.id, item.recipient)
+            log.error("audit record lost: %s %s for %s", outcome, item.id,
+                      self.shown(item.recipient))
+
+
+def _by_stream(recipients: Iterable[str], decisions: Mapping[str, Decision]
+               ) -> dict[str, list[str]]:
+    by_stream: dict[str, list[str]] = {}
+    for r in recipients:
+        by_stream.setdefault(decisions[r].stream, []).append(r)
+    return by_stream
 
 
 def reason_code(decision: Decision) -> str:
@@ -139,4 +195,4 @@ def reason_code(decision: Decision) -> str:
     return decision.reasons[0].code if decision.reasons else "none"
 
 
-__all__ = ["Delivery", "Recorder", "reason_code"]
+__all__ = ["NO_INTENT", "Delivery", "Intent", "Recorder", "reason_code"]

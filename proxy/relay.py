@@ -168,7 +168,9 @@ class SmtpUpstream:
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
         try:
-            await client.data(data)
+            # RFC 5321 §4.5.3.2.6: wait the 10 minutes for the reply to the final dot;
+            # aiosmtplib times DATA, the data and that reply together.
+            await client.data(data, timeout=self.settings.data_timeout)
         except aiosmtplib.SMTPResponseException as exc:
             raise await _rejected(client, exc.code, exc.message) from None
         except aiosmtplib.SMTPTimeoutError:

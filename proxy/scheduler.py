@@ -34,6 +34,7 @@ class Release:
     outcome: ReleaseOutcome
     until: float | None = None
     error: str = ""
+    settled: bool = False  # the copy was marked done already (as soon as the upstream took it)
 
 
 Hook = Callable[[HeldMail, str], Awaitable[None]]
@@ -61,8 +62,15 @@ class Scheduler:
         if recovered:
             log.warning("recovered %d held copies from a worker that stopped", recovered)
         items = await self.queue.claim(now, self.settings.batch, self.settings.lease)
-        results = await asyncio.gather(*(self._settle(item) for item in items),
-                                       return_exceptions=True)
+        if not items:
+            return 0
+        working = {item.id: item for item in items}
+        heartbeat = asyncio.ensure_future(self._heartbeat(working))
+        try:
+            results = await asyncio.gather(*(self._settle(item, working) for item in items),
+                                           return_exceptions=True)
+        finally:
+            heartbeat.cancel()
         for item, result in zip(items, results, strict=True):
             if isinstance(result, StateUnavailable):
                 # The claim stays; once its lease ends, recover() hands it out again.
@@ -73,7 +81,27 @@ class Scheduler:
             raise StateUnavailable("redis unavailable while settling held copies")
         return len(items)
 
-    async def _settle(self, item: HeldMail) -> None:
+    async def _heartbeat(self, working: dict[str, HeldMail]) -> None:
+        """Renew the leases of the copies still being worked on, every third of a lease, so
+        a slow upstream never lets another worker take (and send) a copy a second time."""
+        while working:
+            await asyncio.sleep(self.settings.lease / 3)
+            try:
+                lost = await self.queue.renew(list(working.values()),
+                                              self.clock.now() + self.settings.lease)
+            except StateUnavailable:
+                log.warning("held copies' leases not renewed: redis unavailable")
+                continue
+            for item_id in lost:
+                log.warning("held copy %s: lease lost to another worker", item_id)
+
+    async def _settle(self, item: HeldMail, working: dict[str, HeldMail]) -> None:
+        try:
+            await self._settle_one(item)
+        finally:
+            working.pop(item.id, None)
+
+    async def _settle_one(self, item: HeldMail) -> None:
         async with self._slots:
             try:
                 result = await self.release(item)
@@ -86,13 +114,14 @@ class Scheduler:
         now = self.clock.now()
         outcome = result.outcome
         if outcome in (ReleaseOutcome.DELIVERED, ReleaseOutcome.DROPPED):
-            await self.queue.done(item.id)
+            if not result.settled and not await self.queue.done(item.id, item.claim):
+                log.warning("held copy %s: lease lost before it was marked done", item.id)
         elif outcome is ReleaseOutcome.DELAYED:
             due = result.until if result.until and result.until > now else (
                 now + self.settings.backoff[0])
             if due - item.first_queued > self.settings.max_hold:
                 await self._give_up(item, self.on_expire, "held longer than queue.max_hold")
-            elif not await self.queue.reschedule(item.id, due):
+            elif not await self.queue.reschedule(item, due):
                 log.warning("held copy %s was reclaimed before it was rescheduled", item.id)
         elif outcome is ReleaseOutcome.PERMFAIL:
             await self._give_up(item, self.on_permfail, result.error)
@@ -101,7 +130,7 @@ class Scheduler:
             if now - item.first_queued + backoff > self.settings.max_hold:
                 await self._give_up(item, self.on_expire,
                                     f"held longer than queue.max_hold; last error: {result.error}")
-            elif not await self.queue.retry(item.id, now + backoff, item.attempts + 1,
+            elif not await self.queue.retry(item, now + backoff, item.attempts + 1,
                                             result.error):
                 log.warning("held copy %s was reclaimed before its retry was set", item.id)
 
@@ -111,7 +140,7 @@ class Scheduler:
                 await hook(item, why)
             except Exception:  # noqa: BLE001 - the copy ends either way; say so in the log
                 log.exception("hook for held copy %s failed (%s)", item.id, why)
-        await self.queue.done(item.id)
+        await self.queue.done(item.id, item.claim)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; Redis trouble is logged and waited out."""

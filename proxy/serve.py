@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from proxy.embedded_redis import EmbeddedRedis, ping
+from proxy.embedded_redis import EmbeddedRedis
 from proxy.locate import forget, remember
 from proxy.logs import setup_logging
 from proxy.policy_store import PolicyStore
@@ -145,14 +145,13 @@ def serve(settings: Settings, workers: int = 1) -> int:
     try:
         url = settings.redis.url
         if url is None:
-            candidate = EmbeddedRedis(settings.redis.data_dir, unix=True)
-            if candidate.socket is not None and ping(candidate.socket):
-                url = candidate.url  # another heed on this data folder runs it
-            else:
-                embedded = candidate  # before start(): a SIGTERM within it still stops it
-                url = embedded.start()
-                log.info("embedded redis-server started", extra={"data_dir": str(
-                    settings.redis.data_dir), "appendfsync": "always"})
+            # Locked to this process (a second heed on the same folder stops here with a
+            # clear error) and ended with it, even by kill -9 (proxy/embedded_redis.py).
+            # Made before start(): a SIGTERM within it still stops it.
+            embedded = EmbeddedRedis(settings.redis.data_dir, unix=True)
+            url = embedded.start()
+            log.info("embedded redis-server started", extra={"data_dir": str(
+                settings.redis.data_dir), "appendfsync": "always"})
             # So that `heed consent …` run from any directory finds this Redis.
             remember(os.environ, config=settings.source, data_dir=settings.redis.data_dir,
                      policies=settings.policies)

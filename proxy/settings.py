@@ -94,7 +94,11 @@ class UpstreamSettings:
     tls_verify: bool = True
     username: str | None = None
     password: str | None = None
+    # Connecting, the greeting, EHLO, MAIL, RCPT, DATA and RSET: each reply within this.
     timeout: float = 60.0
+    # The reply to the final "." (RFC 5321 §4.5.3.2.6: at least 10 minutes). The upstream
+    # may have taken the copy however long it waits: giving up earlier risks a duplicate.
+    data_timeout: float = 600.0
     pool_size: int = 16
     # What a temporary upstream failure means to the client: "tempfail" (451,
     # the client retries) or "queue" (250, heed holds and retries the mail).
@@ -118,6 +122,14 @@ class QueueSettings:
     lease: float = 300.0  # a claim older than this is recovered (its worker died)
     max_hold: float = 7 * 86400.0
     backoff: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    # The global audit trail keeps about this many entries (Redis trims whole nodes,
+    # so a few more), and none older than max_age when set (0: no age limit).
+    max_entries: int = 1_000_000
+    max_age: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +255,7 @@ class Settings:
     upstream: UpstreamSettings = UpstreamSettings()
     redis: RedisSettings = RedisSettings()
     queue: QueueSettings = QueueSettings()
+    audit: AuditSettings = AuditSettings()
     http: HttpSettings = HttpSettings()
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
     api: ApiSettings = ApiSettings()
@@ -255,6 +268,8 @@ class Settings:
     policies: Path = Path("policies")
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"
+    # How addresses appear in log lines: full, hash (keyed with the erase secret) or domain.
+    log_addresses: str = "full"
     source: Path | None = None  # the config file these came from
 
 
@@ -381,8 +396,11 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         UpstreamSettings,
         section("upstream"),
         "upstream",
-        {"port": int, "timeout": parse_duration, "pool_size": int},
+        {"port": int, "timeout": parse_duration, "data_timeout": parse_duration,
+         "pool_size": int},
     )
+    if upstream.timeout <= 0 or upstream.data_timeout <= 0:
+        errors.append(f"{where}: 'upstream.timeout' and 'upstream.data_timeout' must be > 0")
     if upstream.on_failure not in ("tempfail", "queue"):
         errors.append(f"{where}: 'upstream.on_failure' must be 'tempfail' or 'queue'")
 
@@ -407,6 +425,11 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             "backoff": lambda v: tuple(parse_duration(x) for x in v),
         },
     )
+    audit = take(AuditSettings, section("audit"), "audit",
+                 {"max_entries": int, "max_age": parse_duration})
+    if audit.max_entries < 1000 or audit.max_age < 0:
+        errors.append(f"{where}: 'audit.max_entries' must be at least 1000 and "
+                      "'audit.max_age' a duration (0: no age limit)")
     http = take(
         HttpSettings,
         section("http"),
@@ -452,12 +475,15 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
 
     dns, doctor, providers = _bulk(take, section, raw, where, errors)
 
-    known = {"smtp", "upstream", "redis", "queue", "http", "unsubscribe", "dkim", "policies",
-             "log_level", "log_format", "api", "bounces", "webhooks", "dns", "doctor",
-             "providers"}
+    known = {"smtp", "upstream", "redis", "queue", "audit", "http", "unsubscribe", "dkim",
+             "policies", "log_level", "log_format", "log_addresses", "api", "bounces",
+             "webhooks", "dns", "doctor", "providers"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
+    log_addresses = str(raw.get("log_addresses", "full"))
+    if log_addresses not in ("full", "hash", "domain"):
+        errors.append(f"{where}: 'log_addresses' must be full, hash or domain")
     if errors:
         raise ConfigError(errors)
     return Settings(
@@ -465,6 +491,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         upstream=upstream,
         redis=redis,
         queue=queue,
+        audit=audit,
         http=http,
         unsubscribe=unsub,
         api=api,
@@ -477,6 +504,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         policies=rel(raw.get("policies", "policies")),
         log_level=str(raw.get("log_level", "INFO")).upper(),
         log_format=str(raw.get("log_format", "json")),
+        log_addresses=log_addresses,
         source=source,
     )
 

@@ -124,13 +124,15 @@ def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
 class State:
     """Reads one person in one round trip; every write leaves an audit "change" entry."""
 
-    def __init__(self, redis: Any, keys: Keys, clock: Clock, *, secret: bytes = b"") -> None:
-        """``secret`` keys the suppression digests of erased addresses (see proxy/privacy.py)."""
+    def __init__(self, redis: Any, keys: Keys, clock: Clock, *, secret: bytes = b"",
+                 audit: Audit | None = None) -> None:
+        """``secret`` keys the suppression digests of erased addresses (see proxy/privacy.py);
+        ``audit`` is where changes are recorded (default: the trail's default retention)."""
         self.redis = redis
         self.keys = keys
         self.clock = clock
         self.secret = secret
-        self.audit = Audit(redis, keys)
+        self.audit = audit or Audit(redis, keys)
         self._claim = redis.register_script(CLAIM)
         self._unclaim = redis.register_script(UNCLAIM)
 
@@ -178,10 +180,14 @@ class State:
         return suppression_id(self.secret, address)
 
     # --- the hot path's write (queued on the caller's pipeline) ---------------------
-    def record_sends(self, pipe: Any, stream: str, addresses: Iterable[str], at: float) -> None:
-        """Count a delivered copy: silence counters and the send history for caps."""
+    def record_sends(self, pipe: Any, stream: str, addresses: Iterable[str],
+                     at: float) -> dict[str, str]:
+        """Count a delivered copy: silence counters and the send history for caps.
+
+        Returns each address's member in the send history, for ``unrecord_sends``."""
         k = self.keys
         first, window = repr(at), f"({at - SEND_WINDOW!r}"
+        members: dict[str, str] = {}
         for address in addresses:
             a = normalise_address(address)
             engagement, sends = k.engagement(a), k.sends(a)
@@ -191,9 +197,19 @@ class State:
             # One ZSET for every stream: a snapshot reads all caps with one command.
             # 48 random bits keep two sends of one instant apart (a uuid4's first 12
             # hex digits, without building the UUID).
-            pipe.zadd(sends, {f"{stream}|{os.urandom(6).hex()}": at})
+            members[address] = member = f"{stream}|{os.urandom(6).hex()}"
+            pipe.zadd(sends, {member: at})
             pipe.zremrangebyscore(sends, "-inf", window)
             pipe.sadd(k.people, a)
+        return members
+
+    def unrecord_sends(self, pipe: Any, members: dict[str, str]) -> None:
+        """Take back sends counted before the upstream answered, for copies it did not take."""
+        for address, member in members.items():
+            a = normalise_address(address)
+            pipe.hincrby(self.keys.engagement(a), "sends_since", -1)
+            pipe.hincrby(self.keys.engagement(a), "total_sends", -1)
+            pipe.zrem(self.keys.sends(a), member)
 
     # --- audited changes -------------------------------------------------------------
     async def _change(self, address: str, outcome: str, detail: str, at: float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, fields
 
 import pytest
@@ -118,3 +119,22 @@ async def test_redis_down_is_state_unavailable(call: str, keys: Keys,
                 await audit.tail(since=clock.now() if call == "tail_since" else None)
     finally:
         await dead.aclose()
+
+
+async def test_max_age_trims_the_global_trail(aredis: aioredis.Redis, keys: Keys) -> None:
+    """audit.max_age: entries older than it leave the trail (whole stream nodes at a time)."""
+    now = time.time()
+    audit = Audit(aredis, keys, max_age=86400)
+    pipe = aredis.pipeline(transaction=False)
+    audit.add(pipe, [AuditEntry(at=now, kind="decision", recipient="", outcome="queued")] * 250)
+    await pipe.execute()
+    assert await aredis.xlen(keys.audit) == 250
+    first = await audit.oldest()
+    assert first is not None and first.at == now
+    # A day and a bit later (heed's clock): what was written before is past max_age.
+    later = AuditEntry(at=now + 86400 + 5, kind="decision", recipient="", outcome="queued")
+    await audit.record([later])
+    assert await aredis.xlen(keys.audit) < 100  # the full nodes of old entries are gone
+    unlimited = Audit(aredis, keys)
+    await unlimited.record([later] * 3)
+    assert await aredis.xlen(keys.audit) < 103

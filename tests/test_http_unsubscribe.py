@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,6 +22,7 @@ from proxy.metrics import Metrics
 from proxy.settings import UnsubscribeKey
 from proxy.state import State
 from proxy.tokens import TokenSigner
+from tests.harness import CONSENT_POLICY, HeedThread, make_settings, policy_dir
 
 KEY = UnsubscribeKey("t1", b"test-secret-0123456789abcdef")
 
@@ -247,6 +252,27 @@ async def test_two_apps_and_start_http(aredis: aioredis.Redis, keys: Keys, clock
         await runner.cleanup()
     assert first.unsubscribe.labels("GET", "bad")._value.get() == 1
     assert second.unsubscribe.labels("GET", "bad")._value.get() == 0
+
+
+@pytest.mark.parametrize(("on_failure", "status"), [("queue", 200), ("tempfail", 503)])
+def test_readyz_with_the_upstream_down_follows_on_failure(
+        redis_url: str, tmp_path: Path, on_failure: str, status: int) -> None:
+    """Queueing, heed takes mail while the upstream is down (250, held): still ready."""
+    http = free_port()
+    settings = make_settings(redis_url=redis_url, upstream_port=free_port(),  # nobody there
+                             policies=policy_dir(tmp_path, CONSENT_POLICY),
+                             upstream={"on_failure": on_failure},
+                             http={"listen": f"127.0.0.1:{http}"})
+    h = HeedThread(settings, ManualClock(1_800_000_000.0)).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=30) as r:
+            answer = (r.status, json.loads(r.read()))
+    except urllib.error.HTTPError as e:
+        answer = (e.code, json.loads(e.read()))
+    finally:
+        h.stop()
+    assert answer == (status, {"ready": status == 200, "redis": True, "upstream": False,
+                               "on_failure": on_failure})
 
 
 async def test_the_page_names_the_list_and_offers_leaving_everything(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.message import Message, MessageRejected, normalise
+from proxy.message import Message, MessageRejected, fit_long_lines, has_long_lines, normalise
 from proxy.rewrite import add_unsubscribe
 
 
@@ -53,3 +55,23 @@ def test_any_bytes_parse_or_are_refused_cleanly(raw: bytes) -> None:
                           mailto="unsubscribe+T@h.test").headers
     assert out.endswith(b"\r\n") and b"List-Unsubscribe-Post" in out
     assert m.body in data
+
+
+def test_long_lines_are_re_encoded_quoted_printable_and_nothing_else_changes() -> None:
+    long_html = "<p>" + "y" * 3000 + "\u20ac</p>"
+    data = ("From: a@example.com\r\nSubject: s\r\n  folded\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/alternative; boundary="B"\r\n\r\npre\r\n'
+            "--B\r\nContent-Type: text/plain\r\n\r\nshort\r\n"
+            "--B\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+            f"\r\n{long_html}\r\n--B--\r\n").encode()
+    assert has_long_lines(data)
+    out = fit_long_lines(data)
+    assert not has_long_lines(out)
+    assert out.startswith(b"From: a@example.com\r\nSubject: s\r\n  folded\r\n")
+    assert b"--B\r\nContent-Type: text/plain\r\n\r\nshort\r\n" in out  # other parts as they were
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    html = [p for p in parsed.walk() if p.get_content_type() == "text/html"][0]
+    assert html["Content-Transfer-Encoding"] == "quoted-printable"
+    assert html.get_content().strip() == long_html
+    short = b"From: a@example.com\r\n\r\n" + b"z" * 998 + b"\r\n"
+    assert not has_long_lines(short) and fit_long_lines(short) == short

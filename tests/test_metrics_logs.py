@@ -18,9 +18,10 @@ import redis as redis_sync
 from proxy.audit import AuditEntry
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
+from proxy.errors import ConfigError
 from proxy.keys import Keys
-from proxy.logs import JsonFormatter
-from proxy.settings import DkimKey
+from proxy.logs import JsonFormatter, LoggedAddress
+from proxy.settings import DkimKey, load_settings
 from proxy.tokens import PREFERENCES
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings
@@ -106,10 +107,12 @@ def test_metrics_follow_real_traffic(heed: HeedThread, upstream: Upstream,
     # Three upstream transactions (the marketing copy, the receipt, the refused retry).
     assert m["heed_upstream_seconds_count"] == 3
     # The refusal at RCPT read state once, the DATA phase decided without a new read
-    # (alice's decision came from RCPT): snapshots = 2 RCPTs; records = 1 rejection + 2 DATA.
+    # (alice's decision came from RCPT): snapshots = 2 RCPTs; one intent per upstream
+    # transaction; records = 1 rejection + 3 DATA (the tempfail takes its intent back).
     assert m['heed_redis_seconds_count{op="snapshot"}'] == before.get(
         'heed_redis_seconds_count{op="snapshot"}', 0) + 2
-    assert m['heed_redis_seconds_count{op="record"}'] == 3
+    assert m['heed_redis_seconds_count{op="intent"}'] == 3
+    assert m['heed_redis_seconds_count{op="record"}'] == 4
     assert m["heed_decision_seconds_count"] == 3
     assert "heed_queue_depth" in m and "heed_queue_oldest_seconds" in m
 
@@ -202,3 +205,40 @@ def test_json_line_is_what_plain_json_dumps_wrote() -> None:
         assert lines[-1] == json.dumps(expected, default=str, ensure_ascii=False)
     assert [json.loads(line)["ts"] for line in lines] == [
         "2027-01-15T08:00:00.250Z", "2027-01-15T08:00:00.999Z", "2027-01-15T08:00:01.000Z"]
+
+
+@pytest.mark.parametrize("mode", ["hash", "domain"])
+def test_log_addresses_keeps_addresses_out_of_decision_lines(
+        mode: str, redis_url: str, upstream: Upstream, policies: Path,
+        log_lines: io.StringIO) -> None:
+    settings = replace(make_settings(redis_url=redis_url, upstream_port=upstream.port,
+                                     policies=policies), log_addresses=mode)
+    h = HeedThread(settings, ManualClock(NOON)).start()
+    try:
+        grant(h, "alice@example.org")
+        send(h, "offers@news.example.com", ["alice@example.org", "Bob@Example.org"])
+        send(h, "offers@news.example.com", ["bob@example.org"])
+        h.settle()
+    finally:
+        h.stop()
+    text = log_lines.getvalue()
+    assert "alice@" not in text and "bob@" not in text.lower() and "offers@" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    shown = [(d["recipient"], d["sender"]) for d in lines if d["msg"] == "decision"]
+    assert len(shown) == 3
+    if mode == "domain":
+        assert set(shown) == {("*@example.org", "*@news.example.com")}
+    else:
+        digest = LoggedAddress("hash", settings.unsubscribe.erase_secret)
+        # One person, one digest, whatever the case: their lines can still be found.
+        assert sorted(r for r, _ in shown) == sorted(
+            [digest("alice@example.org"), digest("bob@example.org"), digest("BOB@example.org")])
+        assert digest("bob@example.org") != digest("alice@example.org")
+        assert all(r.startswith("h:") and len(r) == 18 for r, _ in shown)
+    # The audit trail in Redis keeps the address (it is erased with the person).
+    assert upstream.recipients() == ["alice@example.org"]
+
+
+def test_log_addresses_is_checked() -> None:
+    with pytest.raises(ConfigError, match="'log_addresses' must be full, hash or domain"):
+        load_settings(None, env={"HEED_LOG_ADDRESSES": "partial"})

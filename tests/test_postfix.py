@@ -14,6 +14,7 @@ import smtplib
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,12 @@ import pytest
 from bench.compare import PostfixRelay, PostfixUnavailable
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
+from proxy.settings import DkimKey
 from tests.conftest import Received, Upstream
 from tests.harness import CONSENT_POLICY, HeedThread, make_settings
+from tests.test_dkim import Verifier, dkimpy_verify, ed_key, keydir, opendkim, rsa_key, zone
+
+__all__ = ["ed_key", "keydir", "opendkim", "rsa_key", "zone"]  # the DKIM test's fixtures
 
 
 @pytest.fixture
@@ -103,3 +108,40 @@ heed      unix  -       -       n       -       20      smtp
     assert len(bounces) == 1 and bounces[0].recipients == ["offers@news.example.com"]
     assert b"no_consent" in bounces[0].data  # the tool learns why, from Postfix's DSN
     assert len(got) == 3  # each once: heed's mail was not routed back to heed
+
+
+def test_a_5000_octet_line_keeps_its_signature_through_a_stock_postfix(
+        redis_url: str, upstream: Upstream, base: Path, tmp_path: Path,
+        rsa_key: tuple[DkimKey, str], zone: dict[str, str], opendkim: Verifier) -> None:
+    """heed -> Postfix (default smtp_line_length_limit 998) -> sink: the copy heed signed,
+    with a 5,000-octet HTML line, still verifies (dkimpy and opendkim-testmsg)."""
+    if os.geteuid() != 0:
+        pytest.skip("a private Postfix instance needs root (its master runs as root)")
+    try:
+        postfix = PostfixRelay(base / "pf", upstream.port)  # Postfix's defaults otherwise
+    except PostfixUnavailable as exc:
+        pytest.fail(str(exc))
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "policy.yaml").write_text(CONSENT_POLICY)
+    settings = replace(make_settings(redis_url=redis_url, upstream_port=postfix.port,
+                                     policies=tmp_path / "p"), dkim=(rsa_key[0],))
+    html = "<p>" + "Autumn sale, every shoe half price! " * 139 + "\u20ac</p>"
+    assert len(html.encode()) >= 5000
+    heed = HeedThread(settings, ManualClock(time.time())).start()  # dkimpy checks t= now
+    try:
+        assert heed.heed is not None
+        heed.call(heed.heed.state.grant("alice@example.org", "marketing", source="form"))
+        with smtplib.SMTP("127.0.0.1", heed.port, timeout=30) as tool:
+            tool.sendmail("news@example.com", ["alice@example.org"], (
+                "From: News <news@example.com>\r\nTo: alice@example.org\r\nSubject: Sale\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+                f"Content-Transfer-Encoding: 8bit\r\n\r\n{html}\r\n").encode())
+        [copy] = wait_for(upstream, 1)
+    finally:
+        postfix.stop()
+        heed.stop()
+    assert b"DKIM-Signature:" in copy.data and b"Received: from" in copy.data  # via Postfix
+    assert max(len(line) for line in copy.data.split(b"\r\n")) <= 998
+    assert dkimpy_verify(copy.data, zone)
+    assert opendkim(copy.data) == (0, "")
+    assert copy.message.get_content().strip() == html  # the same page, quoted-printable

@@ -54,22 +54,39 @@ async def test_lease_expiry_recovers_and_stale_worker_cannot_requeue(
         aredis: aioredis.Redis, keys: Keys) -> None:
     q = DelayQueue(aredis, keys)
     await q.put([item(1)])
-    assert len(await q.claim(100, 10, lease=300)) == 1
+    [first] = await q.claim(100, 10, lease=300)
     assert await q.recover(200) == 0  # lease still running
     assert await q.recover(401) == 1  # the worker died: back to due
-    again = await q.claim(401, 10, 300)
-    assert [h.id for h in again] == ["id1"]
-    await q.done("id1")
+    [again] = await q.claim(401, 10, 300)
+    assert again.id == "id1" and again.claim != first.claim
+    await q.done("id1", again.claim)
     # The first worker wakes up late: its retry must not resurrect the copy.
-    assert await q.retry("id1", 500, 1, "late") is False
+    assert await q.retry(first, 500, 1, "late") is False
+    assert await q.depth() == 0
+
+
+async def test_a_lost_claim_can_neither_renew_nor_complete(aredis: aioredis.Redis,
+                                                           keys: Keys) -> None:
+    q = DelayQueue(aredis, keys)
+    await q.put([item(1)])
+    [first] = await q.claim(100, 10, lease=3)
+    assert await q.renew([first], 106) == set()  # the heartbeat: lease now ends at 106
+    assert await q.recover(104) == 0
+    assert await q.recover(107) == 1  # the worker stalled past its renewed lease
+    [second] = await q.claim(107, 10, 3)
+    assert await q.renew([first], 110) == {"id1"}  # the stalled worker learns it lost it
+    assert await q.done("id1", first.claim) is False  # fenced: not completed by it
+    assert await q.reschedule(first, 900) is False
+    assert await q.depth() == 1
+    assert await q.done("id1", second.claim) is True
     assert await q.depth() == 0
 
 
 async def test_retry_counts_attempts(aredis: aioredis.Redis, keys: Keys) -> None:
     q = DelayQueue(aredis, keys)
     await q.put([item(1)])
-    await q.claim(100, 10, 300)
-    assert await q.retry("id1", 160, 1, "451 try later")
+    [claimed] = await q.claim(100, 10, 300)
+    assert await q.retry(claimed, 160, 1, "451 try later")
     assert await q.claim(150, 10, 300) == []
     held = (await q.claim(161, 10, 300))[0]
     assert (held.attempts, held.last_error, held.due) == (1, "451 try later", 160.0)
@@ -79,8 +96,8 @@ async def test_reschedule_keeps_attempts_and_updates_reasons(aredis: aioredis.Re
                                                              keys: Keys) -> None:
     q = DelayQueue(aredis, keys)
     await q.put([item(1)])
-    await q.claim(100, 10, 300)
-    assert await q.reschedule("id1", 900, reasons=["quiet hours until 09:00"])
+    [claimed] = await q.claim(100, 10, 300)
+    assert await q.reschedule(claimed, 900, reasons=["quiet hours until 09:00"])
     held = await q.get("id1")
     assert held is not None
     assert (held.due, held.attempts, held.reasons) == (900.0, 0, ("quiet hours until 09:00",))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import smtplib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -11,12 +13,21 @@ from aiosmtplib.email import quote_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.errors import UpstreamError
 from proxy.relay import SmtpUpstream
 from proxy.settings import UpstreamSettings
 from proxy.smtp.address import PLAIN_ADDRESS
 from tests.conftest import CaptureHandler, Upstream
+from tests.harness import HeedThread, make_settings, policy_dir
+from tests.test_smtp_mailpath import NOON
+
+TRANSACTIONAL = """
+default_stream: transactional
+streams:
+  transactional: {kind: transactional}
+"""
 
 DATA = b"From: a@news.example.com\r\nSubject: x\r\n\r\nbody\r\n"
 SENDER = "a@news.example.com"
@@ -219,3 +230,40 @@ async def test_paths_reach_the_upstream_as_given(upstream: Upstream, relay: Smtp
     upstream.handler.rcpt_reply["gone@example.org"] = "550 5.1.1 no such user"
     assert await relay.send(sender, ["gone@example.org", "here@example.org"], DATA) == {
         "gone@example.org": (550, "5.1.1 no such user")}
+
+
+class LateAccept(CaptureHandler):
+    """An upstream that answers the final dot only after ``delay`` seconds, then accepts."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001,ANN201
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("on_failure", ["tempfail", "queue"])
+def test_a_late_accept_after_the_command_timeout_is_one_copy(
+        on_failure: str, redis_url: str, tmp_path: Path) -> None:
+    """upstream.timeout 2 s, the final dot answered after 3 s: with the default
+    upstream.data_timeout (10 min, RFC 5321 §4.5.3.2.6) the copy goes once, answered 250."""
+    handler = LateAccept(3.0)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = make_settings(redis_url=redis_url, upstream_port=port,
+                             policies=policy_dir(tmp_path, TRANSACTIONAL),
+                             upstream={"timeout": "2s", "on_failure": on_failure})
+    assert settings.upstream.data_timeout == 600
+    h = HeedThread(settings, ManualClock(NOON)).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", h.port, timeout=60) as c:
+            assert c.sendmail("receipts@shop.example.com", ["r@example.org"], DATA) == {}
+        assert h.heed is not None
+        assert h.call(h.heed.queue.depth()) == 0  # nothing held for a second try
+    finally:
+        h.stop()
+        controller.stop()
+    assert [m.recipients for m in handler.received] == [["r@example.org"]]

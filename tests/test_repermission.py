@@ -164,7 +164,8 @@ def test_concurrent_messages_over_smtp_exactly_one(heed: HeedThread, upstream: U
         t.join(30)
     assert replies == [250] * clients
     assert len(upstream.received) == 4  # three before, exactly one re-ask
-    outcomes = [e.outcome for e in heed.call(state(heed).audit.recent(ADDR, clients))]
+    outcomes = [e.outcome for e in heed.call(state(heed).audit.recent(ADDR, 2 * clients))
+                if e.kind == "decision"][:clients]
     assert sorted(outcomes) == ["delivered"] + ["discarded"] * (clients - 1)
 
 

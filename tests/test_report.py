@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from proxy.cli import main
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.keys import Keys
@@ -252,3 +254,26 @@ async def test_the_trail_is_read_in_chunks_from_the_window_start(aredis: aioredi
     seen = [e.recipient async for e in read_audit(aredis, keys, since, now)]
     assert seen == [e.recipient for e in entries]
     assert CHUNK < len(seen) < 3 * CHUNK
+
+
+def test_report_says_when_its_window_reaches_past_the_oldest_entry_kept(
+        heed: HeedThread, redis_url: str, policies: Path, start: float,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    history(heed, start)  # the trail starts ten days ago
+
+    def run(since: str, fmt: str) -> str:
+        capsys.readouterr()
+        assert main(["report", "--redis", redis_url, "--policies", str(policies),
+                     "--since", since, "--format", fmt]) == 0
+        return capsys.readouterr().out
+
+    text = run("30d", "text")
+    assert "Note: The audit trail's oldest entry kept is from " in text
+    assert "audit.max_entries / audit.max_age" in text
+    assert "oldest entry kept is from" in run("30d", "html")
+    window = json.loads(run("30d", "json"))["window"]
+    assert window["covered_whole"] is False
+    assert window["oldest_audit_entry_kept"] == time.strftime("%Y-%m-%d %H:%M UTC",
+                                                              time.gmtime(start))
+    assert "oldest entry kept" not in run("5d", "text")  # within what is kept: no note
+    assert json.loads(run("5d", "json"))["window"]["covered_whole"] is True

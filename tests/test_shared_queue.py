@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -56,31 +55,19 @@ BATCH = 5  # claims per round: the most copies one process has in flight
 
 @dataclass
 class SlowCapture:
-    """An upstream that takes a moment per message and records (EHLO name, recipient).
-
-    ``stall`` names a heed whose DATA is never answered (until ``release``), so that
-    heed holds claims for certain when the test kills it; ``gate`` holds every other
-    DATA until the test opens it, so no other heed drains the queue first.
-    """
+    """An upstream that takes a moment per message and records (EHLO name, recipient)."""
 
     delay: float = 0.05
     got: list[tuple[str, str]] = field(default_factory=list)
-    stall: str | None = None
-    stalled: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-    gate: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self.gate.set()
+    # (EHLO name, pid, sends): SIGKILL that process when a copy of it arrives after that
+    # many sends, so it dies holding the claim of a copy in flight.
+    kill: tuple[str, int, int] | None = None
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
-        if session.host_name == self.stall:
-            self.stalled.set()
-            while not self.release.is_set():
-                await asyncio.sleep(0.02)
-            return "451 4.3.0 stalled"  # its heed is dead by now: nothing was accepted
-        while not self.gate.is_set():
-            await asyncio.sleep(0.02)
+        if self.kill and self.kill[0] == session.host_name and sum(
+                n == session.host_name for n, _ in self.got) >= self.kill[2]:
+            os.kill(self.kill[1], signal.SIGKILL)
+            self.kill = None
         await asyncio.sleep(self.delay)
         self.got.extend((session.host_name, r) for r in envelope.rcpt_tos)
         return "250 2.0.0 queued"
@@ -93,8 +80,6 @@ def slow_upstream() -> Iterator[tuple[SlowCapture, int]]:
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     yield handler, port
-    handler.release.set()
-    handler.gate.set()
     controller.stop()
 
 
@@ -193,33 +178,45 @@ def test_two_instances_send_each_copy_once(redis_url: str, two: list[subprocess.
 
 
 def test_kill_9_mid_release_loses_nothing(redis_url: str, tmp_path: Path,
+                                          two: list[subprocess.Popen[bytes]],
                                           slow_upstream: tuple[SlowCapture, int]) -> None:
-    capture, port = slow_upstream
-    # heed-a's sends hang at DATA and heed-b's wait at the gate, so when heed-a is
-    # killed it holds claims for certain, however busy the machine (waiting for "a
-    # few sends" instead raced: heed-b could drain the queue first, or heed-a be
-    # between rounds, holding nothing, when the kill came).
-    capture.stall = "heed-a"
-    capture.gate.clear()
-    a, b = (serve(tmp_path, name, redis_url, port) for name in ("heed-a", "heed-b"))
-    try:
-        rcpts = asyncio.run(hold(redis_url, HELD))
-        assert capture.stalled.wait(90), "heed-a claimed no held copy"
-        os.kill(a.pid, signal.SIGKILL)  # mid-round: its claimed copies wait out their lease
-        a.wait(10)
-        capture.release.set()
-        capture.gate.set()
-        sends = settle(redis_url, capture, rcpts)
-    finally:
-        stop(a)
-        stop(b)
+    capture, a = slow_upstream[0], two[0]
+    # Killed as its fourth copy reaches the upstream: mid-round, holding that copy's
+    # claim (and its round's), which wait out their lease.
+    capture.kill = ("heed-a", a.pid, 3)
+    rcpts = asyncio.run(hold(redis_url, HELD))
+    a.wait(60)
+    sends = settle(redis_url, capture, rcpts)
     assert sorted(sends) == sorted(rcpts)  # none lost
     # heed-a died holding claims; heed-b took them back once their lease ended.
     assert "recovered" in (tmp_path / "heed-b.log").read_text()
-    # heed-a had nothing accepted upstream, so no copy goes out twice; a kill after an
-    # accepted send but before "done" would resend at most that round (BATCH).
-    assert set(sends.values()) == {1}
-    assert {name for name, _ in capture.got} == {"heed-b"}
+    repeats = sum(sends.values()) - len(rcpts)
+    print(f"\nkill -9 of one of two instances: {len(rcpts)} held, {repeats} sent twice")
+    # At least once: only a copy the killed process had sent but not yet marked done
+    # may go out again, and it never held more than one batch of claims.
+    assert repeats <= BATCH
+    assert all(n <= 2 for n in sends.values())
+
+
+def test_a_send_slower_than_the_lease_is_not_taken_over(redis_url: str, tmp_path: Path) -> None:
+    """Lease 3 s, upstream 4 s per copy: the sending heed renews its leases (heartbeat), so
+    the other never recovers and resends a copy still in flight."""
+    handler, port = SlowCapture(delay=4.0), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    procs = [serve(tmp_path, name, redis_url, port) for name in ("heed-a", "heed-b")]
+    try:
+        rcpts = asyncio.run(hold(redis_url, 3))
+        sends = settle(redis_url, handler, rcpts)
+        time.sleep(1)  # a late second send would arrive within a poll or two
+    finally:
+        for proc in procs:
+            stop(proc)
+        controller.stop()
+    sends = Counter(r for _, r in handler.got)
+    assert sorted(sends) == sorted(rcpts) and set(sends.values()) == {1}, sends
+    logs = "".join((tmp_path / f"{n}.log").read_text() for n in ("heed-a", "heed-b"))
+    assert "recovered" not in logs
 
 
 def test_workers_share_one_scheduler_safely(redis_url: str, tmp_path: Path,

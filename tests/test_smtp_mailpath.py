@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import smtplib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -287,8 +288,9 @@ def test_mailto_unsubscribe_from_anyone(redis_url: str, upstream: Upstream, poli
         h.stop()
 
 
-def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> None:
-    grant(heed, "alice@example.org")
+@contextlib.contextmanager
+def raw_session(heed: HeedThread) -> Iterator[Callable[[bytes], bytes]]:
+    """A socket session past the greeting: ``cmd(bytes)`` sends them and reads one reply."""
     with socket.create_connection(("127.0.0.1", heed.port), timeout=10) as s:
         f = s.makefile("rb")
 
@@ -300,6 +302,12 @@ def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> No
             return reply
 
         f.readline()  # greeting
+        yield cmd
+
+
+def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> None:
+    grant(heed, "alice@example.org")
+    with raw_session(heed) as cmd:
         assert cmd(b"EHLO tool.test\r\n").startswith(b"250")
         assert cmd(b"MAIL FROM:<a\rb@news.example.com>\r\n").startswith(b"501")
         assert cmd(b"MAIL FROM:<offers@news.example.com>\r\n").startswith(b"250")
@@ -318,6 +326,33 @@ def test_bad_arguments_and_smuggling(heed: HeedThread, upstream: Upstream) -> No
     # text (dot-stuffed on the wire, RFC 5321 §4.5.2), inside the one message.
     assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
     assert b"\r\n.\r\nMAIL FROM:<evil@news.example.com>\r\n" in data
+
+
+def test_cr_lf_or_nul_inside_a_command_line_refuses_the_whole_line(
+        heed: HeedThread, upstream: Upstream) -> None:
+    """RFC 5321 §2.3.8: only CRLF ends a command line; a bare LF must not make two commands."""
+    grant(heed, "alice@example.org", "bob@example.org")
+    with raw_session(heed) as cmd:
+        assert cmd(b"EHLO tool.test\r\n").startswith(b"250")
+        assert cmd(b"MAIL FROM:<offers@news.example.com>\r\n").startswith(b"250")
+        for line in (b"RCPT TO:<alice@example.org>\nRCPT TO:<bob@example.org>\r\n",
+                     b"RCPT TO:<alice@example.org>\rRCPT TO:<bob@example.org>\r\n",
+                     b"NOOP\nRCPT TO:<bob@example.org>\r\n", b"RSET\x00\r\n"):
+            assert cmd(line).startswith(b"501 5.5.4"), line  # one reply for the whole line
+        # The envelope is as it was: no recipient yet, and the session goes on.
+        assert cmd(b"DATA\r\n").startswith(b"503")
+        assert cmd(b"RCPT TO:<alice@example.org\r\n").startswith(b"501")
+        assert cmd(b"RCPT TO:<alice@example.org>\r\n").startswith(b"250")
+        assert cmd(b"DATA\r\n").startswith(b"354")
+        assert cmd(b"Subject: hi\r\n\r\nbody\r\n.\r\n").startswith(b"250")
+        cmd(b"QUIT\r\n")
+    assert upstream.recipients() == ["alice@example.org"]
+
+
+def test_mail_from_without_closing_bracket_is_501(heed: HeedThread) -> None:
+    with heed.smtp() as c:
+        assert c.docmd("MAIL FROM:<a@b.example")[0] == 501
+        assert c.docmd("MAIL FROM:<a@b.example>")[0] == 250
 
 
 def test_limits(redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock) -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from proxy.audit import AuditEntry
 from proxy.batch import GroupCommit
 from proxy.clock import ManualClock
+from proxy.embedded_redis import free_port
 from proxy.errors import ConfigError
 from proxy.keys import Keys
 from proxy.redisconn import connect_redis, warm_up
@@ -90,15 +93,18 @@ async def test_a_failed_record_is_logged_and_the_rest_written(
     assert "could not record the test's record: ResponseError" in caplog.text
 
 
-async def test_without_linger_the_caller_waits_and_sees_errors(
-        redis_url: str, aredis: aioredis.Redis) -> None:
+async def test_without_linger_the_caller_waits_and_errors_are_logged(
+        redis_url: str, aredis: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
     await aredis.hset("wb:hash", "f", "v")
     batched = await group_commit(redis_url, 0)
     try:
         await behind(batched, ("SET", "wb:now", "1"))
         assert await aredis.get("wb:now") == b"1"  # written before execute_behind returned
-        with pytest.raises(ResponseError):
+        with caplog.at_level(logging.ERROR, logger="heed.redis"):
+            # The mail is out: a refused record is logged, never raised into a 4xx.
             await behind(batched, ("INCR", "wb:hash"))
+        assert "could not record the test's record: ResponseError" in caplog.text
+        assert batched.retrying == 0  # a command Redis refused is not sent again
     finally:
         await batched.aclose()
 
@@ -120,16 +126,20 @@ def test_one_round_trip_per_lone_message_and_the_cap_still_counts(
         batched = h.heed.batched
         before = batched.batches
         replies = []
-        for n in range(1, 4):
+        expected = before
+        for _ in range(3):
             replies.append(send(h, "offers@news.example.com", ["alice@example.org"])[1])
-            # One batch per message: its RCPT read, carrying the previous one's record.
-            assert batched.batches == before + n
+            # One batch on the reply path: the RCPT read, carrying the previous one's
+            # record; a delivered copy's intent shares the wait for the upstream's reply.
+            expected += 2 if len(replies) < 3 else 1
+            assert batched.batches == expected
         # The policy caps marketing at 2 a day: the third is held, so the reads saw the
         # two sends recorded behind.
         assert [r[:3] for r in replies] == ["250"] * 3
         assert upstream.recipients() == ["alice@example.org"] * 2
-        trail = h.call(h.heed.audit.recent("alice@example.org", 3))
-        assert [e.outcome for e in trail] == ["queued", "delivered", "delivered"]
+        trail = h.call(h.heed.audit.recent("alice@example.org", 5))
+        assert [e.outcome for e in trail] == ["queued", "delivered", "sending", "delivered",
+                                              "sending"]
         # Each record's wait until written is timed (heed_redis_seconds{op="record"}).
         registry = h.heed.metrics.registry
         assert registry.get_sample_value("heed_redis_seconds_count", {"op": "record"}) == 3
@@ -169,3 +179,25 @@ def test_a_bad_write_behind_stops_heed_at_start(value: str, problem: str) -> Non
 def test_write_behind_takes_a_duration() -> None:
     assert load_settings(None, env={"HEED_REDIS__WRITE_BEHIND": "0"}).redis.write_behind == 0
     assert load_settings(None, env={}).redis.write_behind == 0.05
+
+
+async def test_a_record_behind_is_retried_then_given_up_and_counted() -> None:
+    """Redis away for longer than the retry bound: retried with backoff, then given up
+    (logged, counted), never retried for ever."""
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.2,
+                          retry=Retry(NoBackoff(), 0))
+    counts = {"retried": 0, "lost": 0}
+
+    def count(name: str) -> Callable[[], None]:
+        return lambda: counts.__setitem__(name, counts[name] + 1)
+
+    batched = GroupCommit(dead, linger=0.01, retry_for=1.0, on_retry=count("retried"),
+                          on_lost=count("lost"))
+    await behind(batched, ("SET", "wb:never", "1"))
+    for _ in range(200):
+        if counts["lost"]:
+            break
+        await asyncio.sleep(0.05)
+    assert counts["lost"] == 1 and counts["retried"] >= 2
+    assert batched.retrying == 0
+    await batched.aclose()

@@ -98,6 +98,9 @@ class Report:
     guarded: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     guard_now: dict[str, int] = field(default_factory=dict)  # domain -> complaints on record
     lifecycle: dict[str, Counter[str]] = field(default_factory=dict)
+    # When the oldest entry the trail still keeps was recorded (audit.max_entries and
+    # audit.max_age trim it): a window starting before it is not covered whole.
+    oldest_kept: float | None = None
     daily: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     # Bulk-sender rules (proxy/report/bulk.py): delivered marketing by body link
     # ("yes", "inserted", "no", "not checked"), domains whose provider reports no
@@ -107,6 +110,11 @@ class Report:
     pauses: list[Any] = field(default_factory=list)
 
     # --- derived figures -----------------------------------------------------------
+    @property
+    def uncovered(self) -> bool:
+        """The window starts before the oldest entry the audit trail keeps."""
+        return self.oldest_kept is None or self.oldest_kept > self.since
+
     @property
     def honoured(self) -> int:
         return self.tracked - len({(v.address, v.scope) for v in self.violations})
@@ -297,6 +305,8 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     async for entry in read_audit(state.redis, state.keys, since, now):
         reader.add(entry)
     reader.finish()
+    first = await state.audit.oldest()
+    report.oldest_kept = first.at if first is not None else None
     report.lifecycle = await lifecycle(state, policy, now)
     report.guard_now = await guard_state(state, sorted(set(report.complaints)
                                                        | set(report.guarded)), now, lookback)

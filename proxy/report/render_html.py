@@ -10,7 +10,15 @@ from proxy.policy.model import STAGES
 from proxy.report import svg
 from proxy.report.bulk import BLIND
 from proxy.report.compute import LINES, Report
-from proxy.report.render_text import domain_rate, domain_status, duration, iso, percent, rate_status
+from proxy.report.render_text import (
+    coverage_note,
+    domain_rate,
+    domain_status,
+    duration,
+    iso,
+    percent,
+    rate_status,
+)
 
 _CSS = """
 body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
@@ -55,7 +63,9 @@ def render_html(r: Report) -> str:
     rate = r.rate()
     parts = [f"<h1>heed compliance report</h1><p>{escape(iso(r.since))} to "
              f"{escape(iso(r.now))} · policy {escape(r.policy_version)} · "
-             f"{r.entries} audit entries read</p>", '<div class="tiles">',
+             f"{r.entries} audit entries read</p>",
+             f'<p class="note">{escape(note)}</p>' if (note := coverage_note(r)) else "",
+             '<div class="tiles">',
              _tile("Refusals honoured", f"{r.honoured} of {r.tracked}",
                    "no marketing mail after the no", honoured_ok),
              _tile("Time from refusal to effect", f"max {duration(r.effect_max)}",

@@ -15,6 +15,17 @@ def iso(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
+def coverage_note(r: Report) -> str:
+    """One sentence when the window starts before the oldest audit entry kept, else ""."""
+    if not r.uncovered:
+        return ""
+    if r.oldest_kept is None:
+        return "The audit trail is empty: nothing in this window is recorded."
+    return (f"The audit trail's oldest entry kept is from {iso(r.oldest_kept)}: this window "
+            "starts earlier, so its figures cover only the time since then (entries "
+            "trimmed by audit.max_entries / audit.max_age, or never written).")
+
+
 def duration(seconds: float) -> str:
     """A duration in the largest unit that keeps it readable."""
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
@@ -59,7 +70,9 @@ def as_dict(r: Report) -> dict[str, Any]:
     """Every figure, machine-readable (``heed report --format json``)."""
     return {
         "window": {"since": iso(r.since), "until": iso(r.now), "policy": r.policy_version,
-                   "audit_entries_read": r.entries},
+                   "audit_entries_read": r.entries,
+                   "oldest_audit_entry_kept": iso(r.oldest_kept) if r.oldest_kept else None,
+                   "covered_whole": not r.uncovered},
         "refusals": {
             "received": dict(r.refusals), "tracked": r.tracked, "honoured": r.honoured,
             "by_channel": dict(r.channels), "later_mail_stopped": r.stopped,
@@ -114,6 +127,8 @@ def render_text(r: Report) -> str:
     """The report for a terminal: the headline figures first, then the breakdowns."""
     out = [f"heed compliance report, {iso(r.since)} to {iso(r.now)} (policy {r.policy_version})",
            ""]
+    if note := coverage_note(r):
+        out += [f"Note: {note}", ""]
     received = ", ".join(f"{k} {n}" for k, n in sorted(r.refusals.items())) or "none"
     out += [f"Refusals received:            {sum(r.refusals.values())} ({received})",
             f"Refusals honoured:            {r.honoured} of {r.tracked}",

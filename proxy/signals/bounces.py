@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from proxy.audit import AuditEntry
 from proxy.errors import StateUnavailable, TokenError
+from proxy.logs import FULL, LoggedAddress
 from proxy.signals.bounce_read import read
 from proxy.signals.complaints import feedback
 from proxy.signals.events import Event, EventRules, apply
@@ -150,10 +151,12 @@ class ReportMailbox:
                  rules: EventRules, bounce: str = "bounce", complaints: str = "fbl",
                  trust_unsigned: bool = True, metrics: Any = None,
                  forwarder: Forwarder | None = None,
-                 on_bounce: Callable[[Finding, bytes], Awaitable[Any]] | None = None) -> None:
+                 on_bounce: Callable[[Finding, bytes], Awaitable[Any]] | None = None,
+                 shown: LoggedAddress = FULL) -> None:
         self.metrics = metrics
         self.on_bounce = on_bounce  # the provider guard hears throttling in bounces
         self.forwarder = forwarder
+        self.shown = shown  # a VERP or unsubscribe address leads to a person: log_addresses
         self.unread = Unread(state.redis, state.keys, state.clock)
         self.trust_unsigned = trust_unsigned
         self.tokens = tokens
@@ -227,8 +230,8 @@ class ReportMailbox:
             to_complaints = address.strip("<>").partition("@")[0].lower() == self.complaints
             kind, findings, text = read_report(data, to_complaints=to_complaints)
         except Exception:  # noqa: BLE001 - a malformed report is logged, never a crash
-            log.warning("unreadable report to %s (%d bytes); kept unread", address, len(data),
-                        exc_info=True)
+            log.warning("unreadable report to %s (%d bytes); kept unread", self.shown(address),
+                        len(data), exc_info=True)
             await self.unread.keep(address, data, "could not be parsed")
             return
         sender_of_copy = ""
@@ -250,7 +253,8 @@ class ReportMailbox:
         recorded = await self._record_only(findings, claims)
         self._count(findings, bool(events or recorded))
         if not events and not recorded:
-            log.info("report to %s (%s) names nobody heed can act on", address, kind or "none")
+            log.info("report to %s (%s) names nobody heed can act on", self.shown(address),
+                     kind or "none")
             why = "names nobody" if findings else f"nothing read ({kind or 'no report part'})"
             await self.unread.keep(address, data, why)
         if verp and sender_of_copy and self.forwarder is not None:

@@ -19,7 +19,31 @@ log = logging.getLogger("heed.smtp")
 TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
 TOO_MANY_SESSIONS = "421 4.3.2 Too many connections, try again later"
 BAD_ARGUMENT = "501 5.5.4 Syntax error: CR, LF and NUL are not allowed in arguments"
+BAD_LINE = "501 5.5.4 Syntax error: CR, LF and NUL are not allowed in a command line"
+UNCLOSED_PATH = "501 5.5.4 Syntax error: a path opened with < must end with >"
 DATA_TIMEOUT = "421 4.4.2 DATA took too long, closing connection"
+# What CommandLines hands aiosmtpd for a line with CR, LF or NUL inside: a command name
+# no client can send (a NUL inside a line never reaches the dispatcher as itself).
+_BAD_LINE_COMMAND = "\x00BAD-LINE"
+
+
+class CommandLines(asyncio.StreamReader):
+    """The session's reader: a command line ends at CRLF only (RFC 5321 §2.3.8).
+
+    aiosmtpd reads commands with ``readuntil()``, which splits on a bare LF, so
+    ``RCPT TO:<a@x>\\nRCPT TO:<b@x>\\r\\n`` became two commands. Here that call reads up
+    to CRLF, and a line with CR, LF or NUL inside is replaced whole by a marker
+    that HeedSMTP answers with 501. DATA reads with an explicit CRLF and is untouched.
+    """
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:
+        if separator != b"\n":
+            return await super().readuntil(separator)
+        line = await super().readuntil(b"\r\n")
+        body = line[:-2]
+        if b"\r" in body or b"\n" in body or b"\x00" in body:
+            return _BAD_LINE_COMMAND.encode() + b"\r\n"
+        return line
 
 
 class HeedSMTP(SMTP):
@@ -52,6 +76,15 @@ class HeedSMTP(SMTP):
         self.access = access
         self._counted: str | None = None  # the client address while this session is counted
         self._data_deadline: asyncio.TimerHandle | None = None
+        self._smtp_methods[_BAD_LINE_COMMAND] = self._bad_line
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        reader.__class__ = CommandLines  # same state, stricter line ends (see CommandLines)
+        super()._cb_client_connected(reader, writer)
+
+    async def _bad_line(self, arg: str | None) -> None:
+        await self.push(BAD_LINE)
 
     # --- sessions ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,6 +131,12 @@ class HeedSMTP(SMTP):
     def _bad_argument(arg: str | None) -> bool:
         return arg is not None and any(c in arg for c in "\r\n\x00")
 
+    @staticmethod
+    def _unclosed_path(arg: str | None) -> bool:
+        """``FROM:<a@b.example`` with no ``>``: RFC 5321 §4.1.2 Path = "<" Mailbox ">"."""
+        path = (arg or "").partition(":")[2].lstrip()
+        return path.startswith("<") and ">" not in path
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # The plain <local@domain> without the email package's parser (its cost
         # was a tenth of a message's CPU time); the rest as aiosmtpd parses it.
@@ -108,11 +147,17 @@ class HeedSMTP(SMTP):
         if self._bad_argument(arg):
             await self.push(BAD_ARGUMENT)
             return
+        if self._unclosed_path(arg):
+            await self.push(UNCLOSED_PATH)
+            return
         await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if self._bad_argument(arg):
             await self.push(BAD_ARGUMENT)
+            return
+        if self._unclosed_path(arg):
+            await self.push(UNCLOSED_PATH)
             return
         await super().smtp_RCPT(arg)
 
