@@ -17,6 +17,7 @@ from proxy.events import EventRules
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
+from proxy.http.clicks import ClickPages, add_clicks
 from proxy.http.webhooks import add_webhooks
 from proxy.inbound import LocalMailboxes, UnsubscribeMailbox
 from proxy.keys import Keys
@@ -29,6 +30,7 @@ from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey
+from proxy.signals.clicks import Clicks
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
@@ -84,13 +86,16 @@ class Heed:
             mailto_domain=settings.unsubscribe.mailto_domain,
             bounce_domain=self.bounce_domain if settings.bounces.verp else None,
             verp_max_local=settings.bounces.verp_max_local)
+        # Tracked links outlive their token by a day: a late click still finds its destination.
+        self.clicks = Clicks(self.tokens, self.state, self.batched, self.keys, settings.clicks,
+                             link_ttl=settings.unsubscribe.token_lifetime + 86400)
         self.rules = EventRules(settings.bounces)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
-            metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl,
+            metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl, links=self.clicks,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
@@ -129,6 +134,8 @@ class Heed:
                     tokens=self.settings.api.tokens, rules=self.rules, metrics=self.metrics)
             add_webhooks(app, state=self.state, settings=self.settings.webhooks,
                          rules=self.rules, clock=self.clock, metrics=self.metrics)
+            add_clicks(app, ClickPages(self.clicks, self.tokens, self.state, self.clock,
+                                       self.metrics))
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))

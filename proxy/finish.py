@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
+from proxy.copy.personal import PersonalBody
 from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, parse_fields, split
 from proxy.policy import Stream
@@ -16,8 +18,13 @@ class PreparedMessage(Protocol):
         """True when each recipient needs its own copy (its own token)."""
         ...
 
-    def build(self, stream: Stream, recipient: str | None) -> bytes:
-        """The bytes to relay for one recipient (or for all, when recipient is None)."""
+    def build(self, stream: Stream, recipient: str | None, *, ask: bool = False) -> bytes:
+        """The bytes to relay for one recipient (or for all, when recipient is None);
+        ``ask``: this copy is the re-permission message, and asks (proxy/copy/ask.py)."""
+        ...
+
+    def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
+        """link id -> destination of the tracked links of these streams' copies."""
         ...
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
@@ -41,17 +48,41 @@ class _Marketing:
     def __init__(self, owner: UnsubscribeAndSign, message: Message) -> None:
         self.owner = owner
         self.message = message
-        domain = from_domain(message.header_block)
+        domain = self.domain = from_domain(message.header_block)
         signer = owner.signer
         self.dkim = signer.prepare(domain, message.body) if signer and domain else None
         self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
+        self._personal: PersonalBody | None = None  # the body cut once, when a copy changes it
+
+    @property
+    def personal(self) -> PersonalBody:
+        if self._personal is None:
+            self._personal = PersonalBody(self.message, self.owner.tokens, self.owner.public_url)
+            if self._personal.unparsed:
+                self.owner.unparsed(self._personal.unparsed)
+        return self._personal
+
+    def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for stream in streams:
+            if stream.track_clicks and self.per_recipient(stream):
+                out.update(self.personal.destinations(stream))
+        return out
 
     def per_recipient(self, stream: Stream) -> bool:
         return stream.marketing and stream.unsubscribe != "off"
 
-    def build(self, stream: Stream, recipient: str | None) -> bytes:
-        headers = self.message.header_block
-        if recipient is not None and self.per_recipient(stream):
+    def build(self, stream: Stream, recipient: str | None, *, ask: bool = False) -> bytes:
+        headers, body, dkim = self.message.header_block, self.message.body, self.dkim
+        personal = recipient is not None and self.per_recipient(stream)
+        if personal and (stream.track_clicks or stream.track_opens or ask) \
+                and self.personal.changes(stream, ask):
+            assert recipient is not None
+            # The body changes before the signature: its hash is this copy's own.
+            body = self.personal.render(stream, recipient, ask_block=ask)
+            if self.owner.signer is not None and self.domain and body != self.message.body:
+                dkim = self.owner.signer.prepare(self.domain, body)
+        if recipient is not None and personal:
             token = self.owner.tokens.make(recipient, stream.list)
             headers = add_unsubscribe(
                 headers,
@@ -60,12 +91,12 @@ class _Marketing:
                 existing=stream.unsubscribe,
             ).headers
         # DKIM last, after every other change, so h= covers the unsubscribe fields.
-        signature = self.dkim.sign(headers) if self.dkim is not None else b""
-        if not signature and headers is self.message.header_block:
+        signature = dkim.sign(headers) if dkim is not None else b""
+        if not signature and headers is self.message.header_block and body is self.message.body:
             # Nothing to change: relay byte for byte (a message with no empty line
             # after its header block must not gain one).
             return self.message.data
-        return signature + headers + b"\r\n" + self.message.body
+        return signature + headers + b"\r\n" + body
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
         """``bounce+TOKEN@DOMAIN`` so a bounce names its recipient (VERP); else ``sender``.
@@ -103,6 +134,10 @@ class UnsubscribeAndSign:
         self.mailto_domain = mailto_domain
         self.bounce_domain = bounce_domain  # None: no VERP, the tool's sender is kept
         self.verp_max_local = verp_max_local
+        self.unparsed_parts = 0  # MIME parts passed through untouched (heed_mime_unparsed)
+
+    def unparsed(self, count: int) -> None:
+        self.unparsed_parts += count
 
     def prepare(self, message: Message) -> PreparedMessage:
         return _Marketing(self, message)

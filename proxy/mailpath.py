@@ -35,6 +35,10 @@ class Upstream(Protocol):
     ) -> dict[str, tuple[int, str]]: ...
 
 
+class LinkStore(Protocol):
+    async def store(self, destinations: Mapping[str, str]) -> None: ...
+
+
 class Verdict(enum.Enum):
     ACCEPTED = "accepted"  # every recipient delivered, held durably, or dropped by policy
     TEMPFAIL = "tempfail"  # nothing is lost: the client must try again
@@ -85,6 +89,7 @@ class MailPath:
         retry_after: float = 60.0,
         metrics: Metrics | None = None,
         verp_ttl: float = 30 * 86400.0,
+        links: LinkStore | None = None,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -95,6 +100,7 @@ class MailPath:
         self.on_failure = on_failure
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
+        self.links = links  # where tracked links' destinations are kept (proxy/signals/clicks.py)
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
                                clock=clock, metrics=self.metrics, verp_ttl=verp_ttl)
 
@@ -145,15 +151,22 @@ class MailPath:
             self.metrics.message(streams, Verdict.REJECTED.value)
             return DataOutcome(Verdict.REJECTED, detail="no recipient may receive this message")
 
+        targets = [(policy.streams[decisions[r].stream], r) for r in delivering]
+        prepared = self.finisher.prepare(message)
+        # Tracked links' destinations first, so that no copy names one heed cannot find.
+        try:
+            await self._store_links(prepared, targets)
+        except StateUnavailable:
+            await give_back(self.state, claimed, (), message_id)
+            raise  # the edge answers 451; nothing was held or sent
         # Hold first: a delayed copy must be durable before anything is answered.
         held = [self._held(envelope.sender, r, decisions[r], data, message_id, now)
                 for r in delayed]
         if held:
             await self.queue.put(held)  # StateUnavailable -> the edge answers 451
 
-        delivery = await self._deliver(
-            self.finisher.prepare(message), envelope.sender,
-            [(policy.streams[decisions[r].stream], r) for r in delivering])
+        delivery = await self._deliver(prepared, envelope.sender, targets,
+                                       asked={r for r, _ in claimed})
         sent, refused, failed = delivery.sent, delivery.refused, delivery.failed
         await give_back(self.state, claimed, sent, message_id)
 
@@ -212,14 +225,20 @@ class MailPath:
                 decisions[r] = decide(policy, streams[r], snapshot, now)
         return decisions
 
+    async def _store_links(self, prepared: PreparedMessage,
+                           targets: Sequence[tuple[Stream, str]]) -> None:
+        if self.links is not None and any(s.track_clicks for s, _ in targets):
+            await self.links.store(prepared.destinations({s.name: s for s, _ in targets}
+                                                         .values()))
+
     async def _deliver(self, prepared: PreparedMessage, sender: str,
-                       targets: Sequence[tuple[Stream, str]]) -> Delivery:
+                       targets: Sequence[tuple[Stream, str]], asked: set[str]) -> Delivery:
         """Relay every copy: who got it, who was refused for good, who must wait."""
         copies: list[_Copy] = []
         shared: dict[str, _Copy] = {}
         for stream, r in targets:
             if prepared.per_recipient(stream):
-                data = prepared.build(stream, r)
+                data = prepared.build(stream, r, ask=r in asked)
                 token = prepared.verp_token(stream, r, sender)
                 copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
                                     signed_one_click(data), token))
@@ -286,8 +305,14 @@ class MailPath:
             return Release(ReleaseOutcome.DROPPED)
         if decision.action is Action.DELAY:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
-        delivery = await self._deliver(self.finisher.prepare(message), item.sender,
-                                       [(stream, item.recipient)])
+        prepared = self.finisher.prepare(message)
+        try:
+            await self._store_links(prepared, [(stream, item.recipient)])
+        except StateUnavailable as exc:
+            await give_back(self.state, claimed, (), item.message_id)
+            return Release(ReleaseOutcome.TEMPFAIL, error=str(exc))
+        delivery = await self._deliver(prepared, item.sender, [(stream, item.recipient)],
+                                       asked={r for r, _ in claimed})
         await give_back(self.state, claimed, delivery.sent, item.message_id)
         if delivery.failed:
             return Release(ReleaseOutcome.TEMPFAIL, error=delivery.failed[item.recipient])

@@ -20,7 +20,10 @@ from proxy.settings import UnsubscribeKey
 UNSUBSCRIBE = "u"
 PREFERENCES = "p"
 BOUNCE = "b"
-PURPOSES = frozenset((UNSUBSCRIBE, PREFERENCES, BOUNCE))
+CLICK = "c"  # a tracked link (proxy/signals/clicks.py)
+OPEN = "o"  # the open-tracking image
+REPERMISSION = "r"  # "Yes, keep sending" in the re-permission message
+PURPOSES = frozenset((UNSUBSCRIBE, PREFERENCES, BOUNCE, CLICK, OPEN, REPERMISSION))
 
 # The tag is HMAC-SHA256 truncated to 128 bits: RFC 2104 §5 allows truncation to
 # half the hash output, 2^-128 is far beyond online guessing, and every byte saved

@@ -19,7 +19,8 @@ from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "description", "list", "consent", "drop", "unsubscribe", "shadow",
-               "default", "silence", "rules")
+               "default", "silence", "rules", "track_clicks", "track_clicks_exclude",
+               "track_opens", "repermission_text")
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
 THEN = {"deliver": (Action.DELIVER, None), "drop": (Action.DROP, None),
@@ -137,6 +138,25 @@ def _kinds(value: Any) -> frozenset[str]:
     if not items:
         raise ValueError("name at least one kind (nothing would ever break the silence)")
     return frozenset(items)
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) and v for v in items):
+        raise ValueError("expected a list of URL patterns (globs such as "
+                         "'https://example.com/account/*')")
+    return tuple(items)
+
+
+def _asks(value: Any) -> tuple[tuple[str, str], ...]:
+    from proxy.copy.ask import LANGUAGES  # the languages heed's pages speak
+
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"expected a mapping of language ({', '.join(LANGUAGES)}) to text")
+    bad = [k for k in value if k not in LANGUAGES]
+    if bad or not all(isinstance(v, str) and v.strip() for v in value.values()):
+        raise ValueError(f"languages must be {', '.join(LANGUAGES)} and each text non-empty")
+    return tuple(sorted(value.items()))
 
 
 def _positive_duration(value: Any) -> float:
@@ -281,6 +301,10 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
     take("shadow", lambda n: f.convert(n, _flag, "shadow"))
     take("default", lambda n: f.choice(n, "default", ("deliver", "drop")))
     take("silence", lambda n: _silence(f, n))
+    take("track_clicks", lambda n: f.convert(n, _flag, "track_clicks"))
+    take("track_clicks_exclude", lambda n: f.convert(n, _globs, "track_clicks_exclude"))
+    take("track_opens", lambda n: f.convert(n, _flag, "track_opens"))
+    take("repermission_text", lambda n: f.convert(n, _asks, "repermission_text"))
     marketing = got.get("kind", "marketing") == "marketing"
     silence = got.get("silence", Silence())
     if "silence" in items and "silence" not in got:
@@ -296,7 +320,12 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         name=name, marketing=marketing, list=got.get("list", name),
         drop=DropMode(got.get("drop", "reject")),
         unsubscribe=got.get("unsubscribe", "replace" if marketing else "off"),
-        shadow=got.get("shadow", False), default=Action(got.get("default", "deliver")),
+        shadow=got.get("shadow", False),
+        track_clicks=got.get("track_clicks", False),
+        track_clicks_exclude=got.get("track_clicks_exclude", ()),
+        track_opens=got.get("track_opens", False),
+        repermission_text=got.get("repermission_text", ()),
+        default=Action(got.get("default", "deliver")),
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
         rules=tuple(rules), silence=silence, description=got.get("description", ""))

@@ -1,0 +1,1 @@
+"""What heed hears: clicks, replies, bounces, complaints, webhooks and imported engagement."""
