@@ -85,7 +85,8 @@ class Heed:
             self.tokens, self.signer, public_url=settings.http.public_url,
             mailto_domain=settings.unsubscribe.mailto_domain,
             bounce_domain=self.bounce_domain if settings.bounces.verp else None,
-            verp_max_local=settings.bounces.verp_max_local)
+            verp_max_local=settings.bounces.verp_max_local,
+            on_unparsed=self.metrics.mime_unparsed.inc)
         # Tracked links outlive their token by a day: a late click still finds its destination.
         self.clicks = Clicks(self.tokens, self.state, self.batched, self.keys, settings.clicks,
                              link_ttl=settings.unsubscribe.token_lifetime + 86400)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from proxy.copy.personal import PersonalBody
@@ -127,17 +127,21 @@ class UnsubscribeAndSign:
 
     def __init__(self, tokens: TokenSigner, signer: DkimSigner | None, *, public_url: str,
                  mailto_domain: str, bounce_domain: str | None = None,
-                 verp_max_local: int = 64) -> None:
+                 verp_max_local: int = 64,
+                 on_unparsed: Callable[[int], None] | None = None) -> None:
         self.tokens = tokens
         self.signer = signer
         self.public_url = public_url.rstrip("/")
         self.mailto_domain = mailto_domain
         self.bounce_domain = bounce_domain  # None: no VERP, the tool's sender is kept
         self.verp_max_local = verp_max_local
-        self.unparsed_parts = 0  # MIME parts passed through untouched (heed_mime_unparsed)
+        self.unparsed_parts = 0  # MIME parts passed through untouched
+        self._on_unparsed = on_unparsed  # heed_mime_unparsed_parts_total
 
     def unparsed(self, count: int) -> None:
         self.unparsed_parts += count
+        if self._on_unparsed is not None:
+            self._on_unparsed(count)
 
     def prepare(self, message: Message) -> PreparedMessage:
         return _Marketing(self, message)

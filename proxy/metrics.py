@@ -71,6 +71,10 @@ class Metrics:
         self.events = Counter("heed_events_total",
                               "Events in (API, webhooks, DSN, ARF) by channel, kind and outcome",
                               ["channel", "kind", "outcome"], registry=r)
+        self.mime_unparsed = Counter("heed_mime_unparsed_parts_total",
+                                     "MIME parts heed could not read when changing a copy "
+                                     "(tracked links, the re-permission ask): passed untouched",
+                                     registry=r)
         self.webhooks = Counter("heed_webhook_requests_total",
                                 "Webhook requests by service and result "
                                 "(ok, refused, bad, unavailable)",

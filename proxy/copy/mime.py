@@ -39,7 +39,8 @@ class TextPart:
             raw = text.encode(self.charset)
         except UnicodeError:
             return False
-        return self.encoding != "7bit" or raw.isascii()
+        # A "7bit" part that already holds 8-bit text (sloppy, and common) may take more.
+        return self.encoding != "7bit" or raw.isascii() or not self.text.isascii()
 
     def render(self, text: str) -> bytes:
         """``text`` encoded as this part was: same charset, same transfer encoding."""
