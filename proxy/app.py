@@ -31,6 +31,7 @@ from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey
 from proxy.signals.clicks import Clicks
+from proxy.signals.replies import ReplyMailbox
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
@@ -97,13 +98,18 @@ class Heed:
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl, links=self.clicks,
+            reply_ttl=settings.replies.match_ttl if settings.replies.address else 0,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
             trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
-        self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
-            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
+        boxes: list[LocalMail] = [UnsubscribeMailbox(
+            self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports]
+        if settings.replies.address:
+            boxes.append(ReplyMailbox(self.state, self.batched, settings.replies.address,
+                                      settings.unsubscribe.mailto_domain))
+        self.local: LocalMail | None = LocalMailboxes(*boxes)
         # Held mail given up gets one delivery status notification (RFC 3464).
         self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(

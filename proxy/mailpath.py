@@ -90,6 +90,7 @@ class MailPath:
         metrics: Metrics | None = None,
         verp_ttl: float = 30 * 86400.0,
         links: LinkStore | None = None,
+        reply_ttl: float = 0,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -102,7 +103,8 @@ class MailPath:
         self.metrics = metrics or Metrics()
         self.links = links  # where tracked links' destinations are kept (proxy/signals/clicks.py)
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
-                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl)
+                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
+                               reply_ttl=reply_ttl)
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
