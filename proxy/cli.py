@@ -198,8 +198,10 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             from proxy.policy_store import PolicyStore
 
             policy = PolicyStore(settings.policies).current
+            from proxy.signals.sources import sources
+
             print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),
-                                policy=policy))
+                                policy=policy, sources=lambda s: sources(settings, s)))
     return 0
 
 
@@ -210,6 +212,10 @@ def _check(settings: Settings) -> int:
     print(f"config ok: {settings.source or '(defaults)'}")
     print(f"policies ok: {settings.policies} version {policy.version}, "
           f"streams: {', '.join(policy.streams)}")
+    from proxy.signals.sources import deaf_streams
+
+    for warning in deaf_streams(settings, policy):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -198,7 +198,7 @@ class ClickSettings:
 class ReplySettings:
     """Replies copied to heed (replies@mailto_domain), matched to the copy they answer."""
 
-    address: str = "replies"  # the local part; "" turns reply matching off
+    address: str = ""  # the local part (config/heed.yaml ships "replies"); "": off
     match_ttl: float = 30 * 86400.0  # how long a sent copy can still be matched
 
 

@@ -31,10 +31,11 @@ def pair(redis_url: str, upstream: Upstream, tmp_path: Path,
     """The tool's heed (loopback may relay) and a second instance on the same Redis that
     loopback may not relay through: replies reach it like any stranger's mail."""
     policies = policy_dir(tmp_path, CONSENT_POLICY)
+    replies = {"address": "replies"}
     tool = HeedThread(make_settings(redis_url=redis_url, upstream_port=upstream.port,
-                                    policies=policies), clock).start()
+                                    policies=policies, replies=replies), clock).start()
     edge = HeedThread(make_settings(redis_url=redis_url, upstream_port=upstream.port,
-                                    policies=policies,
+                                    policies=policies, replies=replies,
                                     smtp={"client_networks": ["192.0.2.0/24"]}), clock).start()
     yield tool, edge
     edge.stop()
