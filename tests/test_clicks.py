@@ -243,3 +243,30 @@ async def test_a_real_browser_follows_a_tracked_link(site: Site, browser: Any) -
     site.heed.settle()
     assert "click" in site.kinds("eva@example.org")
     assert "machine-click" not in site.kinds("eva@example.org")
+
+
+def test_open_image_records_an_open_that_does_not_count(redis_url: str, upstream: Upstream,
+                                                        tmp_path: Path,
+                                                        clock: ManualClock) -> None:
+    port = free_port()
+    settings = make_settings(
+        redis_url=redis_url, upstream_port=upstream.port,
+        policies=policy_dir(tmp_path, POLICY.replace("track_clicks: true",
+                                                     "track_clicks: false\n    track_opens: true")),
+        http={"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"})
+    heed = HeedThread(settings, clock).start()
+    try:
+        s = Site(heed, upstream, clock)
+        s.grant("ida@example.org")
+        html = s.send("ida@example.org", LINKS)
+        assert not tracked(html) and "https://shop.example/new" in html
+        image = re.search(r'<img src="(http://127\.0\.0\.1:\d+/o/[A-Za-z0-9_-]+)" width="1" '
+                          r'height="1"', html)
+        assert image and html.index(image.group(1)) > html.index("https://shop.example/new")
+        status, _, _ = s.request(image.group(1))
+        assert status == 200 and "open" in s.kinds("ida@example.org")
+        assert "marketing: active: 1 sends since engagement, never engaged" in \
+            s.explain("ida@example.org")  # opens are not counted (Apple MPP opens everything)
+        assert s.request(image.group(1)[:-3] + "AAA")[0] == 200  # an image either way
+    finally:
+        heed.stop()
