@@ -15,8 +15,6 @@ from proxy.message import split
 
 # RFC 5322 §2.1.1: a line is at most 998 characters (1000 with CRLF).
 MAX_LINE = 998
-# RFC 2045 §6.7 (5) and §6.8: encoded lines are at most 76 characters.
-QP_LINE = 76
 # Nesting deeper than this is not mail a person reads: passed through untouched.
 MAX_DEPTH = 20
 _HEADERS = BytesHeaderParser()
@@ -32,6 +30,9 @@ class TextPart:
     text: str
     trailer: bytes  # the CRLF (or nothing) after the encoded content, kept as it was
     language: str = ""  # Content-Language of the part or, failing that, of the message
+    # Quoted-printable lines of the original text, encoded once: in each copy most
+    # lines are unchanged (only the lines with links differ), so they cost a lookup.
+    _qp_lines: dict[bytes, bytes] = field(default_factory=dict, repr=False)
 
     def encodable(self, text: str) -> bool:
         """Whether ``text`` can be written in this part's charset and transfer encoding."""
@@ -49,7 +50,12 @@ class TextPart:
             out = base64.encodebytes(raw).replace(b"\n", b"\r\n")
             return out[:-2] + self.trailer if out.endswith(b"\r\n") else out + self.trailer
         if self.encoding == "quoted-printable":
-            return _qp(raw) + self.trailer
+            if not self._qp_lines:
+                for line in self.text.encode(self.charset).split(b"\r\n"):
+                    self._qp_lines[line] = _qp_line(line)
+            known = self._qp_lines
+            return b"\r\n".join(known.get(line) or _qp_line(line)
+                                 for line in raw.split(b"\r\n")) + self.trailer
         return _fold(raw) + self.trailer
 
 
@@ -158,13 +164,12 @@ def _text(headers: EmailMessage, body: bytes, subtype: str, language: str) -> Te
     return TextPart(subtype, charset, encoding, text, trailer, language)
 
 
-def _qp(raw: bytes) -> bytes:
-    """Quoted-printable with CRLF hard breaks and soft breaks at 76 (RFC 2045 §6.7)."""
-    lines = raw.split(b"\r\n")
-    encoded = [binascii.b2a_qp(line, quotetabs=False, istext=False, header=False)
-               for line in lines]
+def _qp_line(line: bytes) -> bytes:
+    """One line in quoted-printable, soft breaks at 76 (RFC 2045 §6.7); the caller joins
+    lines with CRLF hard breaks."""
     # b2a_qp writes soft breaks as "=\n": RFC 2045 wants CRLF on the wire.
-    return b"\r\n".join(e.replace(b"=\n", b"=\r\n") for e in encoded)
+    return binascii.b2a_qp(line, quotetabs=False, istext=False, header=False) \
+        .replace(b"=\n", b"=\r\n")
 
 
 def _fold(raw: bytes) -> bytes:
