@@ -271,11 +271,12 @@ class State:
                            lambda p, a: p.hdel(self.keys.refusal(a), scope), scope)
 
     async def engage(self, address: str, *, kind: str = "click", at: float | None = None,
-                     source: str = "", why: str = "") -> None:
+                     source: str = "", why: str = "", stream: str = "") -> None:
         """An answer (open, click, reply…), kept per kind: the policy says which kinds count.
 
-        ``source`` is how heed heard it (tracked link, reply, webhook, api, import, …) and
-        ``why`` a note for people (why a click was taken for a machine's): both are audited.
+        ``source`` is how heed heard it (tracked link, reply, webhook, api, import, …),
+        ``why`` a note for people (why a click was taken for a machine's) and ``stream`` the
+        stream of the copy answered, when known: all three are audited.
         """
         if kind not in ENGAGEMENT_KINDS:
             raise ValueError(f"unknown engagement kind {kind!r}; one of "
@@ -289,7 +290,7 @@ class State:
                    k.engaged_mark(kind), ENGAGED_AT, ENGAGED_MARK)
 
         detail = kind + (f" via {source}" if source else "") + (f" ({why})" if why else "")
-        await self._change(address, "engaged", detail, at, writes)
+        await self._change(address, "engaged", detail, at, writes, stream)
 
     # --- re-permission -----------------------------------------------------------------
     async def claim_repermission(self, address: str, stream: str, *, since: float | None,

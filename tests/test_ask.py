@@ -17,6 +17,8 @@ from proxy.report.compute import build_report
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings, policy_dir
 
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
+
 POLICY = """
 version: test
 default_stream: marketing

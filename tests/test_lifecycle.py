@@ -230,7 +230,7 @@ def test_heed_engage_and_explain_commands(redis_url: str, tmp_path: Path) -> Non
     assert ("thresholds: lapsing at 5 mails unanswered or 60 days silent after at least 3"
             " mails; inactive at 10 mails unanswered or 180 days silent after at least 5 mails;"
             " loyal when engaged within 14 days; engagement counted: click, manual,"
-            " preference-visit, reply") in out
+            " preference-visit, repermission-yes, reply") in out
     assert heed("engage", ADDR, "--kind", "reply").returncode == 0
     assert "  marketing: loyal: 0 sends since engagement, last engaged " in heed(
         "explain", ADDR).stdout

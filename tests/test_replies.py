@@ -17,6 +17,8 @@ from proxy.signals.replies import auto_reply
 from tests.conftest import Upstream
 from tests.harness import CONSENT_POLICY, HeedThread, make_settings, policy_dir
 
+pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
+
 ANA = "ana@example.org"
 COPY_ID = "<offer-1@news.example.com>"
 # The public sisimai/set-of-emails corpus, as a bare git repository (never committed here).

@@ -102,7 +102,8 @@ class ClickPages:
             return claims
         try:
             await self.state.engage(claims.address, kind="repermission-yes",
-                                    at=self.clock.now(), source=f"re-permission {claims.list}")
+                                    at=self.clock.now(), source="re-permission message",
+                                    stream=claims.list)
         except StateUnavailable:
             self.metrics.http_request("repermission", "unavailable")
             return html(message_page(lang, "later"), 503)

@@ -143,7 +143,7 @@ class Clicks:
         reason = found.decode() if isinstance(found, bytes) else str(found or "")
         kind = MACHINE if reason else CLICKED
         await self.state.engage(claims.address, kind=kind, at=now, source="tracked link",
-                                why=reason)
+                                why=reason, stream=target.stream)
         return Click(claims.address, target.stream, destination, kind, reason)
 
     async def opened(self, token: str, now: float) -> str:

@@ -100,14 +100,16 @@ class ReplyMailbox:
             log.info("automatic reply not counted", extra={"why": why})
             return
         ids, senders = _ids(message), _senders(message, sender)
-        person = await self._match(ids, senders)
-        if person is None:
+        found = await self._match(ids, senders)
+        if found is None:
             log.info("reply matched no copy heed sent; dropped",
                      extra={"references": len(ids)})
             return
-        await self.state.engage(person, kind="reply", source="reply")
+        person, stream = found
+        await self.state.engage(person, kind="reply", source="reply", stream=stream)
 
-    async def _match(self, ids: Iterable[str], senders: list[str]) -> str | None:
+    async def _match(self, ids: Iterable[str], senders: list[str]) -> tuple[str, str] | None:
+        """(the person, the stream of the copy they answered), or None."""
         pairs = [(i, s) for i in ids for s in senders]
         if not pairs:
             return None
@@ -115,12 +117,15 @@ class ReplyMailbox:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for message_id, who in pairs:
-                pipe.hexists(keys.sent_copy(message_digest(message_id)),
-                             self.state.suppression_id(who))
+                pipe.hget(keys.sent_copy(message_digest(message_id)),
+                          self.state.suppression_id(who))
             found = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        return next((who for (_, who), hit in zip(pairs, found, strict=True) if hit), None)
+        for (_, who), stream in zip(pairs, found, strict=True):
+            if stream is not None:
+                return who, stream.decode() if isinstance(stream, bytes) else str(stream)
+        return None
 
 
 def record_copies(pipe: Any, state: State, message_id: str,
