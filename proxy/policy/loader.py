@@ -12,10 +12,10 @@ import yaml
 from yaml import Node
 
 from proxy.errors import PolicyError
+from proxy.policy import values
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
-from proxy.settings import parse_duration
-from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
+from proxy.types import Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "description", "list", "consent", "drop", "unsubscribe", "shadow",
@@ -109,61 +109,6 @@ class _File:
             self.err(node, f"{what} must be one of {', '.join(options)}, not {value!r}")
             return _BAD
         return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _count(value: Any, least: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"expected a whole number of at least {least}, got {value!r}")
-    return value
-
-
-def _days(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"expected a number of days, got {value!r}")
-    return float(value)
-
-
-def _kinds(value: Any) -> frozenset[str]:
-    items = value if isinstance(value, list) else [value]
-    bad = [v for v in items if v not in ENGAGEMENT_KINDS]
-    if bad:
-        raise ValueError(f"unknown engagement kind {', '.join(map(repr, bad))}; "
-                         f"expected {', '.join(ENGAGEMENT_KINDS)}")
-    if not items:
-        raise ValueError("name at least one kind (nothing would ever break the silence)")
-    return frozenset(items)
-
-
-def _globs(value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not all(isinstance(v, str) and v for v in items):
-        raise ValueError("expected a list of URL patterns (globs such as "
-                         "'https://example.com/account/*')")
-    return tuple(items)
-
-
-def _asks(value: Any) -> tuple[tuple[str, str], ...]:
-    from proxy.copy.ask import LANGUAGES  # the languages heed's pages speak
-
-    if not isinstance(value, dict) or not value:
-        raise ValueError(f"expected a mapping of language ({', '.join(LANGUAGES)}) to text")
-    bad = [k for k in value if k not in LANGUAGES]
-    if bad or not all(isinstance(v, str) and v.strip() for v in value.values()):
-        raise ValueError(f"languages must be {', '.join(LANGUAGES)} and each text non-empty")
-    return tuple(sorted(value.items()))
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"expected a duration longer than zero, got {value!r}")
-    return seconds
 
 
 def load_policies(directory: Path) -> Policy:
@@ -298,13 +243,13 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
     take("consent", lambda n: f.choice(n, "consent", ("required", "not_required")))
     take("drop", lambda n: f.choice(n, "drop", ("reject", "discard")))
     take("unsubscribe", lambda n: f.choice(n, "unsubscribe", ("replace", "keep", "off")))
-    take("shadow", lambda n: f.convert(n, _flag, "shadow"))
+    take("shadow", lambda n: f.convert(n, values.flag, "shadow"))
     take("default", lambda n: f.choice(n, "default", ("deliver", "drop")))
     take("silence", lambda n: _silence(f, n))
-    take("track_clicks", lambda n: f.convert(n, _flag, "track_clicks"))
-    take("track_clicks_exclude", lambda n: f.convert(n, _globs, "track_clicks_exclude"))
-    take("track_opens", lambda n: f.convert(n, _flag, "track_opens"))
-    take("repermission_text", lambda n: f.convert(n, _asks, "repermission_text"))
+    take("track_clicks", lambda n: f.convert(n, values.flag, "track_clicks"))
+    take("track_clicks_exclude", lambda n: f.convert(n, values.globs, "track_clicks_exclude"))
+    take("track_opens", lambda n: f.convert(n, values.flag, "track_opens"))
+    take("repermission_text", lambda n: f.convert(n, values.asks, "repermission_text"))
     marketing = got.get("kind", "marketing") == "marketing"
     silence = got.get("silence", Silence())
     if "silence" in items and "silence" not in got:
@@ -338,16 +283,17 @@ def _silence(f: _File, node: Node) -> Any:
         if stage in items:
             out[stage] = _threshold(f, items[stage][1], f"silence.{stage}")
     if "loyal_days" in items:
-        out["loyal_days"] = f.convert(items["loyal_days"][1], _days, "silence.loyal_days")
+        out["loyal_days"] = f.convert(items["loyal_days"][1], values.days, "silence.loyal_days")
     if "engagement" in items:
-        out["engagement"] = f.convert(items["engagement"][1], _kinds, "silence.engagement")
+        out["engagement"] = f.convert(items["engagement"][1], values.kinds, "silence.engagement")
     return _BAD if _BAD in out.values() or not isinstance(node, yaml.MappingNode) else Silence(
         **out)
 
 
 def _threshold(f: _File, node: Node, what: str) -> Any:
     items = f.mapping(node, what, ("sends", "or_days", "min_sends"))
-    conv = {"sends": lambda v: _count(v, 1), "or_days": _days, "min_sends": _count}
+    conv = {"sends": lambda v: values.count(v, 1), "or_days": values.days,
+            "min_sends": values.count}
     out = {k: f.convert(v, conv[k], f"{what}.{k}") for k, (_, v) in items.items()}
     if not isinstance(node, yaml.MappingNode) or _BAD in out.values():
         return _BAD
@@ -414,7 +360,7 @@ def _then(f: _File, node: Node) -> tuple[Action, DropMode | None, float | None] 
         if "delay" not in items:
             f.err(node, "then: a mapping must be {delay: DURATION}")
             return None
-        seconds = f.convert(items["delay"][1], _positive_duration, "then.delay")
+        seconds = f.convert(items["delay"][1], values.positive_duration, "then.delay")
         return None if seconds is _BAD else (Action.DELAY, None, seconds)
     word = f.choice(node, "then", tuple(THEN))
     return None if word is _BAD else (*THEN[word], None)
