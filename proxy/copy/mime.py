@@ -29,6 +29,7 @@ class TextPart:
     encoding: str  # 7bit | 8bit | binary | quoted-printable | base64
     text: str
     trailer: bytes  # the CRLF (or nothing) after the encoded content, kept as it was
+    original: bytes = b""  # the part's body as it came: what an unchanged part renders to
     language: str = ""  # Content-Language of the part or, failing that, of the message
     # Quoted-printable lines of the original text, encoded once: in each copy most
     # lines are unchanged (only the lines with links differ), so they cost a lookup.
@@ -45,6 +46,8 @@ class TextPart:
 
     def render(self, text: str) -> bytes:
         """``text`` encoded as this part was: same charset, same transfer encoding."""
+        if text == self.text and self.original:
+            return self.original  # nothing changed here: the very bytes that came
         raw = text.encode(self.charset)
         if self.encoding == "base64":
             out = base64.encodebytes(raw).replace(b"\n", b"\r\n")
@@ -161,7 +164,7 @@ def _text(headers: EmailMessage, body: bytes, subtype: str, language: str) -> Te
         return None
     if text.encode(charset) != raw:
         return None  # a charset that does not round-trip (stateful escapes): leave it alone
-    return TextPart(subtype, charset, encoding, text, trailer, language)
+    return TextPart(subtype, charset, encoding, text, trailer, body, language)
 
 
 def _qp_line(line: bytes) -> bytes:

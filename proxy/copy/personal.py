@@ -88,8 +88,10 @@ class PersonalBody:
         templates = self.templates(stream)
         texts = {id(p): fill(t, tracked) for p, t in zip(self.body.parts, templates, strict=True)}
         first_html = next((p for p in self.body.parts if p.subtype == "html"), None)
-        if first_html is not None and (stream.track_clicks or stream.track_opens):
-            texts[id(first_html)] = self._hidden(stream, recipient, copy, texts[id(first_html)])
+        # The trap only where there are links to sweep: a copy without any stays as it came.
+        if first_html is not None and ((stream.track_clicks and made) or stream.track_opens):
+            texts[id(first_html)] = self._hidden(stream, recipient, copy, texts[id(first_html)],
+                                                 trap=stream.track_clicks and bool(made))
         if ask_block:
             yes = self._url(REPERMISSION, recipient, stream.name, "r")
             no = f"{self.public_url}/u/{self.tokens.make(recipient, stream.list)}"
@@ -102,11 +104,12 @@ class PersonalBody:
 
         return self.body.render(text_of)
 
-    def _hidden(self, stream: Stream, recipient: str, copy: str, text: str) -> str:
+    def _hidden(self, stream: Stream, recipient: str, copy: str, text: str,
+                trap: bool) -> str:
         at = ask.after_body_tag(text)
-        if stream.track_clicks:
-            trap = self._url(CLICK, recipient, ClickTarget(stream.name, copy, TRAP).encode(), "c")
-            text = text[:at] + _TRAP.format(url=trap) + text[at:]
+        if trap:
+            url = self._url(CLICK, recipient, ClickTarget(stream.name, copy, TRAP).encode(), "c")
+            text = text[:at] + _TRAP.format(url=url) + text[at:]
         if stream.track_opens:
             pixel = self._url(OPEN, recipient, f"{stream.name}/{copy}", "o")
             end = text.lower().rfind("</body")
