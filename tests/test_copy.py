@@ -58,6 +58,12 @@ def test_html_links_found_and_kept() -> None:
                         "https://unquoted.example/x"]
 
 
+def test_links_that_cannot_be_a_location_header_are_left_alone() -> None:
+    html = ('<a href="https://a.example/x&#13;&#10;Set-Cookie: x=1">a</a>'
+            '<a href="https://b.example/caf\u00e9">b</a><a href="https://c.example/ok">c</a>')
+    assert links(html_template(html, Rules(PUBLIC))) == ["https://c.example/ok"]
+
+
 def test_text_links_trailing_punctuation() -> None:
     t = text_template(TEXT, Rules(PUBLIC, STREAM.track_clicks_exclude))
     assert links(t) == ["https://shop.example/sale?a=1&b=2", "http://tool.example/track/abc"]

@@ -49,6 +49,10 @@ class Rules:
         low = url.lower()
         if not low.startswith(("http://", "https://")):
             return False  # mailto:, tel:, #anchors, relative links
+        if not (url.isascii() and url.isprintable()) or " " in url:
+            # It becomes a Location header (RFC 9110 §10.2.2): no spaces, controls (a CR LF
+            # would split the response) or raw non-ASCII; such a link is left as it is.
+            return False
         if self.own_prefix and low.startswith(self.own_prefix.lower() + "/"):
             return False
         return not any(fnmatch.fnmatchcase(url, pattern) for pattern in self.exclude)
