@@ -212,6 +212,8 @@ def _check(settings: Settings) -> int:
     print(f"config ok: {settings.source or '(defaults)'}")
     print(f"policies ok: {settings.policies} version {policy.version}, "
           f"streams: {', '.join(policy.streams)}")
+    for line in policy.warnings:  # worth fixing, not worth refusing to start over
+        print(f"warning: {line}", file=sys.stderr)
     from proxy.signals.sources import deaf_streams
 
     for warning in deaf_streams(settings, policy):

@@ -60,6 +60,8 @@ REFUSAL_KINDS = ("unsubscribe", "complaint", "bounce", "manual")
 # "repermission-yes" is the "Yes, keep sending" button of the re-permission message.
 ENGAGEMENT_KINDS = ("open", "click", "reply", "preference-visit", "manual", "machine-click",
                     "repermission-yes")
+# The languages of the person's pages; a marketing stream's label should exist in each.
+LANGUAGES = ("en", "vi", "ar", "th")
 GLOBAL_SCOPE = "*"  # a refusal of every marketing list, not just one
 
 
