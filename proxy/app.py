@@ -25,6 +25,9 @@ from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.privacy import erase_secret, key_file
+from proxy.providers.catalog import Catalog
+from proxy.providers.guard import ProviderGuard
+from proxy.providers.lookup import ProviderLookup, make_resolver
 from proxy.queue import DelayQueue
 from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
@@ -92,18 +95,25 @@ class Heed:
         self.clicks = Clicks(self.tokens, self.state, self.batched, self.keys, settings.clicks,
                              link_ttl=settings.unsubscribe.token_lifetime + 86400)
         self.rules = EventRules(settings.bounces)
+        catalog = Catalog(settings.providers)
+        self.providers = ProviderGuard(
+            self.redis, self.keys, catalog,
+            ProviderLookup(catalog, make_resolver(settings.dns), self.clock, settings.dns.mx_cache),
+            self.clock)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
-            metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl, links=self.clicks,
+            metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl, providers=self.providers,
+            links=self.clicks,
             reply_ttl=settings.replies.match_ttl if settings.replies.address else 0,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
-            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
+            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics,
+            on_bounce=self.providers.hear_dsn)
         boxes: list[LocalMail] = [UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports]
         if settings.replies.address:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from proxy.bulk.bodylink import has_unsubscribe_link, unsubscribe_urls
+from proxy.bulk.feedback import feedback_value, set_feedback_id
+from proxy.bulk.footer import insert_footer, language
+from proxy.bulk.gate import CopyFacts
 from proxy.copy.personal import PersonalBody
 from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, parse_fields, split
@@ -35,6 +39,10 @@ class PreparedMessage(Protocol):
         """The VERP token in that return path (its mapping is stored once sent), or None."""
         ...
 
+    def facts(self, stream: Stream) -> CopyFacts:
+        """What the bulk-sender gate reads: From domain, the key that signs it, body link."""
+        ...
+
 
 class Finisher(Protocol):
     def prepare(self, message: Message) -> PreparedMessage:
@@ -48,10 +56,13 @@ class _Marketing:
     def __init__(self, owner: UnsubscribeAndSign, message: Message) -> None:
         self.owner = owner
         self.message = message
-        domain = self.domain = from_domain(message.header_block)
+        self.domain = from_domain(message.header_block)
         signer = owner.signer
-        self.dkim = signer.prepare(domain, message.body) if signer and domain else None
+        self.dkim = signer.prepare(self.domain, message.body) if signer and self.domain else None
         self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
+        self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
+        self._link: bool | None = None
+        self._lang: str | None = None
         self._personal: PersonalBody | None = None  # the body cut once, when a copy changes it
 
     @property
@@ -70,7 +81,24 @@ class _Marketing:
         return out
 
     def per_recipient(self, stream: Stream) -> bool:
-        return stream.marketing and stream.unsubscribe != "off"
+        return stream.marketing and (stream.unsubscribe != "off" or self._inserts(stream))
+
+    def body_link(self) -> bool:
+        """A visible unsubscribe link in the body as the tool wrote it (read once)."""
+        if self._link is None:
+            known = [f"{self.owner.public_url}/u/",
+                     *unsubscribe_urls(self.message.get_all("List-Unsubscribe"))]
+            self._link = has_unsubscribe_link(self.message.data, known)
+        return self._link
+
+    def facts(self, stream: Stream) -> CopyFacts:
+        keys = self.dkim.keys if self.dkim is not None else []
+        link = "yes" if self.body_link() else "inserted" if self._inserts(stream) else "no"
+        return CopyFacts(self.domain, keys[0].domain if keys else None, link)
+
+    def _inserts(self, stream: Stream) -> bool:
+        return (stream.marketing and stream.bulk.body_unsubscribe == "insert"
+                and not self.body_link())
 
     def build(self, stream: Stream, recipient: str | None, *, ask: bool = False) -> bytes:
         headers, body, dkim = self.message.header_block, self.message.body, self.dkim
@@ -78,18 +106,34 @@ class _Marketing:
         if personal and (stream.track_clicks or stream.track_opens or ask) \
                 and self.personal.changes(stream, ask):
             assert recipient is not None
-            # The body changes before the signature: its hash is this copy's own.
+            # Tracked links and the ask block: the body changes before the signature.
             body = self.personal.render(stream, recipient, ask_block=ask)
-            if self.owner.signer is not None and self.domain and body != self.message.body:
-                dkim = self.owner.signer.prepare(self.domain, body)
+            if body == self.message.body:
+                body = self.message.body  # nothing tracked here: the same bytes, signed as such
         if recipient is not None and personal:
             token = self.owner.tokens.make(recipient, stream.list)
-            headers = add_unsubscribe(
-                headers,
-                https_url=f"{self.owner.public_url}/u/{token}",
-                mailto=f"unsubscribe+{token}@{self.owner.mailto_domain}",
-                existing=stream.unsubscribe,
-            ).headers
+            url = f"{self.owner.public_url}/u/{token}"
+            if stream.unsubscribe != "off":
+                headers = add_unsubscribe(
+                    headers, https_url=url,
+                    mailto=f"unsubscribe+{token}@{self.owner.mailto_domain}",
+                    existing=stream.unsubscribe,
+                ).headers
+            if self._inserts(stream):
+                # heed's own unsubscribe footer, after the tracked links (it is never tracked).
+                if self._lang is None:
+                    self._lang = language(self.message.data)
+                body = split(insert_footer(self.message.header_block + b"\r\n" + body, url,
+                                           self._lang))[1]
+        if body is not self.message.body and dkim is not None and self.domain is not None \
+                and self.owner.signer:
+            # The body changed (links, the ask, the footer): this copy gets its own body hash.
+            dkim = self.owner.signer.prepare(self.domain, body)
+        if stream.name not in self._feedback:
+            self._feedback[stream.name] = feedback_value(stream, self.message)
+        feedback = self._feedback[stream.name]
+        if feedback is not None:
+            headers = set_feedback_id(headers, feedback)
         # DKIM last, after every other change, so h= covers the unsubscribe fields.
         signature = dkim.sign(headers) if dkim is not None else b""
         if not signature and headers is self.message.header_block and body is self.message.body:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.audit import Audit
+from proxy.bulk.gate import gate
 from proxy.classify import classify
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable, UpstreamError
@@ -19,6 +20,7 @@ from proxy.message import Message
 from proxy.metrics import Metrics
 from proxy.policy import Policy, Stream, decide
 from proxy.policy_store import PolicyStore
+from proxy.providers.guard import ProviderGuard
 from proxy.queue import DelayQueue, HeldMail
 from proxy.recorder import Delivery, Recorder
 from proxy.repermission import claim, give_back
@@ -69,6 +71,7 @@ class _Copy:
     sender: str = ""  # MAIL FROM of this copy: the tool's, or a VERP return path
     signed: bool = False  # a marketing copy with a DKIM-covered one-click (see AuditEntry)
     verp: str | None = None  # the VERP token in ``sender``, if it is one
+    body_link: str = ""  # marketing: "yes", "inserted" or "no" (a visible unsubscribe link)
 
 
 class MailPath:
@@ -91,6 +94,7 @@ class MailPath:
         verp_ttl: float = 30 * 86400.0,
         links: LinkStore | None = None,
         reply_ttl: float = 0,
+        providers: ProviderGuard | None = None,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -102,6 +106,7 @@ class MailPath:
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
         self.links = links  # where tracked links' destinations are kept (proxy/signals/clicks.py)
+        self.providers = providers  # hears "slow down" replies; feeds provider_guard rules
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
                                clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
                                reply_ttl=reply_ttl)
@@ -120,6 +125,7 @@ class MailPath:
             return decide(policy, stream, PersonState(address=recipient), self.clock.now())
         with self.metrics.redis_timer("snapshot"):
             snapshot = await self.state.snapshot(recipient, domains=policy.guards_domains)
+        snapshot, = await self._with_provider(policy, [snapshot])
         return decide(policy, stream, snapshot, self.clock.now())
 
     async def record_rejection(self, envelope: Envelope, recipient: str, decision: Decision,
@@ -137,6 +143,8 @@ class MailPath:
         now = self.clock.now()
         with self.metrics.decision_seconds.time():
             decisions = await self._decide_all(policy, envelope, message, early, now)
+        prepared = self.finisher.prepare(message)
+        decisions = self._gate(policy, prepared, decisions, now)
         streams = [d.stream for d in decisions.values()]
         message_id = message.message_id or f"<{correlation_id}@heed>"
         decisions, claimed = await claim(self.state, policy, decisions, message_id, now)
@@ -154,7 +162,6 @@ class MailPath:
             return DataOutcome(Verdict.REJECTED, detail="no recipient may receive this message")
 
         targets = [(policy.streams[decisions[r].stream], r) for r in delivering]
-        prepared = self.finisher.prepare(message)
         # Tracked links' destinations first, so that no copy names one heed cannot find.
         try:
             await self._store_links(prepared, targets)
@@ -223,6 +230,7 @@ class MailPath:
             # One round trip for every recipient still undecided.
             with self.metrics.redis_timer("snapshot"):
                 snapshots = await self.state.snapshots(need, domains=policy.guards_domains)
+            snapshots = await self._with_provider(policy, snapshots)
             for r, snapshot in zip(need, snapshots, strict=True):
                 decisions[r] = decide(policy, streams[r], snapshot, now)
         return decisions
@@ -232,6 +240,20 @@ class MailPath:
         if self.links is not None and any(s.track_clicks for s, _ in targets):
             await self.links.store(prepared.destinations({s.name: s for s, _ in targets}
                                                          .values()))
+
+    async def _with_provider(self, policy: Policy,
+                             snapshots: list[PersonState]) -> list[PersonState]:
+        """Each person's mailbox provider and its recent push-back, for provider_guard rules."""
+        if self.providers is None or not policy.guards_providers:
+            return snapshots
+        return await self.providers.annotate(snapshots)
+
+    @staticmethod
+    def _gate(policy: Policy, prepared: PreparedMessage, decisions: Mapping[str, Decision],
+              now: float) -> dict[str, Decision]:
+        """Hold or reject the marketing copies that break a bulk-sender rule (proxy/bulk/)."""
+        return {r: gate(policy.streams[d.stream], d, prepared.facts(policy.streams[d.stream]),
+                        now) for r, d in decisions.items()}
 
     async def _deliver(self, prepared: PreparedMessage, sender: str,
                        targets: Sequence[tuple[Stream, str]], asked: set[str]) -> Delivery:
@@ -243,7 +265,8 @@ class MailPath:
                 data = prepared.build(stream, r, ask=r in asked)
                 token = prepared.verp_token(stream, r, sender)
                 copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
-                                    signed_one_click(data), token))
+                                    signed_one_click(data), token,
+                                    prepared.facts(stream).body_link))
             elif stream.name in shared:
                 shared[stream.name].recipients.append(r)
             else:
@@ -253,6 +276,13 @@ class MailPath:
             results = [await self._send(copies[0].sender, copies[0])]
         else:
             results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
+        if self.providers is not None and any(e is not None or rej for rej, e in results):
+            # Transactional replies count too: the provider judges the sender, not the stream.
+            await self.providers.hear_replies(
+                [(r, f"{code} {text}") for (rej, _), c in zip(results, copies, strict=True)
+                 for r, (code, text) in rej.items()]
+                + [(r, e) for (_, e), c in zip(results, copies, strict=True) if e is not None
+                   for r in c.recipients])
         out = Delivery()
         for copy, (rejected, error) in zip(copies, results, strict=True):
             for r in copy.recipients:
@@ -268,6 +298,8 @@ class MailPath:
                         out.signed.add(r)
                     if copy.verp:
                         out.verp[r] = (copy.verp, copy.stream.list)
+                    if copy.body_link:
+                        out.body_link[r] = copy.body_link
         return out
 
     async def _send(self, sender: str, copy: _Copy
@@ -294,6 +326,7 @@ class MailPath:
                                                       domains=policy.guards_domains)
                             if stream.needs_state
                             else PersonState(address=item.recipient))
+            snapshot, = await self._with_provider(policy, [snapshot])
             decided, claimed = await claim(self.state, policy, {
                 item.recipient: decide(policy, stream_name, snapshot, now)}, item.message_id, now)
         except StateUnavailable as exc:
@@ -305,9 +338,14 @@ class MailPath:
             await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
                                       {item.recipient: "dropped-at-release"}, policy)
             return Release(ReleaseOutcome.DROPPED)
+        prepared = self.finisher.prepare(message)
+        decision = gate(stream, decision, prepared.facts(stream), now)
+        if decision.action is Action.DROP:  # unsigned: reject
+            await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
+                                      {item.recipient: "dropped-at-release"}, policy)
+            return Release(ReleaseOutcome.DROPPED)
         if decision.action is Action.DELAY:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
-        prepared = self.finisher.prepare(message)
         try:
             await self._store_links(prepared, [(stream, item.recipient)])
         except StateUnavailable as exc:

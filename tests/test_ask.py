@@ -25,6 +25,7 @@ default_stream: marketing
 streams:
   marketing:
     list: marketing
+    unsigned: allow  # relayed without a DKIM key
     silence:
       inactive: {sends: 2}
     repermission_text:

@@ -5,6 +5,7 @@ nothing; a reply counts and an out-of-office does not. The clock is moved, never
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import re
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from proxy.clock import ManualClock
+from proxy.dkim import generate_key
 from proxy.embedded_redis import free_port
 from proxy.explain import explain
+from proxy.settings import DkimKey
 from proxy.signals.sources import sources
 from tests.conftest import ROOT, Upstream
 from tests.harness import HeedThread, make_settings
@@ -88,10 +91,12 @@ class World:
 def world(redis_url: str, upstream: Upstream, tmp_path: Path,
           clock: ManualClock) -> Iterator[World]:
     port = free_port()
-    settings = make_settings(
+    # The shipped policy holds unsigned marketing: the tool's domain gets its DKIM key.
+    key, _ = generate_key("news.example.com", "s1", tmp_path)
+    settings = dataclasses.replace(make_settings(
         redis_url=redis_url, upstream_port=upstream.port, policies=ROOT / "policies",
         http={"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
-        replies={"address": "replies"})
+        replies={"address": "replies"}), dkim=(DkimKey("news.example.com", "s1", key),))
     heed = HeedThread(settings, clock).start()
     for who in PEOPLE:
         assert heed.heed is not None

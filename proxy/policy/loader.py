@@ -14,6 +14,7 @@ from yaml import Node
 
 from proxy.errors import PolicyError
 from proxy.policy import values
+from proxy.policy.bulk import BULK_KEYS, read_bulk
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
 from proxy.policy.words import missing_languages, words
@@ -22,7 +23,7 @@ from proxy.types import Action, DropMode
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "label", "description", "list", "consent", "drop", "unsubscribe", "shadow",
                "default", "silence", "rules", "track_clicks", "track_clicks_exclude",
-               "track_opens", "repermission_text")
+               "track_opens", "repermission_text", *BULK_KEYS)
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
 THEN = {"deliver": (Action.DELIVER, None), "drop": (Action.DROP, None),
@@ -281,7 +282,7 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
         rules=tuple(rules), silence=silence, labels=got.get("label", {}),
-        descriptions=got.get("description", {}))
+        descriptions=got.get("description", {}), bulk=read_bulk(f, items, marketing, _BAD))
 
 
 def _silence(f: _File, node: Node) -> Any:

@@ -26,6 +26,10 @@ from proxy.audit import AuditEntry
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys, domain_of
 from proxy.policy import Policy, lifecycle_stage
+from proxy.providers.catalog import Catalog
+from proxy.providers.guard import Throttles
+from proxy.providers.lookup import ProviderLookup
+from proxy.report.bulk import blind_domains, pauses
 from proxy.report.heard import repermission_answers, source_of
 from proxy.report.people import everyone
 from proxy.state import State
@@ -99,6 +103,12 @@ class Report:
     daily: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     heard: Counter[str] = field(default_factory=Counter)  # engagement by source (heard.py)
     asked: dict[str, Counter[str]] = field(default_factory=dict)  # re-permission answers
+    # Bulk-sender rules (proxy/report/bulk.py): delivered marketing by body link
+    # ("yes", "inserted", "no", "not checked"), domains whose provider reports no
+    # complaint per message (domain -> provider), and each provider pause.
+    body_links: Counter[str] = field(default_factory=Counter)
+    blind: dict[str, str] = field(default_factory=dict)
+    pauses: list[Any] = field(default_factory=list)
 
     # --- derived figures -----------------------------------------------------------
     @property
@@ -120,6 +130,12 @@ class Report:
     @property
     def signed_share(self) -> float | None:
         return self.signed / self.delivered_total if self.delivered_total else None
+
+    @property
+    def body_link_share(self) -> float | None:
+        """Delivered marketing with a visible unsubscribe link in the body (tool's or heed's)."""
+        n = self.body_links["yes"] + self.body_links["inserted"]
+        return n / self.delivered_total if self.delivered_total else None
 
     @property
     def complaint_total(self) -> int:
@@ -190,6 +206,7 @@ class _Reader:
             r.by_domain[domain_of(e.recipient)] += 1
             r.daily[day]["delivered"] += 1
             r.signed += e.one_click == "signed"
+            r.body_links[e.body_link or "not checked"] += 1
             for scope in (lst, "*"):
                 since = self.refused.get((e.recipient, scope))
                 if since is not None and e.at >= since:
@@ -270,7 +287,9 @@ async def guard_state(state: State, domains: list[str], now: float,
 
 
 async def build_report(state: State, policy: Policy, *, since: float, now: float,
-                       lookback: float) -> Report:
+                       lookback: float, catalog: Catalog | None = None,
+                       lookup: ProviderLookup | None = None,
+                       throttles: Throttles | None = None) -> Report:
     """Every figure for the window [since, now]; ``lookback`` bounds the guard's count."""
     report = Report(since=since, now=now, policy_version=policy.version)
     reader = _Reader(report, policy)
@@ -281,4 +300,6 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     report.asked = await repermission_answers(state, policy)
     report.guard_now = await guard_state(state, sorted(set(report.complaints)
                                                        | set(report.guarded)), now, lookback)
+    report.blind = await blind_domains(report.domains(), catalog or Catalog(), lookup)
+    report.pauses = pauses(policy, throttles or {}, since, now)
     return report
