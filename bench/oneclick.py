@@ -15,7 +15,9 @@ import asyncio
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -48,10 +50,10 @@ def serve(port: int, redis_url: str) -> None:
     uvloop.run(main())
 
 
-async def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
-    from proxy.tokens import TokenSigner
-
-    signer = TokenSigner([KEY], SystemClock(), 90 * 86400)
+async def hammer(seconds: float, concurrency: int,
+                 one: Callable[[aiohttp.ClientSession, int], Awaitable[bool]]) -> tuple[int, int]:
+    """``concurrency`` workers call ``one(session, n)`` (n: a fresh number) until ``seconds``
+    have passed: (calls that returned True, calls that returned False)."""
     ok = bad = 0
     deadline = time.monotonic() + seconds
     counter = iter(range(10**9))
@@ -59,15 +61,51 @@ async def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal ok, bad
         while time.monotonic() < deadline:
-            token = signer.make(f"p{next(counter)}@example.org", "marketing")
-            async with session.post(f"http://127.0.0.1:{port}/u/{token}",
-                                    data={"List-Unsubscribe": "One-Click"}) as r:
-                await r.read()
-                ok, bad = (ok + 1, bad) if r.status == 200 else (ok, bad + 1)
+            if await one(session, next(counter)):
+                ok += 1
+            else:
+                bad += 1
 
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return ok, bad
+
+
+async def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
+    from proxy.tokens import TokenSigner
+
+    signer = TokenSigner([KEY], SystemClock(), 90 * 86400)
+
+    async def one(session: aiohttp.ClientSession, n: int) -> bool:
+        token = signer.make(f"p{n}@example.org", "marketing")
+        async with session.post(f"http://127.0.0.1:{port}/u/{token}",
+                                data={"List-Unsubscribe": "One-Click"}) as r:
+            await r.read()
+            return r.status == 200
+
+    return await hammer(seconds, concurrency, one)
+
+
+Load = Callable[[int, float, int], Coroutine[Any, Any, tuple[int, int]]]
+
+
+def against_server(serve_fn: Callable[[int, str], None], load_fn: Load, seconds: float,
+                   concurrency: int) -> tuple[int, int]:
+    """A durable private Redis, ``serve_fn(port, redis_url)`` in a process of its own, and
+    ``load_fn(port, seconds, concurrency)`` here: (requests that succeeded, that failed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = EmbeddedRedis(Path(tmp), durable=True)
+        url = redis.start()
+        port = free_port()
+        proc = multiprocessing.Process(target=serve_fn, args=(port, url), daemon=True)
+        proc.start()
+        try:
+            wait_port(port)
+            return asyncio.run(load_fn(port, seconds, concurrency))
+        finally:
+            proc.terminate()
+            proc.join(5)
+            redis.stop()
 
 
 def main() -> None:
@@ -75,19 +113,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = EmbeddedRedis(Path(tmp), durable=True)
-        url = redis.start()
-        port = free_port()
-        proc = multiprocessing.Process(target=serve, args=(port, url), daemon=True)
-        proc.start()
-        try:
-            wait_port(port)
-            ok, bad = asyncio.run(load(port, args.seconds, args.concurrency))
-        finally:
-            proc.terminate()
-            proc.join(5)
-            redis.stop()
+    ok, bad = against_server(serve, load, args.seconds, args.concurrency)
     print(f"one-click POST /u/TOKEN: {ok / args.seconds:.0f} requests/s "
           f"({ok} recorded, {bad} failed, {args.concurrency} concurrent, {args.seconds:.0f} s, "
           "Redis appendfsync always)")

@@ -15,6 +15,7 @@ from proxy.dsn import Bounces
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
+from proxy.http.clicks import ClickPages, add_clicks
 from proxy.http.webhooks import add_webhooks
 from proxy.keys import Keys
 from proxy.logs import LoggedAddress
@@ -31,9 +32,11 @@ from proxy.relay import SmtpUpstream
 from proxy.scheduler import Scheduler
 from proxy.settings import Settings, UnsubscribeKey, verp_domain
 from proxy.signals.bounces import ReportMailbox
+from proxy.signals.clicks import Clicks
 from proxy.signals.events import EventRules
 from proxy.signals.forward import Forwarder
 from proxy.signals.inbound import LocalMailboxes, PostmasterMailbox, UnsubscribeMailbox
+from proxy.signals.replies import ReplyMailbox
 from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
@@ -94,7 +97,11 @@ class Heed:
             # VERP only to a domain the sysadmin named (and routes to heed): a MAIL FROM
             # at an unrouted domain would lose every bounce, the tool's included.
             bounce_domain=verp_domain(settings.bounces),
-            verp_max_local=settings.bounces.verp_max_local)
+            verp_max_local=settings.bounces.verp_max_local,
+            on_unparsed=self.metrics.mime_unparsed.inc)
+        # Tracked links outlive their token by a day: a late click still finds its destination.
+        self.clicks = Clicks(self.tokens, self.state, self.batched, self.keys, settings.clicks,
+                             link_ttl=settings.unsubscribe.token_lifetime + 86400)
         self.rules = EventRules(settings.bounces)
         catalog = Catalog(settings.providers)
         self.providers = ProviderGuard(
@@ -108,6 +115,8 @@ class Heed:
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
             metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl, providers=self.providers,
             shown=shown,
+            links=self.clicks,
+            reply_ttl=settings.replies.match_ttl if settings.replies.address else 0,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
@@ -118,9 +127,13 @@ class Heed:
             if settings.bounces.forward else None,
             on_bounce=self.providers.hear_dsn, shown=shown)
         own = (settings.smtp.hostname, settings.unsubscribe.mailto_domain, self.bounce_domain)
-        self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
+        boxes: list[LocalMail] = [UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports,
-            PostmasterMailbox(own, settings.smtp.postmaster, self.upstream))
+            PostmasterMailbox(own, settings.smtp.postmaster, self.upstream)]
+        if settings.replies.address:
+            boxes.append(ReplyMailbox(self.state, self.batched, settings.replies.address,
+                                      settings.unsubscribe.mailto_domain))
+        self.local: LocalMail | None = LocalMailboxes(*boxes)
         # Held mail given up gets one delivery status notification (RFC 3464).
         self.bounces = Bounces(self.queue, self.upstream, self.clock, settings.smtp.hostname)
         self.scheduler = Scheduler(
@@ -152,6 +165,8 @@ class Heed:
                     tokens=self.settings.api.tokens, rules=self.rules, metrics=self.metrics)
             add_webhooks(app, state=self.state, settings=self.settings.webhooks,
                          rules=self.rules, clock=self.clock, metrics=self.metrics)
+            add_clicks(app, ClickPages(self.clicks, self.tokens, self.state, self.clock,
+                                       self.metrics))
             self._http = await start_http(app, *self.settings.http.listen, reuse_port=reuse_port)
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))

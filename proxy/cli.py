@@ -75,9 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     refuse.add_argument("--list", dest="list_name", metavar="L", help="default: every list")
     refuse.add_argument("--reason", required=True, choices=REFUSAL_REASONS)
 
-    engage = sub.add_parser("engage", help="record an engagement (click, reply, …)")
+    engage = sub.add_parser("engage", help="record an engagement (click, reply, …), or "
+                            "`engage import FILE.csv` (address,kind,time[,list|stream])")
     _common(engage)
-    engage.add_argument("address")
+    engage.add_argument("address", help="the person, or `import`")
+    engage.add_argument("file", nargs="?", type=Path, metavar="FILE.csv",
+                        help="with `import`: the CSV to read")
     engage.add_argument("--kind", default="manual", choices=ENGAGEMENT_KINDS)
 
     report = sub.add_parser("report", help="compliance figures from the audit trail")
@@ -235,19 +238,34 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             await state.refuse(args.address, args.reason, list=args.list_name, channel="cli")
             print(f"refusal recorded: {args.address} ({args.reason}, "
                   f"{args.list_name or 'every list'})")
+        elif args.command == "engage" and args.address == "import":
+            from proxy.signals.engagement_import import import_engagement
+
+            if args.file is None:
+                print("heed engage import: name the CSV file", file=sys.stderr)
+                return 2
+            done = await import_engagement(state, args.file, clock.now())
+            for line in done.errors:
+                print(f"{args.file}:{line}", file=sys.stderr)
+            print(f"imported {done.imported} rows, {done.known} already known, "
+                  f"{len(done.errors)} rejected")
+            return 1 if done.errors else 0
         elif args.command == "engage":
-            await state.engage(args.address, kind=args.kind)
+            await state.engage(args.address, kind=args.kind, source="cli")
             print(f"engagement recorded: {args.address} ({args.kind})")
         elif args.command == "explain":
             from proxy.policy_store import PolicyStore
             from proxy.queue import DelayQueue
 
             policy = PolicyStore(settings.policies).current
+            from proxy.signals.sources import sources
+
             held = await DelayQueue(redis, keys).items_for(args.address)
             guard = provider_guard(settings, redis, clock)
             provider = await guard.lookup.provider_of(args.address.rpartition("@")[2])
             print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),
-                                policy=policy, provider=provider, held=held))
+                                policy=policy, provider=provider, held=held,
+                                sources=lambda s: sources(settings, s)))
     return 0
 
 
@@ -266,6 +284,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
           f"streams: {', '.join(policy.streams)}")
     for line in policy.warnings:  # worth fixing, not worth refusing to start over
         print(f"warning: {line}", file=sys.stderr)
+    from proxy.signals.sources import deaf_streams
+
+    for warning in deaf_streams(settings, policy):
+        print(f"warning: {warning}", file=sys.stderr)
     print(_bounce_routing(settings))
     return asyncio.run(_connect(settings)) if args.connect else 0
 

@@ -33,7 +33,7 @@ OUTCOME_WORDS = {
     "revoked": "consent revoked",
     "refused": "refused mail (said no)",
     "unrefused": "refusal lifted by hand",
-    "engaged": "engaged",
+    "engaged": "engaged",  # "click via tracked link", "machine-click via … (why)", …
     "preferences": "changed preferences",
     # Events in (proxy/signals/events.py): what was reported, then what it did.
     "soft-bounce": "soft bounce counted",
@@ -49,6 +49,7 @@ OUTCOME_WORDS = {
 }
 
 Decide = Callable[[str, PersonState], Decision]
+Sources = Callable[[Any], list[str]]  # a stream -> where its answers can come from
 
 
 def when(ts: float | None) -> str:
@@ -111,7 +112,8 @@ def _facts(snap: PersonState, now: float) -> list[str]:
     return lines
 
 
-def _lifecycle(policy: Any, snap: PersonState, now: float) -> list[str]:
+def _lifecycle(policy: Any, snap: PersonState, now: float,
+               sources: Sources | None = None) -> list[str]:
     """Each marketing stream's stage for this person, and why: the facts and the thresholds."""
     from proxy.policy.lifecycle import repermission_due  # only when a policy is given
 
@@ -120,7 +122,17 @@ def _lifecycle(policy: Any, snap: PersonState, now: float) -> list[str]:
         if not stream.marketing:
             continue
         silence = stream.silence
+        heard = sources(stream) if sources is not None else None
+        if heard is not None and not heard and (silence.lapsing or silence.inactive):
+            # Silence heed cannot break is heed's deafness, not the person's answer.
+            lines.append(f"  {stream.name}: no engagement source is configured for this "
+                         f"stream, so its silence says nothing about this person "
+                         f"(the rules still count {silence.assess(snap, now).describe()})")
+            lines.append(f"    thresholds: {silence.describe()}")
+            continue
         lines.append(f"  {stream.name}: {silence.assess(snap, now).describe()}")
+        if heard:
+            lines.append(f"    heard through: {', '.join(heard)}")
         lines.append(f"    thresholds: {silence.describe()}")
         if not any(getattr(r.condition, "repermission", False) for r in stream.rules):
             continue
@@ -169,7 +181,7 @@ def _held(held: Sequence[HeldMail]) -> list[str]:
 async def explain(state: State, audit: Audit, address: str, *, now: float,
                   policy: Any = None, decide: Decide | None = None,
                   streams: Sequence[str] = (), count: int = 20, provider: Any = None,
-                  held: Sequence[HeldMail] = ()) -> str:
+                  held: Sequence[HeldMail] = (), sources: Sources | None = None) -> str:
     """Plain words: consent, refusals, engagement, preferences, then recent decisions.
 
     With ``decide`` (and ``streams``), or a ``policy`` (``proxy.policy.decide`` is
@@ -197,7 +209,7 @@ async def explain(state: State, audit: Audit, address: str, *, now: float,
 
         streams = streams or list(policy.streams)
     if policy is not None and not _holds_nothing(snap, recent):
-        lines.extend(_lifecycle(policy, snap, now))
+        lines.extend(_lifecycle(policy, snap, now, sources))
     if decide is not None:
         lines.append("if a message came now:")
         lines.extend(_would(s, decide(s, snap)) for s in streams)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from proxy.bulk.bodylink import has_unsubscribe_link, unsubscribe_urls
 from proxy.bulk.feedback import feedback_value, set_feedback_id
 from proxy.bulk.footer import insert_footer, language
 from proxy.bulk.gate import CopyFacts
+from proxy.copy.personal import PersonalBody
 from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
 from proxy.policy import Stream
@@ -20,8 +22,13 @@ class PreparedMessage(Protocol):
         """True when each recipient needs its own copy (its own token)."""
         ...
 
-    def build(self, stream: Stream, recipient: str | None) -> bytes:
-        """The bytes to relay for one recipient (or for all, when recipient is None)."""
+    def build(self, stream: Stream, recipient: str | None, *, ask: bool = False) -> bytes:
+        """The bytes to relay for one recipient (or for all, when recipient is None);
+        ``ask``: this copy is the re-permission message, and asks (proxy/copy/ask.py)."""
+        ...
+
+    def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
+        """link id -> destination of the tracked links of these streams' copies."""
         ...
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
@@ -61,6 +68,22 @@ class _Marketing:
         self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
         self._link: bool | None = None
         self._lang: str | None = None
+        self._personal: PersonalBody | None = None  # the body cut once, when a copy changes it
+
+    @property
+    def personal(self) -> PersonalBody:
+        if self._personal is None:
+            self._personal = PersonalBody(self.message, self.owner.tokens, self.owner.public_url)
+            if self._personal.unparsed:
+                self.owner.unparsed(self._personal.unparsed)
+        return self._personal
+
+    def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for stream in streams:
+            if stream.track_clicks and self.per_recipient(stream):
+                out.update(self.personal.destinations(stream))
+        return out
 
     def per_recipient(self, stream: Stream) -> bool:
         return stream.marketing and (stream.unsubscribe != "off" or self._inserts(stream))
@@ -82,9 +105,17 @@ class _Marketing:
         return (stream.marketing and stream.bulk.body_unsubscribe == "insert"
                 and not self.body_link())
 
-    def build(self, stream: Stream, recipient: str | None) -> bytes:
+    def build(self, stream: Stream, recipient: str | None, *, ask: bool = False) -> bytes:
         headers, body, dkim = self.message.header_block, self.message.body, self.dkim
-        if recipient is not None and self.per_recipient(stream):
+        personal = recipient is not None and self.per_recipient(stream)
+        if personal and (stream.track_clicks or stream.track_opens or ask) \
+                and self.personal.changes(stream, ask):
+            assert recipient is not None
+            # Tracked links and the ask block: the body changes before the signature.
+            body = self.personal.render(stream, recipient, ask_block=ask)
+            if body == self.message.body:
+                body = self.message.body  # nothing tracked here: the same bytes, signed as such
+        if recipient is not None and personal:
             token = self.owner.tokens.make(recipient, stream.list)
             url = f"{self.owner.public_url}/u/{token}"
             if stream.unsubscribe != "off":
@@ -94,12 +125,15 @@ class _Marketing:
                     existing=stream.unsubscribe,
                 ).headers
             if self._inserts(stream):
-                # The footer changes the body: this copy gets its own body hash.
+                # heed's own unsubscribe footer, after the tracked links (it is never tracked).
                 if self._lang is None:
                     self._lang = language(self.message.data)
-                body = split(insert_footer(self.message.data, url, self._lang))[1]
-                if dkim is not None and self.domain is not None and self.owner.signer:
-                    dkim = self.owner.signer.prepare(self.domain, body)
+                body = split(insert_footer(self.message.header_block + b"\r\n" + body, url,
+                                           self._lang))[1]
+        if body is not self.message.body and dkim is not None and self.domain is not None \
+                and self.owner.signer:
+            # The body changed (links, the ask, the footer): this copy gets its own body hash.
+            dkim = self.owner.signer.prepare(self.domain, body)
         if stream.name not in self._feedback:
             self._feedback[stream.name] = feedback_value(stream, self.message)
         feedback = self._feedback[stream.name]
@@ -142,13 +176,21 @@ class UnsubscribeAndSign:
 
     def __init__(self, tokens: TokenSigner, signer: DkimSigner | None, *, public_url: str,
                  mailto_domain: str, bounce_domain: str | None = None,
-                 verp_max_local: int = 64) -> None:
+                 verp_max_local: int = 64,
+                 on_unparsed: Callable[[int], None] | None = None) -> None:
         self.tokens = tokens
         self.signer = signer
         self.public_url = public_url.rstrip("/")
         self.mailto_domain = mailto_domain
         self.bounce_domain = bounce_domain  # None: no VERP, the tool's sender is kept
         self.verp_max_local = verp_max_local
+        self.unparsed_parts = 0  # MIME parts passed through untouched
+        self._on_unparsed = on_unparsed  # heed_mime_unparsed_parts_total
+
+    def unparsed(self, count: int) -> None:
+        self.unparsed_parts += count
+        if self._on_unparsed is not None:
+            self._on_unparsed(count)
 
     def prepare(self, message: Message) -> PreparedMessage:
         return _Marketing(self, message)

@@ -103,11 +103,16 @@ class Keys:
         """STREAM of this person's recent decisions and changes (capped), for explain."""
         return self._person(address, "audit")
 
+    def clicks(self, address: str) -> str:
+        """HASH copy id -> "time|link id|machine reason" of the copy's last tracked request
+        (with a TTL): tells a scanner's sweep of one copy from a person's click."""
+        return self._person(address, "clicks")
+
     def person_keys(self, address: str) -> tuple[str, ...]:
         """Every key of one person: erasure deletes these (add each new person key here)."""
         return (self.consent(address), self.refusal(address), self.engagement(address),
                 self.sends(address), self.prefs(address), self.soft_bounces(address),
-                self.person_audit(address))
+                self.person_audit(address), self.clicks(address))
 
     # --- one receiving domain (hash tag = the domain) -------------------------
     def domain_complaints(self, domain: str) -> str:
@@ -151,6 +156,18 @@ class Keys:
         Not under the person's hash tag: a bounce knows only the token. Erasure finds
         it by computing the person's tokens (TokenSigner.verp_all)."""
         return f"{self.prefix}:verp:{{{token.lower()}}}"
+
+    def link(self, link_id: str) -> str:
+        """STRING destination URL of a tracked link, under its content-derived id, with a TTL.
+
+        Shared by every copy that links there; holds no personal data."""
+        return f"{self.prefix}:link:{link_id}"
+
+    def sent_copy(self, digest: str) -> str:
+        """HASH suppression_id(recipient) -> stream of the copies of one Message-ID (``digest``
+        of it), with a TTL: a reply is matched to the copy it answers (proxy/signals/replies.py).
+        Keyed digests, not addresses: nothing here names a person once they are erased."""
+        return f"{self.prefix}:sent:{{{digest}}}"
 
     def webhook_nonce(self, service: str, token: str) -> str:
         """STRING with a TTL: a webhook token already used (replay protection)."""

@@ -38,6 +38,10 @@ class Upstream(Protocol):
     ) -> dict[str, tuple[int, str]]: ...
 
 
+class LinkStore(Protocol):
+    async def store(self, destinations: Mapping[str, str]) -> None: ...
+
+
 class Verdict(enum.Enum):
     ACCEPTED = "accepted"  # every recipient delivered, held durably, or dropped by policy
     TEMPFAIL = "tempfail"  # nothing is lost: the client must try again
@@ -90,6 +94,8 @@ class MailPath:
         metrics: Metrics | None = None,
         verp_ttl: float = 30 * 86400.0,
         shown: LoggedAddress = FULL,
+        links: LinkStore | None = None,
+        reply_ttl: float = 0,
         providers: ProviderGuard | None = None,
     ) -> None:
         self.policies = policies
@@ -101,10 +107,11 @@ class MailPath:
         self.on_failure = on_failure
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
+        self.links = links  # where tracked links' destinations are kept (proxy/signals/clicks.py)
         self.providers = providers  # hears "slow down" replies; feeds provider_guard rules
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
                                clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
-                               shown=shown)
+                               shown=shown, reply_ttl=reply_ttl)
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
@@ -156,6 +163,13 @@ class MailPath:
             self.metrics.message(streams, Verdict.REJECTED.value)
             return DataOutcome(Verdict.REJECTED, detail="no recipient may receive this message")
 
+        targets = [(policy.streams[decisions[r].stream], r) for r in delivering]
+        # Tracked links' destinations first, so that no copy names one heed cannot find.
+        try:
+            await self._store_links(prepared, targets)
+        except StateUnavailable:
+            await give_back(self.state, claimed, (), message_id)
+            raise  # the edge answers 451; nothing was held or sent
         # Hold first: a delayed copy must be durable before anything is answered.
         held = [self._held(envelope.sender, r, decisions[r], data, message_id, now)
                 for r in delayed]
@@ -164,7 +178,8 @@ class MailPath:
 
         delivery, intent = await self._deliver_counted(
             prepared, envelope, message_id, correlation_id,
-            {r: decisions[r] for r in delivering}, policy)
+            {r: decisions[r] for r in delivering}, policy,
+            asked={r for r, _ in claimed})
         sent, refused, failed = delivery.sent, delivery.refused, delivery.failed
         await give_back(self.state, claimed, sent, message_id)
 
@@ -230,7 +245,8 @@ class MailPath:
 
     async def _deliver_counted(self, prepared: PreparedMessage, envelope: Envelope,
                                message_id: str, correlation_id: str,
-                               decisions: Mapping[str, Decision], policy: Policy
+                               decisions: Mapping[str, Decision], policy: Policy,
+                               asked: set[str]
                                ) -> tuple[Delivery, Intent]:
         """Relay every copy while their intent is recorded; the answer waits for both."""
         if not decisions:
@@ -240,11 +256,18 @@ class MailPath:
         try:
             delivery = await self._deliver(prepared, envelope.sender,
                                            [(policy.streams[d.stream], r)
-                                            for r, d in decisions.items()])
+                                            for r, d in decisions.items()],
+                                           asked=asked)
         except BaseException:
             intent.cancel()
             raise
         return delivery, await intent
+
+    async def _store_links(self, prepared: PreparedMessage,
+                           targets: Sequence[tuple[Stream, str]]) -> None:
+        if self.links is not None and any(s.track_clicks for s, _ in targets):
+            await self.links.store(prepared.destinations({s.name: s for s, _ in targets}
+                                                         .values()))
 
     async def _with_provider(self, policy: Policy,
                              snapshots: list[PersonState]) -> list[PersonState]:
@@ -261,13 +284,13 @@ class MailPath:
                         now) for r, d in decisions.items()}
 
     async def _deliver(self, prepared: PreparedMessage, sender: str,
-                       targets: Sequence[tuple[Stream, str]]) -> Delivery:
+                       targets: Sequence[tuple[Stream, str]], asked: set[str]) -> Delivery:
         """Relay every copy: who got it, who was refused for good, who must wait."""
         copies: list[_Copy] = []
         shared: dict[str, _Copy] = {}
         for stream, r in targets:
             if prepared.per_recipient(stream):
-                data = prepared.build(stream, r)
+                data = prepared.build(stream, r, ask=r in asked)
                 token = prepared.verp_token(stream, r, sender)
                 copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
                                     signed_one_click(data), token,
@@ -351,8 +374,14 @@ class MailPath:
             return Release(ReleaseOutcome.DROPPED)
         if decision.action is Action.DELAY:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
+        try:
+            await self._store_links(prepared, [(stream, item.recipient)])
+        except StateUnavailable as exc:
+            await give_back(self.state, claimed, (), item.message_id)
+            return Release(ReleaseOutcome.TEMPFAIL, error=str(exc))
         delivery, intent = await self._deliver_counted(
-            prepared, envelope, item.message_id, cid, {item.recipient: decision}, policy)
+            prepared, envelope, item.message_id, cid, {item.recipient: decision}, policy,
+            asked={r for r, _ in claimed})
         # Done as soon as the upstream took it: a kill from here on repeats no copy.
         settled = bool(delivery.sent) and await self._done_at_once(item)
         await give_back(self.state, claimed, delivery.sent, item.message_id)

@@ -85,6 +85,10 @@ class Metrics:
         self.records_lost = Counter("heed_records_lost_total",
                                     "Records written behind given up (Redis away too long, "
                                     "or heed stopping while it was)", registry=r)
+        self.mime_unparsed = Counter("heed_mime_unparsed_parts_total",
+                                     "MIME parts heed could not read when changing a copy "
+                                     "(tracked links, the re-permission ask): passed untouched",
+                                     registry=r)
         self.webhooks = Counter("heed_webhook_requests_total",
                                 "Webhook requests by service and result "
                                 "(ok, refused, bad, unavailable)",

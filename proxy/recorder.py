@@ -19,6 +19,7 @@ from proxy.metrics import Metrics
 from proxy.policy import Policy
 from proxy.policy_store import PolicyStore
 from proxy.queue import HeldMail
+from proxy.signals.replies import record_copies
 from proxy.state import State
 from proxy.types import Decision, Envelope
 
@@ -57,7 +58,7 @@ class Recorder:
 
     def __init__(self, *, state: State, audit: Audit, redis: Any, policies: PolicyStore,
                  clock: Clock, metrics: Metrics, verp_ttl: float,
-                 shown: LoggedAddress = FULL) -> None:
+                 shown: LoggedAddress = FULL, reply_ttl: float = 0) -> None:
         self.state = state
         self.shown = shown  # how addresses appear in log lines (log_addresses)
         self.audit = audit
@@ -66,6 +67,7 @@ class Recorder:
         self.clock = clock
         self.metrics = metrics
         self.verp_ttl = verp_ttl
+        self.reply_ttl = reply_ttl  # 0: replies are not matched (replies.address is "")
 
     def entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
               message_id: str, correlation_id: str, detail: str = "", *,
@@ -161,6 +163,10 @@ class Recorder:
                 # The tool's own return path is kept to pass reports on (signals/forward.py).
                 pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}\n{sender}",
                          ex=max(1, int(self.verp_ttl)))
+            if self.reply_ttl and message_id:
+                record_copies(pipe, self.state, message_id,
+                              [(r, decisions[r].stream) for r in delivery.sent
+                               if decisions[r].stream in marketing], self.reply_ttl)
             self.audit.add(pipe, entries)
             # Written behind when configured (proxy/batch.py): the 250 need not wait.
             # heed_redis_seconds{op="record"} times it, from here until Redis has it.

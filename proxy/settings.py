@@ -210,6 +210,25 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class ClickSettings:
+    """Tracked links (policy ``track_clicks``): what marks a request as a link scanner's."""
+
+    machine_after_delivery: float = 10.0  # requests this soon after the copy was made
+    burst_window: float = 1.0  # another link of the same copy this soon after the last
+    sticky_window: float = 30.0  # a copy a machine just requested stays machine this long
+    scanner_networks: tuple[str, ...] = ()  # CIDRs of security gateways' fetchers
+    scanner_user_agents: tuple[str, ...] = ()  # substrings of their User-Agent headers
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    """Replies copied to heed (replies@mailto_domain), matched to the copy they answer."""
+
+    address: str = ""  # the local part (config/heed.yaml ships "replies"); "": off
+    match_ttl: float = 30 * 86400.0  # how long a sent copy can still be matched
+
+
+@dataclass(frozen=True)
 class UnsubscribeSettings:
     mailto_domain: str = "heed.localdomain"
     keys: tuple[UnsubscribeKey, ...] = ()
@@ -261,6 +280,8 @@ class Settings:
     api: ApiSettings = ApiSettings()
     bounces: BounceSettings = BounceSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    clicks: ClickSettings = ClickSettings()
+    replies: ReplySettings = ReplySettings()
     dkim: tuple[DkimKey, ...] = ()
     dns: DnsSettings = DnsSettings()
     doctor: DoctorSettings = DoctorSettings()
@@ -440,6 +461,14 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         },
     )
     api, bounces, webhooks = _signals(take, section, where, errors)
+    clicks = take(ClickSettings, section("clicks"), "clicks", {
+        "machine_after_delivery": parse_duration, "burst_window": parse_duration,
+        "sticky_window": parse_duration, "scanner_user_agents": _texts,
+        "scanner_networks": lambda v: tuple(str(ipaddress.ip_network(str(n), strict=False))
+                                            for n in (v or [])),
+    })
+    replies = take(ReplySettings, section("replies"), "replies", {
+        "address": lambda v: str(v or "").strip().lower(), "match_ttl": parse_duration})
 
     def keys(v: Any) -> tuple[UnsubscribeKey, ...]:
         out = []
@@ -477,7 +506,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
 
     known = {"smtp", "upstream", "redis", "queue", "audit", "http", "unsubscribe", "dkim",
              "policies", "log_level", "log_format", "log_addresses", "api", "bounces",
-             "webhooks", "dns", "doctor", "providers"}
+             "webhooks", "clicks", "replies", "dns", "doctor", "providers"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
@@ -497,6 +526,8 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         api=api,
         bounces=bounces,
         webhooks=webhooks,
+        clicks=clicks,
+        replies=replies,
         dkim=tuple(dkim),
         dns=dns,
         doctor=doctor,

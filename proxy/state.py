@@ -286,8 +286,14 @@ class State:
                            self.clock.now(),
                            lambda p, a: p.hdel(self.keys.refusal(a), scope), scope)
 
-    async def engage(self, address: str, *, kind: str = "click", at: float | None = None) -> None:
-        """An answer (open, click, reply…), kept per kind: the policy says which kinds count."""
+    async def engage(self, address: str, *, kind: str = "click", at: float | None = None,
+                     source: str = "", why: str = "", stream: str = "") -> None:
+        """An answer (open, click, reply…), kept per kind: the policy says which kinds count.
+
+        ``source`` is how heed heard it (tracked link, reply, webhook, api, import, …),
+        ``why`` a note for people (why a click was taken for a machine's) and ``stream`` the
+        stream of the copy answered, when known: all three are audited.
+        """
         if kind not in ENGAGEMENT_KINDS:
             raise ValueError(f"unknown engagement kind {kind!r}; one of "
                              f"{', '.join(ENGAGEMENT_KINDS)}")
@@ -299,7 +305,8 @@ class State:
             p.eval(ENGAGE, 2, k.engagement(a), k.sends(a), repr(at), kind, k.engaged_at(kind),
                    k.engaged_mark(kind), ENGAGED_AT, ENGAGED_MARK)
 
-        await self._change(address, "engaged", kind, at, writes)
+        detail = kind + (f" via {source}" if source else "") + (f" ({why})" if why else "")
+        await self._change(address, "engaged", detail, at, writes, stream)
 
     # --- re-permission -----------------------------------------------------------------
     async def claim_repermission(self, address: str, stream: str, *, since: float | None,

@@ -23,7 +23,10 @@ from proxy.settings import UnsubscribeKey
 UNSUBSCRIBE = "u"
 PREFERENCES = "p"
 BOUNCE = "b"
-PURPOSES = frozenset((UNSUBSCRIBE, PREFERENCES, BOUNCE))
+CLICK = "c"  # a tracked link (proxy/signals/clicks.py)
+OPEN = "o"  # the open-tracking image
+REPERMISSION = "r"  # "Yes, keep sending" in the re-permission message
+PURPOSES = frozenset((UNSUBSCRIBE, PREFERENCES, BOUNCE, CLICK, OPEN, REPERMISSION))
 
 # Two formats. v2 (made now) is sealed with AES-SIV (RFC 5297): the address, list,
 # purpose and time are encrypted, so a token that sits in a proxy or access log

@@ -56,7 +56,10 @@ class Decision:
 # Refusal kinds recorded in state; the policy names which ones stop a stream.
 REFUSAL_KINDS = ("unsubscribe", "complaint", "bounce", "manual")
 # Engagement kinds recorded in state; the policy names which ones count against silence.
-ENGAGEMENT_KINDS = ("open", "click", "reply", "preference-visit", "manual")
+# "machine-click" is a request to a tracked link that a scanner made (proxy/signals/clicks.py);
+# "repermission-yes" is the "Yes, keep sending" button of the re-permission message.
+ENGAGEMENT_KINDS = ("open", "click", "reply", "preference-visit", "manual", "machine-click",
+                    "repermission-yes")
 # The languages of the person's pages; a marketing stream's label should exist in each.
 LANGUAGES = ("en", "vi", "ar", "th")
 GLOBAL_SCOPE = "*"  # a refusal of every marketing list, not just one

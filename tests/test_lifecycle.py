@@ -159,7 +159,7 @@ async def test_explain_shows_each_streams_stage_and_why(aredis: aioredis.Redis, 
     assert "  promo: lapsing: 4 sends since engagement, never engaged" in text
     assert ("    thresholds: lapsing at 3 mails unanswered; inactive at 6 mails unanswered;"
             " loyal when engaged within 14 days; engagement counted: click, manual,"
-            " preference-visit, reply") in text
+            " preference-visit, repermission-yes, reply") in text
     assert "by kind (latest of each): open " in text
     assert "receipts:" not in text.split("lifecycle")[1].split("if a message")[0]
     await sends(state, 2, clock)
@@ -195,7 +195,7 @@ def test_loader_errors_for_the_new_keys(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
     assert info.value.errors == [
         f"{f}:6: silence.engagement: unknown engagement kind 'opens'; expected open, click,"
-        " reply, preference-visit, manual",
+        " reply, preference-visit, manual, machine-click, repermission-yes",
         f"{f}:9: lifecycle.repermission: expected true or false, got 'maybe'",
         f"{f}:13: silence.engagement: name at least one kind (nothing would ever break the"
         " silence)",
@@ -230,7 +230,7 @@ def test_heed_engage_and_explain_commands(redis_url: str, tmp_path: Path) -> Non
     assert ("thresholds: lapsing at 5 mails unanswered or 60 days silent after at least 3"
             " mails; inactive at 10 mails unanswered or 180 days silent after at least 5 mails;"
             " loyal when engaged within 14 days; engagement counted: click, manual,"
-            " preference-visit, reply") in out
+            " preference-visit, repermission-yes, reply") in out
     assert heed("engage", ADDR, "--kind", "reply").returncode == 0
     assert "  marketing: loyal: 0 sends since engagement, last engaged " in heed(
         "explain", ADDR).stdout

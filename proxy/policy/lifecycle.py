@@ -13,7 +13,8 @@ DAY = 86400.0
 STAGES = ("loyal", "active", "lapsing", "inactive")
 # Opens are weak evidence: image proxies (Apple Mail Privacy Protection fetches every
 # image on delivery) and link scanners "open" mail nobody read. A policy may count them.
-COUNTED = frozenset(ENGAGEMENT_KINDS) - {"open"}
+# Machine clicks are link scanners' requests: never a person's answer by default.
+COUNTED = frozenset(ENGAGEMENT_KINDS) - {"open", "machine-click"}
 
 
 def _when(ts: float) -> str:

@@ -13,16 +13,17 @@ import yaml
 from yaml import Node
 
 from proxy.errors import PolicyError
+from proxy.policy import values
 from proxy.policy.bulk import BULK_KEYS, read_bulk
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
 from proxy.policy.words import missing_languages, words
-from proxy.settings import parse_duration
-from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
+from proxy.types import Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "label", "description", "list", "consent", "drop", "unsubscribe", "shadow",
-               "default", "silence", "rules", *BULK_KEYS)
+               "default", "silence", "rules", "track_clicks", "track_clicks_exclude",
+               "track_opens", "repermission_text", *BULK_KEYS)
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
 THEN = {"deliver": (Action.DELIVER, None), "drop": (Action.DROP, None),
@@ -112,42 +113,6 @@ class _File:
             self.err(node, f"{what} must be one of {', '.join(options)}, not {value!r}")
             return _BAD
         return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _count(value: Any, least: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"expected a whole number of at least {least}, got {value!r}")
-    return value
-
-
-def _days(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"expected a number of days, got {value!r}")
-    return float(value)
-
-
-def _kinds(value: Any) -> frozenset[str]:
-    items = value if isinstance(value, list) else [value]
-    bad = [v for v in items if v not in ENGAGEMENT_KINDS]
-    if bad:
-        raise ValueError(f"unknown engagement kind {', '.join(map(repr, bad))}; "
-                         f"expected {', '.join(ENGAGEMENT_KINDS)}")
-    if not items:
-        raise ValueError("name at least one kind (nothing would ever break the silence)")
-    return frozenset(items)
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"expected a duration longer than zero, got {value!r}")
-    return seconds
 
 
 def load_policies(directory: Path) -> Policy:
@@ -284,9 +249,13 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
     take("consent", lambda n: f.choice(n, "consent", ("required", "not_required")))
     take("drop", lambda n: f.choice(n, "drop", ("reject", "discard")))
     take("unsubscribe", lambda n: f.choice(n, "unsubscribe", ("replace", "keep", "off")))
-    take("shadow", lambda n: f.convert(n, _flag, "shadow"))
+    take("shadow", lambda n: f.convert(n, values.flag, "shadow"))
     take("default", lambda n: f.choice(n, "default", ("deliver", "drop")))
     take("silence", lambda n: _silence(f, n))
+    take("track_clicks", lambda n: f.convert(n, values.flag, "track_clicks"))
+    take("track_clicks_exclude", lambda n: f.convert(n, values.globs, "track_clicks_exclude"))
+    take("track_opens", lambda n: f.convert(n, values.flag, "track_opens"))
+    take("repermission_text", lambda n: f.convert(n, values.asks, "repermission_text"))
     marketing = got.get("kind", "marketing") == "marketing"
     if marketing:
         missing_languages(f, name, items.get("label", (node, node))[0], got.get("label", {}))
@@ -304,7 +273,12 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         name=name, marketing=marketing, list=got.get("list", name),
         drop=DropMode(got.get("drop", "reject")),
         unsubscribe=got.get("unsubscribe", "replace" if marketing else "off"),
-        shadow=got.get("shadow", False), default=Action(got.get("default", "deliver")),
+        shadow=got.get("shadow", False),
+        track_clicks=got.get("track_clicks", False),
+        track_clicks_exclude=got.get("track_clicks_exclude", ()),
+        track_opens=got.get("track_opens", False),
+        repermission_text=got.get("repermission_text", ()),
+        default=Action(got.get("default", "deliver")),
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
         rules=tuple(rules), silence=silence, labels=got.get("label", {}),
@@ -318,16 +292,17 @@ def _silence(f: _File, node: Node) -> Any:
         if stage in items:
             out[stage] = _threshold(f, items[stage][1], f"silence.{stage}")
     if "loyal_days" in items:
-        out["loyal_days"] = f.convert(items["loyal_days"][1], _days, "silence.loyal_days")
+        out["loyal_days"] = f.convert(items["loyal_days"][1], values.days, "silence.loyal_days")
     if "engagement" in items:
-        out["engagement"] = f.convert(items["engagement"][1], _kinds, "silence.engagement")
+        out["engagement"] = f.convert(items["engagement"][1], values.kinds, "silence.engagement")
     return _BAD if _BAD in out.values() or not isinstance(node, yaml.MappingNode) else Silence(
         **out)
 
 
 def _threshold(f: _File, node: Node, what: str) -> Any:
     items = f.mapping(node, what, ("sends", "or_days", "min_sends"))
-    conv = {"sends": lambda v: _count(v, 1), "or_days": _days, "min_sends": _count}
+    conv = {"sends": lambda v: values.count(v, 1), "or_days": values.days,
+            "min_sends": values.count}
     out = {k: f.convert(v, conv[k], f"{what}.{k}") for k, (_, v) in items.items()}
     if not isinstance(node, yaml.MappingNode) or _BAD in out.values():
         return _BAD
@@ -394,7 +369,7 @@ def _then(f: _File, node: Node) -> tuple[Action, DropMode | None, float | None] 
         if "delay" not in items:
             f.err(node, "then: a mapping must be {delay: DURATION}")
             return None
-        seconds = f.convert(items["delay"][1], _positive_duration, "then.delay")
+        seconds = f.convert(items["delay"][1], values.positive_duration, "then.delay")
         return None if seconds is _BAD else (Action.DELAY, None, seconds)
     word = f.choice(node, "then", tuple(THEN))
     return None if word is _BAD else (*THEN[word], None)

@@ -74,6 +74,12 @@ class Stream:
     labels: dict[str, str] = field(default_factory=dict, hash=False)
     descriptions: dict[str, str] = field(default_factory=dict, hash=False)
     bulk: BulkRules = field(default_factory=BulkRules)  # providers' bulk-sender rules
+    # What heed hears on its own (docs/engagement.md): tracked links, the open image.
+    track_clicks: bool = False
+    track_clicks_exclude: tuple[str, ...] = ()  # URL globs left as they are
+    track_opens: bool = False
+    # The re-permission question by language (en, vi, ar, th); missing ones: heed's own.
+    repermission_text: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.list:

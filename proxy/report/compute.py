@@ -30,6 +30,8 @@ from proxy.providers.catalog import Catalog
 from proxy.providers.guard import Throttles
 from proxy.providers.lookup import ProviderLookup
 from proxy.report.bulk import blind_domains, pauses
+from proxy.report.heard import repermission_answers, source_of
+from proxy.report.people import everyone
 from proxy.state import State
 
 CHUNK = 1000  # audit entries per XRANGE round trip
@@ -102,6 +104,8 @@ class Report:
     # audit.max_age trim it): a window starting before it is not covered whole.
     oldest_kept: float | None = None
     daily: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    heard: Counter[str] = field(default_factory=Counter)  # engagement by source (heard.py)
+    asked: dict[str, Counter[str]] = field(default_factory=dict)  # re-permission answers
     # Bulk-sender rules (proxy/report/bulk.py): delivered marketing by body link
     # ("yes", "inserted", "no", "not checked"), domains whose provider reports no
     # complaint per message (domain -> provider), and each provider pause.
@@ -178,6 +182,9 @@ class _Reader:
         r = self.r
         r.entries += 1
         day = _day(e.at)
+        if e.kind == "change" and e.outcome == "engaged":
+            r.heard[source_of(e.detail)] += 1
+            return
         if e.kind == "change" and e.outcome == "refused":
             kind = e.detail.split(" ", 1)[0] or "manual"
             channel = e.detail.rsplit(" via ", 1)[1] if " via " in e.detail else "-"
@@ -261,23 +268,15 @@ async def lifecycle(state: State, policy: Policy, now: float,
     (active consent to its list, or no consent needed); SSCAN and snapshots in batches."""
     streams = [s for s in policy.streams.values() if s.marketing]
     out: dict[str, Counter[str]] = {s.name: Counter() for s in streams}
-    cursor: int = 0
-    while True:
-        try:
-            cursor, members = await state.redis.sscan(state.keys.people, cursor, count=batch)
-        except RedisError as exc:
-            raise StateUnavailable("redis unavailable") from exc
-        people = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-        for person in await state.snapshots(people) if people else []:
-            for s in streams:
-                if s.consent_required and s.list not in person.consents:
-                    continue
-                if any(scope in person.refusals for scope in (s.list, "*")):
-                    out[s.name]["refused"] += 1
-                    continue
-                out[s.name][lifecycle_stage(s, person, now)] += 1
-        if int(cursor) == 0:
-            return out
+    async for person in everyone(state, batch):
+        for s in streams:
+            if s.consent_required and s.list not in person.consents:
+                continue
+            if any(scope in person.refusals for scope in (s.list, "*")):
+                out[s.name]["refused"] += 1
+                continue
+            out[s.name][lifecycle_stage(s, person, now)] += 1
+    return out
 
 
 async def guard_state(state: State, domains: list[str], now: float,
@@ -308,6 +307,7 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     first = await state.audit.oldest()
     report.oldest_kept = first.at if first is not None else None
     report.lifecycle = await lifecycle(state, policy, now)
+    report.asked = await repermission_answers(state, policy)
     report.guard_now = await guard_state(state, sorted(set(report.complaints)
                                                        | set(report.guarded)), now, lookback)
     report.blind = await blind_domains(report.domains(), catalog or Catalog(), lookup)

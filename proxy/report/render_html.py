@@ -10,6 +10,7 @@ from proxy.policy.model import STAGES
 from proxy.report import svg
 from proxy.report.bulk import BLIND
 from proxy.report.compute import LINES, Report
+from proxy.report.heard import ANSWERS
 from proxy.report.render_text import (
     coverage_note,
     domain_rate,
@@ -134,6 +135,14 @@ def render_html(r: Report) -> str:
         (s, [(k, float(c[k])) for k in order if c[k]]) for s, c in r.lifecycle.items()]))
     parts.append(_table(("stream", *order), [(s, *(c[k] for k in order))
                                              for s, c in r.lifecycle.items()]))
+
+    parts.append("<h2>What heed hears</h2><p>Engagement by source in this window; machine "
+                 "clicks (link scanners) are filtered and never count as an answer.</p>")
+    parts.append(_table(("source", "engagements"), sorted(r.heard.items())))
+    parts.append("<p>Re-permission: people asked whether they still want a stream's mail "
+                 "(all time), and their answers.</p>")
+    parts.append(_table(("stream", *ANSWERS), [(s, *(c[k] for k in ANSWERS))
+                                               for s, c in r.asked.items()]))
 
     parts.append("<h2>Drops and delays by reason</h2>")
     parts.append(_by_reason("Recipients dropped, by stream and reason", r.drops))

@@ -97,6 +97,8 @@ def as_dict(r: Report) -> dict[str, Any]:
                            "per_message_feedback": d not in r.blind} for d in r.domains()],
         },
         "lifecycle": {s: dict(c) for s, c in r.lifecycle.items()},
+        "engagement_by_source": dict(r.heard),
+        "repermission": {s: dict(c) for s, c in r.asked.items()},
         "drops": {s: dict(c) for s, c in r.drops.items()},
         "delays": {s: dict(c) for s, c in r.delays.items()},
         "shadow": {s: {"delivered": r.shadow_delivered[s], "would": dict(c)}
@@ -159,6 +161,14 @@ def render_text(r: Report) -> str:
     for stream, stages in r.lifecycle.items():
         parts = ", ".join(f"{k} {n}" for k, n in stages.items()) or "nobody"
         out.append(f"  {stream:<16} {parts}")
+    out += ["", "Engagement heard, by source (machine clicks are filtered: they do not count)"]
+    out.append("  " + (", ".join(f"{k} {n}" for k, n in sorted(r.heard.items()))
+                       or "nothing heard in this window"))
+    out += ["", "Re-permission (people asked whether they still want mail, all time)"]
+    for stream, answers in r.asked.items():
+        out.append(f"  {stream:<16} " + ", ".join(f"{k} {n}" for k, n in answers.items()))
+    if not r.asked:
+        out.append("  no stream asks")
     out.append("")
     _counts("Drops by reason", r.drops, out)
     _counts("Delays by reason", r.delays, out)

@@ -1,1 +1,1 @@
-"""What heed hears: bounces, complaints, events, webhooks, engagement and mail to heed itself."""
+"""What heed hears: bounces, complaints, clicks, replies, events, webhooks, engagement."""

@@ -167,7 +167,8 @@ async def _apply(state: State, event: Event, rules: EventRules, address: str,
     kind, channel = event.kind, event.channel
     if kind in ENGAGEMENTS:
         # Which kinds count as engagement is the policy's business (proxy/state.py).
-        await state.engage(address, kind=kind, at=at)
+        await state.engage(address, kind=kind, at=at,
+                           source="api" if channel == "api" else f"webhook {channel}")
         return Applied(event, "engaged")
     if kind == "grant":
         assert event.list is not None
