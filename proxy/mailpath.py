@@ -24,6 +24,7 @@ from proxy.recorder import Delivery, Recorder
 from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
+from proxy.tell.offer import Offer
 from proxy.types import Action, Decision, DropMode, Envelope, PersonState
 
 log = logging.getLogger("heed.mailpath")
@@ -65,6 +66,7 @@ class _Copy:
     sender: str = ""  # MAIL FROM of this copy: the tool's, or a VERP return path
     signed: bool = False  # a marketing copy with a DKIM-covered one-click (see AuditEntry)
     verp: str | None = None  # the VERP token in ``sender``, if it is one
+    offer: Offer | None = None  # the tool's own unsubscribe links it replaced
 
 
 class MailPath:
@@ -85,6 +87,7 @@ class MailPath:
         retry_after: float = 60.0,
         metrics: Metrics | None = None,
         verp_ttl: float = 30 * 86400.0,
+        offer_ttl: float = 90 * 86400.0,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -96,7 +99,8 @@ class MailPath:
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
-                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl)
+                               clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
+                               offer_ttl=offer_ttl)
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
@@ -222,7 +226,8 @@ class MailPath:
                 data = prepared.build(stream, r)
                 token = prepared.verp_token(stream, r, sender)
                 copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
-                                    signed_one_click(data), token))
+                                    signed_one_click(data), token,
+                                    prepared.tool_offer(stream, r)))
             elif stream.name in shared:
                 shared[stream.name].recipients.append(r)
             else:
@@ -247,6 +252,8 @@ class MailPath:
                         out.signed.add(r)
                     if copy.verp:
                         out.verp[r] = (copy.verp, copy.stream.list)
+                    if copy.offer:
+                        out.offers[r] = (copy.stream.list, copy.offer)
         return out
 
     async def _send(self, sender: str, copy: _Copy

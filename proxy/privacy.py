@@ -17,6 +17,7 @@ from proxy.errors import StateUnavailable
 from proxy.keys import domain_of, normalise_address
 from proxy.settings import Settings
 from proxy.state import SEND_WINDOW, State
+from proxy.tell.outbox import Event, note
 
 log = logging.getLogger("heed")
 
@@ -133,6 +134,8 @@ async def erase(state: State, address: str, verp_tokens: Sequence[str] = ()) -> 
             pipe.zadd(guard, {digest: complained})
             pipe.zrem(guard, a)
         state.audit.add(pipe, [entry])
+        # The tool hears of it by the keyed hash only (a webhook; no address leaves heed).
+        note(pipe, k, Event("person.erased", at=entry.at, data={"suppression_id": digest}))
         await pipe.execute()
     except RedisError as exc:
         raise StateUnavailable("redis unavailable") from exc

@@ -18,6 +18,7 @@ from proxy.policy import Policy
 from proxy.policy_store import PolicyStore
 from proxy.queue import HeldMail
 from proxy.state import State
+from proxy.tell.offer import Offer
 from proxy.types import Decision, Envelope
 
 log = logging.getLogger("heed.mailpath")  # the decision log line keeps its logger name
@@ -34,13 +35,16 @@ class Delivery:
     signed: set[str] = field(default_factory=set)
     # The VERP token and list of each sent copy that had a return path of its own.
     verp: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The tool's own unsubscribe links in each sent copy, by list (proxy/tell/offer.py).
+    offers: dict[str, tuple[str, Offer]] = field(default_factory=dict)
 
 
 class Recorder:
     """Writes the decisions and outcomes of the mail path (best effort: the mail is out)."""
 
     def __init__(self, *, state: State, audit: Audit, redis: Any, policies: PolicyStore,
-                 clock: Clock, metrics: Metrics, verp_ttl: float) -> None:
+                 clock: Clock, metrics: Metrics, verp_ttl: float,
+                 offer_ttl: float = 90 * 86400.0) -> None:
         self.state = state
         self.audit = audit
         self.redis = redis  # the group-commit client: records may be written behind
@@ -48,6 +52,7 @@ class Recorder:
         self.clock = clock
         self.metrics = metrics
         self.verp_ttl = verp_ttl
+        self.offer_ttl = offer_ttl
 
     def entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
               message_id: str, correlation_id: str, detail: str = "", *,
@@ -109,6 +114,12 @@ class Recorder:
                 # Deterministic token: resending rewrites the same value and renews the TTL.
                 pipe.set(self.state.keys.verp(token), f"{r}\n{list_name}",
                          ex=max(1, int(self.verp_ttl)))
+            now = self.clock.now()
+            for r, (list_name, offer) in delivery.offers.items():
+                # One small hash per person (a field per list), renewed by each copy.
+                key = self.state.keys.tool_offers(r)
+                pipe.hset(key, list_name, offer.to_json(now))
+                pipe.expire(key, max(1, int(self.offer_ttl)))
             self.audit.add(pipe, entries)
             # Written behind when configured (proxy/batch.py): the 250 need not wait.
             # heed_redis_seconds{op="record"} times it, from here until Redis has it.

@@ -184,6 +184,24 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class TellSettings:
+    """Telling the tool each "no" heed hears (docs/tell.md): sync-back and webhooks out."""
+
+    # mailto sync-back: the From of the unsubscribe mail; "" -> unsubscribe@mailto_domain.
+    sender: str = ""
+    # Hosts, IPs or networks a request may go to although they are loopback or private.
+    allow: tuple[str, ...] = ()
+    timeout: float = 10.0  # one request, connection included
+    backoff: tuple[float, ...] = (30.0, 120.0, 600.0, 3600.0, 6 * 3600.0)
+    max_attempts: int = 8  # then the job goes to the dead-letter list
+    lease: float = 60.0  # a claimed job (or outbox entry) older than this is taken over
+    poll_interval: float = 1.0
+    offer_ttl: float = 90 * 86400.0  # how long the tool's own links are kept after a copy
+    # Signed outbound webhooks: [{url: https://…, secrets: [whsec_…]}] (Standard Webhooks).
+    webhooks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
 class UnsubscribeSettings:
     mailto_domain: str = "heed.localdomain"
     keys: tuple[UnsubscribeKey, ...] = ()
@@ -204,6 +222,7 @@ class Settings:
     api: ApiSettings = ApiSettings()
     bounces: BounceSettings = BounceSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    tell: TellSettings = TellSettings()
     dkim: tuple[DkimKey, ...] = ()
     policies: Path = Path("policies")
     log_level: str = "INFO"
@@ -369,6 +388,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         },
     )
     api, bounces, webhooks = _signals(take, section, where, errors)
+    tell = _tell(take, section, where, errors)
 
     def keys(v: Any) -> tuple[UnsubscribeKey, ...]:
         out = []
@@ -403,7 +423,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
             errors.append(f"{where}: 'dkim[{i}]' needs domain, selector and key_file ({exc})")
 
     known = {"smtp", "upstream", "redis", "queue", "http", "unsubscribe", "dkim", "policies",
-             "log_level", "log_format", "api", "bounces", "webhooks"}
+             "log_level", "log_format", "api", "bounces", "webhooks", "tell"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
@@ -419,6 +439,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         api=api,
         bounces=bounces,
         webhooks=webhooks,
+        tell=tell,
         dkim=tuple(dkim),
         policies=rel(raw.get("policies", "policies")),
         log_level=str(raw.get("log_level", "INFO")).upper(),
@@ -454,3 +475,31 @@ def _signals(take: Any, section: Any, where: str,
         "mailgun_max_age": parse_duration,
     })
     return api, bounces, hooks
+
+
+def _endpoints(v: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for i, hook in enumerate(v or []):
+        if not isinstance(hook, Mapping) or not str(hook.get("url", "")).startswith(
+                ("https://", "http://")):
+            raise ValueError(f"entry {i}: needs url: https://…")
+        secrets = _texts(hook.get("secrets"))
+        if not secrets or not all(s.startswith("whsec_") and len(s) > 16 for s in secrets):
+            raise ValueError(f"entry {i}: secrets must be a list of whsec_… secrets")
+        out.append((str(hook["url"]), secrets))
+    return tuple(out)
+
+
+def _tell(take: Any, section: Any, where: str, errors: list[str]) -> TellSettings:
+    """The ``tell`` section: what heed sends back to the tool (docs/tell.md)."""
+    tell: TellSettings = take(TellSettings, section("tell"), "tell", {
+        "allow": _texts, "timeout": parse_duration, "lease": parse_duration,
+        "poll_interval": parse_duration, "offer_ttl": parse_duration, "max_attempts": int,
+        "backoff": lambda v: tuple(parse_duration(x) for x in v),
+        "webhooks": _endpoints,
+    })
+    if not 0 < tell.timeout <= 60:
+        errors.append(f"{where}: 'tell.timeout' must be between 0s and 60s")
+    if not tell.backoff:
+        errors.append(f"{where}: 'tell.backoff' needs at least one delay")
+    return tell

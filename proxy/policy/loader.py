@@ -19,7 +19,7 @@ from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "description", "list", "consent", "drop", "unsubscribe", "shadow",
-               "default", "silence", "rules")
+               "sync_back", "default", "silence", "rules")
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
 THEN = {"deliver": (Action.DELIVER, None), "drop": (Action.DROP, None),
@@ -279,6 +279,7 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
     take("drop", lambda n: f.choice(n, "drop", ("reject", "discard")))
     take("unsubscribe", lambda n: f.choice(n, "unsubscribe", ("replace", "keep", "off")))
     take("shadow", lambda n: f.convert(n, _flag, "shadow"))
+    take("sync_back", lambda n: f.convert(n, _flag, "sync_back"))
     take("default", lambda n: f.choice(n, "default", ("deliver", "drop")))
     take("silence", lambda n: _silence(f, n))
     marketing = got.get("kind", "marketing") == "marketing"
@@ -296,7 +297,8 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         name=name, marketing=marketing, list=got.get("list", name),
         drop=DropMode(got.get("drop", "reject")),
         unsubscribe=got.get("unsubscribe", "replace" if marketing else "off"),
-        shadow=got.get("shadow", False), default=Action(got.get("default", "deliver")),
+        shadow=got.get("shadow", False), sync_back=got.get("sync_back", marketing),
+        default=Action(got.get("default", "deliver")),
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
         rules=tuple(rules), silence=silence, description=got.get("description", ""))

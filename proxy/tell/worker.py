@@ -1,0 +1,239 @@
+"""The tell worker inside `heed serve`: outbox entries become jobs, due jobs are sent."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from redis.exceptions import RedisError
+
+from proxy.audit import Audit, AuditEntry
+from proxy.clock import Clock
+from proxy.errors import StateUnavailable, UpstreamError
+from proxy.keys import Keys
+from proxy.policy_store import PolicyStore
+from proxy.settings import TellSettings
+from proxy.tell.jobs import Job, Jobs, job_id
+from proxy.tell.mailto import BadMailto, unsubscribe_mail
+from proxy.tell.offer import Offer
+from proxy.tell.oneclick import OneClick, Outcome
+from proxy.tell.outbox import Event, Outbox
+from proxy.tell.webhook import WebhookSender, payload
+from proxy.types import GLOBAL_SCOPE
+
+log = logging.getLogger("heed.tell")
+BATCH = 50  # outbox entries and jobs per round
+PLAIN = "plain https link without one-click: not fetched (a GET is not an unsubscribe, RFC 8058)"
+NO_LINK = "no unsubscribe link of the tool kept for this person and list"
+OFF = "sync_back is off for this list's stream"
+
+
+class Upstream(Protocol):
+    async def send(self, sender: str, recipients: Sequence[str],
+                   data: bytes) -> dict[str, tuple[int, str]]: ...
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def mark(target: str) -> str:
+    """The field of a link in the person's told hash (the link itself is not repeated)."""
+    return hashlib.sha256(target.encode()).hexdigest()[:16]
+
+
+class Teller:
+    """Turns changes into jobs and sends them; several workers share the queue safely."""
+
+    def __init__(self, *, redis: Any, keys: Keys, clock: Clock, settings: TellSettings,
+                 policies: PolicyStore, upstream: Upstream, audit: Audit, sender: str,
+                 hostname: str, metrics: Any = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.settings = settings
+        self.policies = policies
+        self.upstream = upstream
+        self.audit = audit
+        self.sender = sender
+        self.hostname = hostname
+        self.metrics = metrics
+        self.jobs = Jobs(redis, keys)
+        self.outbox = Outbox(redis, keys, f"{socket.gethostname()}-{os.getpid()}-{id(self):x}")
+        self.oneclick = OneClick(settings.allow, settings.timeout)
+        self.webhooks = WebhookSender(settings.webhooks, settings.timeout)
+
+    # --- outbox -> jobs --------------------------------------------------------------
+    async def expand(self, event: Event) -> None:
+        """Every job one change makes: sync-back requests, then a webhook per endpoint."""
+        now = self.clock.now()
+        if event.address and event.type in ("refusal.created", "preferences.changed"):
+            await self._sync_back(event, now)
+        body = payload(event)
+        for url, _secrets in self.settings.webhooks:
+            await self.jobs.make(Job(job_id(event.id, "webhook", url), "webhook", url, event.id,
+                                     event.address, event.list, event.at, body,
+                                     created=now), now)
+
+    async def _sync_back(self, event: Event, now: float) -> None:
+        a, k = event.address, self.keys
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(k.refusal(a), event.list or GLOBAL_SCOPE)
+            pipe.hgetall(k.tool_offers(a))
+            pipe.hgetall(k.tool_told(a))
+            refusal, raw_offers, raw_told = await pipe.execute()
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        policy = self.policies.current
+        syncing = {s.list for s in policy.streams.values() if s.sync_back}
+        refusal_event = event.type == "refusal.created"
+        if refusal_event:
+            try:
+                rec = json.loads(_s(refusal)) if refusal else None
+            except ValueError:
+                rec = None
+            # A repeat keeps the first refusal's time (HSETNX), and a lifted one is gone:
+            # only the refusal this event recorded is told, once.
+            if not isinstance(rec, dict) or rec.get("at") != event.at:
+                return
+        offers: dict[str, Offer] = {}
+        for lst, text in (raw_offers or {}).items():
+            got = Offer.from_json(_s(text))
+            if got is not None and now - got[1] <= self.settings.offer_ttl:
+                offers[_s(lst)] = got[0]
+        scope = event.list or GLOBAL_SCOPE
+        if not refusal_event:  # the preference centre: streams (or lists) switched off
+            named = event.data.get("off") or []
+            wanted = sorted({policy.streams[n].list if n in policy.streams else n
+                             for n in named if isinstance(n, str)} & set(offers))
+        elif scope == GLOBAL_SCOPE:  # every list the tool gave this person a link for
+            wanted = sorted(offers) or [GLOBAL_SCOPE]
+        else:
+            wanted = [scope]
+        told = {_s(f) for f in (raw_told or {})}
+        notes: list[AuditEntry] = []
+        for lst in wanted:
+            offer = offers.get(lst)
+            why = (OFF if lst != GLOBAL_SCOPE and lst not in syncing else NO_LINK
+                   if offer is None else PLAIN)
+            if offer is None or lst not in syncing or not (offer.one_click or offer.mailto):
+                if refusal_event:
+                    notes.append(self._note(a, lst, "tool-not-told", why, event.at, now))
+                continue
+            kind, target = ("one-click", offer.url) if offer.one_click else ("mailto",
+                                                                           offer.mailto)
+            if mark(target) in told:
+                continue  # told through this link already: one request per link
+            await self.jobs.make(Job(job_id(event.id, kind, target), kind, target, event.id,
+                                     a, lst, event.at, created=now), now)
+            try:
+                await self.redis.hset(k.tool_told(a), mark(target), repr(now))
+            except RedisError as exc:
+                raise StateUnavailable("redis unavailable") from exc
+        if notes:
+            await self.audit.record(notes)
+
+    def _note(self, address: str, lst: str, outcome: str, detail: str, refused_at: float,
+              now: float) -> AuditEntry:
+        return AuditEntry(at=now, kind="change", recipient=address, outcome=outcome, stream=lst,
+                          detail=detail, reasons=(f"refused_at={refused_at!r}",))
+
+    # --- jobs -> requests --------------------------------------------------------------
+    async def send(self, job: Job) -> Outcome:
+        if job.kind == "one-click":
+            return await self.oneclick.post(job.target)
+        if job.kind == "mailto":
+            return await self._mail(job)
+        if job.kind == "webhook":
+            return await self.webhooks.send(job.target, job.event, job.body, self.clock.now())
+        return Outcome(False, detail=f"unknown job kind {job.kind!r}")
+
+    async def _mail(self, job: Job) -> Outcome:
+        try:
+            to, data = unsubscribe_mail(job.target, self.sender, job.id, self.clock.now(),
+                                        self.hostname)
+        except BadMailto as exc:
+            return Outcome(False, detail=str(exc))
+        try:
+            refused = await self.upstream.send(self.sender, [to], data)
+        except UpstreamError as exc:
+            return Outcome(False, retry=exc.temporary, detail=f"{exc.code} {exc.message}")
+        if to in refused:
+            code, text = refused[to]
+            return Outcome(False, retry=code < 500, detail=f"{code} {text}")
+        return Outcome(True, detail=f"mail to {to} accepted upstream")
+
+    async def _finish(self, job: Job, outcome: Outcome) -> None:
+        now = self.clock.now()
+        attempt = job.attempts + 1
+        if outcome.ok:
+            ended = await self.jobs.end(job, "sent", now, outcome.detail)
+            if ended and job.kind != "webhook":
+                await self.audit.record([self._note(
+                    job.address, job.scope, "tool-told",
+                    f"{job.kind} to {_where(job)}: {outcome.detail}", job.refused_at, now)])
+            return
+        if outcome.retry and attempt < self.settings.max_attempts:
+            delays = self.settings.backoff
+            await self.jobs.retry(job, now + delays[min(attempt - 1, len(delays) - 1)],
+                                  outcome.detail)
+            return
+        why = f"given up after {attempt} attempt(s): {outcome.detail}"
+        log.warning("tell job %s (%s to %s) %s", job.id, job.kind, _where(job), why)
+        if await self.jobs.end(job, "dead", now, outcome.detail) and job.kind != "webhook":
+            await self.audit.record([self._note(job.address, job.scope, "tool-not-told",
+                                                f"{job.kind} to {_where(job)} {why}",
+                                                job.refused_at, now)])
+
+    # --- the loop -----------------------------------------------------------------------
+    async def run_once(self) -> int:
+        """One round: expand the outbox, then send what is due. Returns jobs attempted."""
+        entries = await self.outbox.take(BATCH, self.settings.lease)
+        for _entry_id, event in entries:
+            await self.expand(event)
+        await self.outbox.done([i for i, _ in entries])
+        now = self.clock.now()
+        jobs = await self.jobs.claim(now, BATCH, self.settings.lease)
+        if not jobs:
+            return 0
+        outcomes = await asyncio.gather(*(self.send(j) for j in jobs))
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            await self._finish(job, outcome)
+        return len(jobs)
+
+    async def refresh_gauges(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set_tell(await self.jobs.stats())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                busy = await self.run_once()
+                await self.refresh_gauges()
+            except Exception:  # noqa: BLE001 - the worker must outlive a Redis hiccup
+                log.warning("tell round failed; trying again", exc_info=True)
+                busy = 0
+            if busy:
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        await self.oneclick.close()
+        await self.webhooks.close()
+
+
+def _where(job: Job) -> str:
+    if job.kind == "mailto":
+        return job.target.partition("?")[0]
+    return urlsplit(job.target).hostname or "?"
