@@ -1,4 +1,4 @@
-"""The `heed` command: serve, check, policy test, consent, refuse, engage, explain, dkim, passwd."""
+"""The `heed` command: serve, check, policy test, consent, refuse, suppression, explain, …"""
 
 from __future__ import annotations
 
@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", default="30d", metavar="DURATION",
                         help="how far back to look, e.g. 7d, 12h (default 30d)")
     report.add_argument("--format", choices=("text", "json", "html"), default="text")
+
+    from proxy.tell.cli import add_parsers
+
+    add_parsers(sub, _common)
 
     explain = sub.add_parser("explain", help="why did / didn't this person get mail")
     _common(explain)
@@ -176,6 +180,10 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             await state.refuse(args.address, args.reason, list=args.list_name, channel="cli")
             print(f"refusal recorded: {args.address} ({args.reason}, "
                   f"{args.list_name or 'every list'})")
+        elif args.command == "suppression":
+            from proxy.tell.cli import run
+
+            return await run(args, state)
         elif args.command == "engage":
             await state.engage(args.address, kind=args.kind)
             print(f"engagement recorded: {args.address} ({args.kind})")

@@ -145,6 +145,11 @@ class Keys:
         """SET of suppression_id() digests of erased addresses: no marketing, ever."""
         return f"{self.prefix}:suppressed"
 
+    @property
+    def erasures(self) -> str:
+        """ZSET suppression_id() digest -> time of the erasure (for the suppression export)."""
+        return f"{self.prefix}:erasures"
+
     def verp(self, token: str) -> str:
         """STRING "address\\nlist" of a VERP token (bounce+TOKEN@), with a TTL.
 

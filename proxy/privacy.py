@@ -125,6 +125,7 @@ async def erase(state: State, address: str, verp_tokens: Sequence[str] = ()) -> 
         complained = await state.redis.zscore(guard, a)
         pipe = state.redis.pipeline(transaction=False)
         pipe.sadd(k.suppressed, digest)
+        pipe.zadd(k.erasures, {digest: entry.at}, nx=True)  # when, for the export
         pipe.delete(*k.person_keys(a))  # one hash tag: one slot, one command
         pipe.srem(k.people, a)
         for token in verp_tokens:

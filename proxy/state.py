@@ -20,6 +20,7 @@ from proxy.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.errors import StateUnavailable
 from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
+from proxy.tell.comeback import lift, resubscribe, unsubscribe_to_lift
 from proxy.tell.outbox import Event, note
 from proxy.types import (
     ENGAGEMENT_KINDS,
@@ -200,7 +201,8 @@ class State:
     # --- audited changes -------------------------------------------------------------
     async def _change(self, address: str, outcome: str, detail: str, at: float,
                       writes: Callable[[Any, str], None], stream: str = "",
-                      event: Event | None = None) -> list[Any]:
+                      event: Event | None = None,
+                      then: Callable[[Any, str], None] | None = None) -> list[Any]:
         """Apply ``writes`` with its audit entry (and the tool's outbox ``event``, if any)."""
         a = normalise_address(address)
         entry = AuditEntry(at=at, kind="change", recipient=a, outcome=outcome, stream=stream,
@@ -213,6 +215,8 @@ class State:
             self.audit.add(pipe, [entry])
             if event is not None:  # what the tool must hear, in the same round trip
                 note(pipe, self.keys, replace(event, address=a, at=at))
+            if then is not None:  # writes recorded after this change (their own audit)
+                then(pipe, a)
             return list(await pipe.execute())
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
@@ -223,9 +227,14 @@ class State:
         at = self.clock.now() if at is None else at
         record = json.dumps({"list": list, "granted_at": at, "source": source, "ip": ip,
                              "text": text}, ensure_ascii=False)
+        # A newer consent with proof lifts an older unsubscribe of the list (docs/tell.md).
+        old = await unsubscribe_to_lift(self, normalise_address(address), list, at, source,
+                                        text)
         await self._change(address, "granted", proof_text(source, ip, text), at,
                            lambda p, a: p.hset(self.keys.consent(a), list, record), list,
-                           Event("consent.granted", list=list, channel=source))
+                           Event("consent.granted", list=list, channel=source),
+                           then=None if old is None else
+                           lambda p, a: resubscribe(self, p, a, list, old, at, source))
 
     async def revoke(self, address: str, list: str, *, source: str = "",
                      at: float | None = None) -> None:
@@ -270,12 +279,9 @@ class State:
             writes, scope, Event("refusal.created", list=scope, kind=kind, channel=channel))
         return bool(results[0])
 
-    async def unrefuse(self, address: str, list: str | None = None) -> None:
-        """Lift a refusal (a manual correction; audited)."""
-        scope = list or GLOBAL_SCOPE
-        await self._change(address, "unrefused", f"refusal of {_scope(scope)} lifted",
-                           self.clock.now(),
-                           lambda p, a: p.hdel(self.keys.refusal(a), scope), scope)
+    async def lift(self, address: str, list: str | None, reason: str) -> Sequence[str]:
+        """Lift a refusal (and, for every list, an erasure) by hand; audited, with a reason."""
+        return await lift(self, address, list, reason)
 
     async def engage(self, address: str, *, kind: str = "click", at: float | None = None) -> None:
         """An answer (open, click, reply…), kept per kind: the policy says which kinds count."""

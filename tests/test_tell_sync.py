@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from proxy.audit import Audit
 from proxy.clock import ManualClock
+from proxy.explain import explain
 from proxy.keys import Keys
 from proxy.policy_store import PolicyStore
 from proxy.relay import SmtpUpstream
@@ -75,6 +76,10 @@ async def test_one_click_offer_gets_exactly_one_rfc8058_post(
     assert await t.run_once() == 0
     assert len(tool.got) == 1
     assert [o for o, _ in await outcomes(aredis, keys)] == ["tool-told"]
+    text = await explain(state, Audit(aredis, keys), A, now=clock.now())
+    assert "unsubscribe of list 'marketing'" in text
+    assert "the tool was told 2027-01-15 08:00 UTC: one-click to 127.0.0.1: HTTP 200" in text
+    assert "(0 s after the refusal)" in text
     await t.close()
 
 

@@ -33,6 +33,7 @@ BATCH = 50  # outbox entries and jobs per round
 PLAIN = "plain https link without one-click: not fetched (a GET is not an unsubscribe, RFC 8058)"
 NO_LINK = "no unsubscribe link of the tool kept for this person and list"
 OFF = "sync_back is off for this list's stream"
+STATUS = "list:"  # list:<list> -> "told <time>" | "not-told <time>" in the person's told hash
 
 
 class Upstream(Protocol):
@@ -46,7 +47,7 @@ def _s(value: Any) -> str:
 
 def mark(target: str) -> str:
     """The field of a link in the person's told hash (the link itself is not repeated)."""
-    return hashlib.sha256(target.encode()).hexdigest()[:16]
+    return "link:" + hashlib.sha256(target.encode()).hexdigest()[:16]
 
 
 class Teller:
@@ -135,16 +136,30 @@ class Teller:
             await self.jobs.make(Job(job_id(event.id, kind, target), kind, target, event.id,
                                      a, lst, event.at, created=now), now)
             try:
-                await self.redis.hset(k.tool_told(a), mark(target), repr(now))
+                await self.redis.hset(k.tool_told(a), mapping={
+                    mark(target): repr(now), STATUS + lst: f"pending {now!r}"})
             except RedisError as exc:
                 raise StateUnavailable("redis unavailable") from exc
-        if notes:
-            await self.audit.record(notes)
+        await self._record(notes)
 
     def _note(self, address: str, lst: str, outcome: str, detail: str, refused_at: float,
               now: float) -> AuditEntry:
         return AuditEntry(at=now, kind="change", recipient=address, outcome=outcome, stream=lst,
                           detail=detail, reasons=(f"refused_at={refused_at!r}",))
+
+    async def _record(self, notes: Sequence[AuditEntry]) -> None:
+        """The person's audit entries and, per list, the word the export shows."""
+        if not notes:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            self.audit.add(pipe, notes)
+            for n in notes:
+                pipe.hset(self.keys.tool_told(n.recipient), STATUS + n.stream,
+                          f"{n.outcome.removeprefix('tool-')} {n.at!r}")
+            await pipe.execute()
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
 
     # --- jobs -> requests --------------------------------------------------------------
     async def send(self, job: Job) -> Outcome:
@@ -177,7 +192,7 @@ class Teller:
         if outcome.ok:
             ended = await self.jobs.end(job, "sent", now, outcome.detail)
             if ended and job.kind != "webhook":
-                await self.audit.record([self._note(
+                await self._record([self._note(
                     job.address, job.scope, "tool-told",
                     f"{job.kind} to {_where(job)}: {outcome.detail}", job.refused_at, now)])
             return
@@ -189,7 +204,7 @@ class Teller:
         why = f"given up after {attempt} attempt(s): {outcome.detail}"
         log.warning("tell job %s (%s to %s) %s", job.id, job.kind, _where(job), why)
         if await self.jobs.end(job, "dead", now, outcome.detail) and job.kind != "webhook":
-            await self.audit.record([self._note(job.address, job.scope, "tool-not-told",
+            await self._record([self._note(job.address, job.scope, "tool-not-told",
                                                 f"{job.kind} to {_where(job)} {why}",
                                                 job.refused_at, now)])
 
