@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.events import BOUNCES, CHANNELS, KINDS
+from proxy.tell.webhook import openapi_webhooks
 
 _JSON = "application/json"
 
@@ -114,6 +115,7 @@ def _webhook(service: str, how: str) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The whole document (a fresh dict each call)."""
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    hooks, hook_schemas = openapi_webhooks(_JSON)
     return {
         "openapi": "3.1.0",
         "info": {"title": "heed events API", "version": "1",
@@ -121,8 +123,10 @@ def document() -> dict[str, Any]:
                                 "consent; look a person up. See docs/events.md."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **hook_schemas},
         },
+        # What heed sends to the tool (tell.webhooks; docs/tell.md), OpenAPI 3.1 §4.8.1.
+        "webhooks": hooks,
         "security": secured,
         "paths": {
             "/api/events": {"post": {

@@ -92,3 +92,56 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+_TYPES = {
+    "refusal.created": "a person said no: `list` null means every list; kind unsubscribe, "
+                       "complaint, bounce or manual; channel where heed heard it",
+    "refusal.lifted": "a refusal lifted by hand (`heed suppression lift`), with `reason`",
+    "consent.granted": "consent granted for `list` (channel: its source)",
+    "consent.revoked": "consent withdrawn for `list`",
+    "person.resubscribed": "a newer consent with proof lifted an unsubscribe of `list`",
+    "person.erased": "a person erased at their request: only `suppression_id`, the keyed hash",
+    "preferences.changed": "preference-centre choices: `off` (streams or lists switched "
+                           "off), `paused_until`, `frequency` (only those changed)",
+}
+
+
+def openapi_webhooks(json_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the OpenAPI 3.1 ``webhooks`` map, its schemas) for the outbound events."""
+    header = [{"name": name, "in": "header", "required": True, "schema": {"type": "string"},
+               "description": text} for name, text in (
+        ("webhook-id", "the event's stable id (the same on every retry): deduplicate on it"),
+        ("webhook-timestamp", "seconds since the epoch when this attempt was signed"),
+        ("webhook-signature", "space-separated `v1,<base64 HMAC-SHA256>` of "
+                              "`id.timestamp.body`, one per configured secret (rotation)"))]
+    schema = {
+        "type": "object", "required": ["type", "timestamp", "data"],
+        "properties": {
+            "type": {"type": "string", "enum": list(_TYPES)},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "data": {"type": "object", "required": ["event_id", "at"], "properties": {
+                "event_id": {"type": "string"},
+                "at": {"type": "string", "format": "date-time"},
+                "address": {"type": "string", "format": "email"},
+                "suppression_id": {"type": "string"},
+                "list": {"type": ["string", "null"]},
+                "kind": {"type": "string"},
+                "channel": {"type": "string"},
+                "off": {"type": "array", "items": {"type": "string"}},
+                "paused_until": {"type": ["string", "null"]},
+                "frequency": {"type": ["string", "null"]},
+                "reason": {"type": "string"},
+                "lifted": {"type": "array", "items": {"type": "string"}},
+            }},
+        },
+    }
+    hooks = {name: {"post": {
+        "summary": name, "description": text + ". Signed the Standard Webhooks way; "
+                   "delivered at least once (retried with backoff, then dead-lettered).",
+        "parameters": header,
+        "requestBody": {"required": True, "content": {json_type: {"schema": {
+            "$ref": "#/components/schemas/OutboundEvent"}}}},
+        "responses": {"2XX": {"description": "received; any other answer is retried"}},
+    }} for name, text in _TYPES.items()}
+    return hooks, {"OutboundEvent": schema}
