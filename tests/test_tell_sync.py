@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,3 +255,35 @@ def test_one_click_through_heed_reaches_the_tool_once(tmp_path: Path, redis_url:
         h.stop()
     [post] = tool.got
     assert post.path == "/u/ana-77" and post.body == b"List-Unsubscribe=One-Click"
+
+
+async def test_report_and_metrics_show_what_the_tool_was_told(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tmp_path: Path,
+        tool: ToolStandIn) -> None:
+    from proxy.metrics import Metrics
+    from proxy.report import build_report
+    from proxy.report.render_text import as_dict, render_text
+
+    # Audit stream ids carry Redis' real clock: this history starts an hour ago (no
+    # outcome here depends on the hour).
+    start = time.time() - 3600
+    clock.set(start)
+    await offer(aredis, keys, clock, Offer(tool.url("/oc/ana"), True, ""))
+    await offer(aredis, keys, clock, Offer("https://tool.test/plain", False, ""),
+                address="bo@example.org")
+    state, t = State(aredis, keys, clock), teller(aredis, keys, clock, tmp_path)
+    t.metrics = Metrics()
+    await state.refuse(A, "unsubscribe", list="marketing", channel="one-click")
+    await state.refuse("bo@example.org", "unsubscribe", list="marketing", channel="one-click")
+    clock.advance(7)  # the worker comes round 7 s later
+    await t.run_once()
+    await t.refresh_gauges()
+    metrics = t.metrics.render().decode()
+    assert 'heed_tell_jobs{kind="one-click",state="sent"} 1.0' in metrics
+    assert 'heed_tell_jobs{kind="one-click",state="pending"} 0.0' in metrics
+    report = await build_report(state, t.policies.current, since=start - 60,
+                                now=clock.now(), lookback=86400)
+    figures = as_dict(report)["refusals"]["tool_told"]
+    assert figures == {"refusals": 1, "share": 0.5, "seconds": {"p50": 7.0, "p99": 7.0}}
+    assert "Refusals the tool was told of: 1 of 2 (50" in render_text(report)
+    await t.close()
