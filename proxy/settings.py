@@ -7,6 +7,7 @@ underscore between levels), e.g. ``HEED_UPSTREAM__HOST=mta.internal``,
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import os
@@ -477,6 +478,15 @@ def _signals(take: Any, section: Any, where: str,
     return api, bounces, hooks
 
 
+def _whsec(secret: str) -> bool:
+    """A Standard Webhooks secret: ``whsec_`` and the base64 of at least 16 bytes."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        return False
+    return secret.startswith("whsec_") and len(key) >= 16
+
+
 def _endpoints(v: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     out = []
     for i, hook in enumerate(v or []):
@@ -484,8 +494,9 @@ def _endpoints(v: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
                 ("https://", "http://")):
             raise ValueError(f"entry {i}: needs url: https://…")
         secrets = _texts(hook.get("secrets"))
-        if not secrets or not all(s.startswith("whsec_") and len(s) > 16 for s in secrets):
-            raise ValueError(f"entry {i}: secrets must be a list of whsec_… secrets")
+        if not secrets or not all(_whsec(s) for s in secrets):
+            raise ValueError(f"entry {i}: secrets must be a list of whsec_<base64> secrets "
+                             "of at least 16 bytes")
         out.append((str(hook["url"]), secrets))
     return tuple(out)
 

@@ -287,3 +287,17 @@ async def test_report_and_metrics_show_what_the_tool_was_told(
     assert figures == {"refusals": 1, "share": 0.5, "seconds": {"p50": 7.0, "p99": 7.0}}
     assert "Refusals the tool was told of: 1 of 2 (50" in render_text(report)
     await t.close()
+
+
+async def test_preference_centre_switching_a_stream_off_tells_the_tool(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tmp_path: Path,
+        tool: ToolStandIn) -> None:
+    await offer(aredis, keys, clock, Offer(tool.url("/oc"), True, ""))
+    state, t = State(aredis, keys, clock), teller(aredis, keys, clock, tmp_path)
+    await state.set_preferences(A, off=["marketing"])
+    await state.set_preferences(A, off=["marketing"], frequency="weekly")  # still off
+    await t.run_once()
+    clock.advance(60)
+    await t.run_once()
+    assert [r.path for r in tool.posts()] == ["/oc"]
+    await t.close()

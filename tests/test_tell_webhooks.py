@@ -112,3 +112,26 @@ async def test_retried_with_the_same_id_then_dead_lettered(aredis: aioredis.Redi
         hook.stop()
         down.stop()
     assert len(down.got) == 3
+
+
+def test_tell_settings_from_env_and_their_errors() -> None:
+    import pytest
+
+    from proxy.errors import ConfigError
+    from proxy.settings import load_settings
+
+    s = load_settings(None, env={"HEED_TELL__ALLOW": "[127.0.0.1, tool.internal]",
+                                 "HEED_TELL__BACKOFF": "[1s, 1m]",
+                                 "HEED_TELL__WEBHOOKS": f"[{{url: 'https://t.test/h', "
+                                                        f"secrets: [{NEW}, {OLD}]}}]"})
+    assert s.tell.allow == ("127.0.0.1", "tool.internal") and s.tell.backoff == (1.0, 60.0)
+    assert s.tell.webhooks == (("https://t.test/h", (NEW, OLD)),)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={}, overrides={"tell": {
+            "webhooks": [{"url": "ftp://x", "secrets": [NEW]}, {"url": "https://x",
+                                                                 "secrets": ["whsec_abc"]}],
+            "timeout": "5m", "backoff": []}})
+    text = "\n".join(info.value.errors)
+    assert "'tell.webhooks': entry 0: needs url" in text
+    assert "'tell.timeout' must be between 0s and 60s" in text
+    assert "'tell.backoff' needs at least one delay" in text
