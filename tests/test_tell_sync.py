@@ -57,6 +57,7 @@ async def outcomes(aredis: aioredis.Redis, keys: Keys) -> list[tuple[str, str]]:
     return [(e.outcome, e.detail) for e in reversed(entries) if e.outcome.startswith("tool-")]
 
 
+@pytest.mark.cluster
 async def test_one_click_offer_gets_exactly_one_rfc8058_post(
         aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tmp_path: Path,
         tool: ToolStandIn) -> None:

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from standardwebhooks import Webhook
 
@@ -78,6 +79,7 @@ async def test_every_change_arrives_signed_and_verifiable(aredis: aioredis.Redis
     assert b"cy@example.org" not in b"".join(r.body for r in hook.got)
 
 
+@pytest.mark.cluster
 async def test_retried_with_the_same_id_then_dead_lettered(aredis: aioredis.Redis, keys: Keys,
                                                            clock: ManualClock,
                                                            tmp_path: Path) -> None:
@@ -115,8 +117,6 @@ async def test_retried_with_the_same_id_then_dead_lettered(aredis: aioredis.Redi
 
 
 def test_tell_settings_from_env_and_their_errors() -> None:
-    import pytest
-
     from proxy.errors import ConfigError
     from proxy.settings import load_settings
 
