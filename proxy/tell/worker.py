@@ -212,9 +212,17 @@ class Teller:
     async def run_once(self) -> int:
         """One round: expand the outbox, then send what is due. Returns jobs attempted."""
         entries = await self.outbox.take(BATCH, self.settings.lease)
-        for _entry_id, event in entries:
-            await self.expand(event)
-        await self.outbox.done([i for i, _ in entries])
+        handled = []
+        for entry_id, event in entries:
+            try:
+                await self.expand(event)
+            except StateUnavailable:
+                break  # the rest stay pending: taken over again after the lease
+            except Exception:  # noqa: BLE001 - one unreadable entry must not stop the others
+                log.exception("outbox entry %s (%s) could not be turned into jobs; dropped",
+                              entry_id, event.type)
+            handled.append(entry_id)
+        await self.outbox.done(handled)
         now = self.clock.now()
         jobs = await self.jobs.claim(now, BATCH, self.settings.lease)
         if not jobs:
