@@ -90,8 +90,10 @@ class Outbox:
                 raise
         self._group = True
 
-    async def take(self, count: int, lease: float) -> list[tuple[str, Event]]:
-        """Entries a dead worker held longer than ``lease`` seconds, then new ones."""
+    async def take(self, count: int, lease: float,
+                   block: float = 0.0) -> list[tuple[str, Event]]:
+        """Entries a dead worker held longer than ``lease`` seconds, then new ones, waiting
+        up to ``block`` seconds for one (so a refusal wakes the worker at once)."""
         try:
             await self._ensure_group()
             got = await self.redis.xautoclaim(self.key, GROUP, self.consumer,
@@ -99,8 +101,9 @@ class Outbox:
                                               count=count)
             entries = list(got[1]) if got else []
             if len(entries) < count:
+                wait = int(block * 1000) if block > 0 and not entries else None
                 fresh = await self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"},
-                                                    count=count - len(entries))
+                                                    count=count - len(entries), block=wait)
                 for _stream, items in fresh or []:
                     entries.extend(items)
         except RedisError as exc:

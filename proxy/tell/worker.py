@@ -70,6 +70,7 @@ class Teller:
         self.outbox = Outbox(redis, keys, f"{socket.gethostname()}-{os.getpid()}-{id(self):x}")
         self.oneclick = OneClick(settings.allow, settings.timeout)
         self.webhooks = WebhookSender(settings.webhooks, settings.timeout)
+        self.expanded = 0  # outbox entries turned into jobs by this worker
 
     # --- outbox -> jobs --------------------------------------------------------------
     async def expand(self, event: Event) -> None:
@@ -209,9 +210,10 @@ class Teller:
                                                 job.refused_at, now)])
 
     # --- the loop -----------------------------------------------------------------------
-    async def run_once(self) -> int:
-        """One round: expand the outbox, then send what is due. Returns jobs attempted."""
-        entries = await self.outbox.take(BATCH, self.settings.lease)
+    async def run_once(self, wait: float = 0.0) -> int:
+        """One round: expand the outbox (waiting up to ``wait`` seconds for an entry), then
+        send what is due. Returns the entries and jobs handled."""
+        entries = await self.outbox.take(BATCH, self.settings.lease, wait)
         handled = []
         for entry_id, event in entries:
             try:
@@ -223,6 +225,7 @@ class Teller:
                               entry_id, event.type)
             handled.append(entry_id)
         await self.outbox.done(handled)
+        self.expanded += len(handled)
         now = self.clock.now()
         jobs = await self.jobs.claim(now, BATCH, self.settings.lease)
         if not jobs:
@@ -232,24 +235,31 @@ class Teller:
             await self._finish(job, outcome)
         return len(jobs)
 
+    async def _round(self, wait: float) -> int:
+        """run_once, plus the entries it expanded (a busy outbox is drained without a wait)."""
+        before = self.expanded
+        done = await self.run_once(wait)
+        return done + self.expanded - before
+
     async def refresh_gauges(self) -> None:
         if self.metrics is not None:
             self.metrics.set_tell(await self.jobs.stats())
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until ``stop``: an idle round blocks on the outbox for up to a poll
+        interval (a new refusal wakes it), which also paces the retries that come due."""
+        busy = 0
         while not stop.is_set():
             try:
-                busy = await self.run_once()
+                busy = await self._round(0.0 if busy else self.settings.poll_interval)
                 await self.refresh_gauges()
             except Exception:  # noqa: BLE001 - the worker must outlive a Redis hiccup
                 log.warning("tell round failed; trying again", exc_info=True)
                 busy = 0
-            if busy:
-                continue
-            try:
-                await asyncio.wait_for(stop.wait(), self.settings.poll_interval)
-            except TimeoutError:
-                pass
+                try:
+                    await asyncio.wait_for(stop.wait(), self.settings.poll_interval)
+                except TimeoutError:
+                    pass
 
     async def close(self) -> None:
         await self.oneclick.close()
