@@ -14,7 +14,7 @@ from proxy.keys import Keys, normalise_address
 
 # Move up to ARGV[2] due ids (score <= ARGV[1]) from due to claimed, scored by
 # the lease's end (ARGV[3]); atomic, so two workers never claim the same id.
-_CLAIM = """
+CLAIM = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
@@ -24,7 +24,7 @@ return ids
 """
 
 # Claims whose lease ended (their worker died) go back to due, due now.
-_RECOVER = """
+RECOVER = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
@@ -126,8 +126,8 @@ class DelayQueue:
     def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._claim = redis.register_script(_CLAIM)
-        self._recover = redis.register_script(_RECOVER)
+        self._claim = redis.register_script(CLAIM)
+        self._recover = redis.register_script(RECOVER)
         self._requeue = redis.register_script(_REQUEUE)
         self._put = redis.register_script(_PUT)
         self._done = redis.register_script(_DONE)

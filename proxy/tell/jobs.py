@@ -10,8 +10,7 @@ from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys
-from proxy.queue import _CLAIM as CLAIM
-from proxy.queue import _RECOVER as RECOVER
+from proxy.queue import CLAIM, RECOVER  # the same lease scripts as the delay queue
 
 KINDS = ("one-click", "mailto", "webhook")
 STATES = ("created", "sent", "failed", "dead")  # failed: attempts that will be retried
