@@ -85,63 +85,60 @@ class Teller:
                                      created=now), now)
 
     async def _sync_back(self, event: Event, now: float) -> None:
-        a, k = event.address, self.keys
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(k.refusal(a), event.list or GLOBAL_SCOPE)
-            pipe.hgetall(k.tool_offers(a))
-            pipe.hgetall(k.tool_told(a))
-            refusal, raw_offers, raw_told = await pipe.execute()
-        except RedisError as exc:
-            raise StateUnavailable("redis unavailable") from exc
+        a = event.address
+        refusal, offers, told = await self._read(a, event.list or GLOBAL_SCOPE, now)
+        is_refusal = event.type == "refusal.created"
+        # A repeat keeps the first refusal's time (HSETNX), and a lifted one is gone:
+        # only the refusal this event recorded is told, once.
+        if is_refusal and (refusal is None or refusal.get("at") != event.at):
+            return
         policy = self.policies.current
         syncing = {s.list for s in policy.streams.values() if s.sync_back}
-        refusal_event = event.type == "refusal.created"
-        if refusal_event:
-            try:
-                rec = json.loads(_s(refusal)) if refusal else None
-            except ValueError:
-                rec = None
-            # A repeat keeps the first refusal's time (HSETNX), and a lifted one is gone:
-            # only the refusal this event recorded is told, once.
-            if not isinstance(rec, dict) or rec.get("at") != event.at:
-                return
-        offers: dict[str, Offer] = {}
-        for lst, text in (raw_offers or {}).items():
-            got = Offer.from_json(_s(text))
-            if got is not None and now - got[1] <= self.settings.offer_ttl:
-                offers[_s(lst)] = got[0]
-        scope = event.list or GLOBAL_SCOPE
-        if not refusal_event:  # the preference centre: streams (or lists) switched off
-            named = event.data.get("off") or []
-            wanted = sorted({policy.streams[n].list if n in policy.streams else n
-                             for n in named if isinstance(n, str)} & set(offers))
-        elif scope == GLOBAL_SCOPE:  # every list the tool gave this person a link for
-            wanted = sorted(offers) or [GLOBAL_SCOPE]
-        else:
-            wanted = [scope]
-        told = {_s(f) for f in (raw_told or {})}
         notes: list[AuditEntry] = []
-        for lst in wanted:
+        for lst in _lists(event, offers, policy):
             offer = offers.get(lst)
-            why = (OFF if lst != GLOBAL_SCOPE and lst not in syncing else NO_LINK
-                   if offer is None else PLAIN)
-            if offer is None or lst not in syncing or not (offer.one_click or offer.mailto):
-                if refusal_event:
+            link = _link(offer) if lst in syncing else None
+            if link is None:
+                if is_refusal:
+                    why = OFF if lst not in syncing and lst != GLOBAL_SCOPE else (
+                        NO_LINK if offer is None else PLAIN)
                     notes.append(self._note(a, lst, "tool-not-told", why, event.at, now))
                 continue
-            kind, target = ("one-click", offer.url) if offer.one_click else ("mailto",
-                                                                           offer.mailto)
+            kind, target = link
             if mark(target) in told:
                 continue  # told through this link already: one request per link
             await self.jobs.make(Job(job_id(event.id, kind, target), kind, target, event.id,
                                      a, lst, event.at, created=now), now)
             try:
-                await self.redis.hset(k.tool_told(a), mapping={
+                await self.redis.hset(self.keys.tool_told(a), mapping={
                     mark(target): repr(now), STATUS + lst: f"pending {now!r}"})
             except RedisError as exc:
                 raise StateUnavailable("redis unavailable") from exc
         await self._record(notes)
+
+    async def _read(self, a: str, scope: str, now: float
+                    ) -> tuple[dict[str, Any] | None, dict[str, Offer], set[str]]:
+        """The person's refusal of ``scope``, the tool's links still fresh, the links told."""
+        k = self.keys
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(k.refusal(a), scope)
+            pipe.hgetall(k.tool_offers(a))
+            pipe.hgetall(k.tool_told(a))
+            raw_refusal, raw_offers, raw_told = await pipe.execute()
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        try:
+            refusal = json.loads(_s(raw_refusal)) if raw_refusal else None
+        except ValueError:
+            refusal = None
+        offers: dict[str, Offer] = {}
+        for lst, text in (raw_offers or {}).items():
+            got = Offer.from_json(_s(text))
+            if got is not None and now - got[1] <= self.settings.offer_ttl:
+                offers[_s(lst)] = got[0]
+        return (refusal if isinstance(refusal, dict) else None, offers,
+                {_s(f) for f in (raw_told or {})})
 
     def _note(self, address: str, lst: str, outcome: str, detail: str, refused_at: float,
               now: float) -> AuditEntry:
@@ -264,6 +261,27 @@ class Teller:
     async def close(self) -> None:
         await self.oneclick.close()
         await self.webhooks.close()
+
+
+def _lists(event: Event, offers: dict[str, Offer], policy: Any) -> list[str]:
+    """The lists whose tool links this event concerns."""
+    if event.type == "preferences.changed":  # streams (or lists) switched off
+        named = event.data.get("off") or []
+        return sorted({policy.streams[n].list if n in policy.streams else n
+                       for n in named if isinstance(n, str)} & set(offers))
+    scope = event.list or GLOBAL_SCOPE
+    if scope == GLOBAL_SCOPE:  # every list the tool gave this person a link for
+        return sorted(offers) or [GLOBAL_SCOPE]
+    return [scope]
+
+
+def _link(offer: Offer | None) -> tuple[str, str] | None:
+    """What a mail client would use: the one-click URL, else the mailto; never a plain GET."""
+    if offer is None:
+        return None
+    if offer.one_click:
+        return "one-click", offer.url
+    return ("mailto", offer.mailto) if offer.mailto else None
 
 
 def _where(job: Job) -> str:
