@@ -111,8 +111,14 @@ class Keys:
         return self._person(address, "offers")
 
     def tool_told(self, address: str) -> str:
-        """HASH link digest -> time the tool was asked once (one request per refusal and link)."""
+        """HASH of what the tool heard of this person (proxy/tell/): link:<digest> -> time
+        asked (one request per link), list:<list> -> status, stage:<stream> -> stage."""
         return self._person(address, "told")
+
+    @property
+    def tell_lifecycle_lock(self) -> str:
+        """STRING with a TTL: one worker's lifecycle pass for this period (proxy/tell/)."""
+        return f"{self.prefix}:{{tell}}:lifecycle"
 
     def person_keys(self, address: str) -> tuple[str, ...]:
         """Every key of one person: erasure deletes these (add each new person key here)."""

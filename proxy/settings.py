@@ -198,6 +198,7 @@ class TellSettings:
     lease: float = 60.0  # a claimed job (or outbox entry) older than this is taken over
     poll_interval: float = 1.0
     offer_ttl: float = 90 * 86400.0  # how long the tool's own links are kept after a copy
+    lifecycle_every: float = 3600.0  # how often one worker looks for people turned inactive
     # Signed outbound webhooks: [{url: https://…, secrets: [whsec_…]}] (Standard Webhooks).
     webhooks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -506,6 +507,7 @@ def _tell(take: Any, section: Any, where: str, errors: list[str]) -> TellSetting
     tell: TellSettings = take(TellSettings, section("tell"), "tell", {
         "allow": _texts, "timeout": parse_duration, "lease": parse_duration,
         "poll_interval": parse_duration, "offer_ttl": parse_duration, "max_attempts": int,
+        "lifecycle_every": parse_duration,
         "backoff": lambda v: tuple(parse_duration(x) for x in v),
         "webhooks": _endpoints,
     })

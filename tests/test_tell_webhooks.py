@@ -135,3 +135,49 @@ def test_tell_settings_from_env_and_their_errors() -> None:
     assert "'tell.webhooks': entry 0: needs url" in text
     assert "'tell.timeout' must be between 0s and 60s" in text
     assert "'tell.backoff' needs at least one delay" in text
+
+
+SILENCE_POLICY = """
+version: silence
+default_stream: marketing
+streams:
+  marketing:
+    kind: marketing
+    silence:
+      inactive: {sends: 2}
+    rules:
+      - {if: refused, then: drop}
+"""
+
+
+async def test_turning_inactive_and_active_again_is_sent(aredis: aioredis.Redis, keys: Keys,
+                                                         tmp_path: Path) -> None:
+    clock = ManualClock(time.time())  # the verifier checks timestamps against the real time
+    hook = ToolStandIn().start()
+    try:
+        state = State(aredis, keys, clock)
+        t = teller(aredis, keys, clock, tmp_path, hook.url("/h"), lifecycle_every=3600.0)
+        t.policies = PolicyStore(policy_dir(tmp_path, SILENCE_POLICY, "silence"))
+        await state.grant("ana@example.org", "marketing", source="form", text="v1")
+        await state.grant("bo@example.org", "marketing", source="form", text="v1")
+        assert await t.lifecycle() == 0  # the first look is a baseline: both active
+        pipe = aredis.pipeline(transaction=False)
+        state.record_sends(pipe, "marketing", ["ana@example.org"] * 2, clock.now())
+        await pipe.execute()
+        assert await t.lifecycle() == 0  # not due again within the hour
+        clock.advance(3600)
+        await aredis.delete(keys.tell_lifecycle_lock)  # its TTL runs on Redis' own clock
+        assert await t.lifecycle() == 1
+        await state.engage("ana@example.org", kind="click")
+        clock.advance(3600)
+        await aredis.delete(keys.tell_lifecycle_lock)
+        assert await t.lifecycle() == 1
+        clock.set(time.time())  # signed now, for the verifier's ±5 minutes
+        await t.run_once()
+        await t.close()
+    finally:
+        hook.stop()
+    got = [Webhook(NEW).verify(r.body, r.headers) for r in hook.got]
+    changes = [(e["data"]["address"], e["data"]["stage"]) for e in got
+               if e["type"] == "lifecycle.changed"]
+    assert changes == [("ana@example.org", "inactive"), ("ana@example.org", "active")]

@@ -19,7 +19,8 @@ from proxy.keys import Keys
 
 GROUP = "tell"
 EVENT_TYPES = ("refusal.created", "refusal.lifted", "consent.granted", "consent.revoked",
-               "person.resubscribed", "person.erased", "preferences.changed")
+               "person.resubscribed", "person.erased", "preferences.changed",
+               "lifecycle.changed")
 
 
 def _s(value: Any) -> str:

@@ -48,7 +48,7 @@ def payload(event: Event) -> str:
         data["kind"] = event.kind
     if event.channel:
         data["channel"] = event.channel
-    for name in ("off", "paused_until", "frequency", "reason", "lifted"):
+    for name in ("off", "paused_until", "frequency", "reason", "lifted", "stream", "stage"):
         if name in event.data:
             data[name] = event.data[name]
     return json.dumps({"type": event.type, "timestamp": _iso(event.at), "data": data},
@@ -104,6 +104,8 @@ _TYPES = {
     "person.erased": "a person erased at their request: only `suppression_id`, the keyed hash",
     "preferences.changed": "preference-centre choices: `off` (streams or lists switched "
                            "off), `paused_until`, `frequency` (only those changed)",
+    "lifecycle.changed": "the person turned `inactive` in `stream` (silence thresholds), or "
+                         "`active` again; seen by a periodic pass (tell.lifecycle_every)",
 }
 
 
@@ -133,6 +135,8 @@ def openapi_webhooks(json_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
                 "frequency": {"type": ["string", "null"]},
                 "reason": {"type": "string"},
                 "lifted": {"type": "array", "items": {"type": "string"}},
+                "stream": {"type": "string"},
+                "stage": {"type": "string", "enum": ["inactive", "active"]},
             }},
         },
     }

@@ -20,7 +20,9 @@ from proxy.errors import StateUnavailable, UpstreamError
 from proxy.keys import Keys
 from proxy.policy_store import PolicyStore
 from proxy.settings import TellSettings
+from proxy.state import State
 from proxy.tell.jobs import Job, Jobs, job_id
+from proxy.tell.lifecycle import lifecycle_pass
 from proxy.tell.mailto import BadMailto, unsubscribe_mail
 from proxy.tell.offer import Offer
 from proxy.tell.oneclick import OneClick, Outcome
@@ -71,6 +73,8 @@ class Teller:
         self.oneclick = OneClick(settings.allow, settings.timeout)
         self.webhooks = WebhookSender(settings.webhooks, settings.timeout)
         self.expanded = 0  # outbox entries turned into jobs by this worker
+        self.people = State(redis, keys, clock)  # snapshots for the lifecycle pass
+        self._next_pass = 0.0
 
     # --- outbox -> jobs --------------------------------------------------------------
     async def expand(self, event: Event) -> None:
@@ -232,6 +236,19 @@ class Teller:
             await self._finish(job, outcome)
         return len(jobs)
 
+    async def lifecycle(self) -> int:
+        """The lifecycle pass, when due and no other worker has taken this period's."""
+        every, now = self.settings.lifecycle_every, self.clock.now()
+        if every <= 0 or now < self._next_pass:
+            return 0
+        self._next_pass = now + every
+        try:
+            mine = await self.redis.set(self.keys.tell_lifecycle_lock, self.outbox.consumer,
+                                        nx=True, ex=max(1, int(every)))
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        return await lifecycle_pass(self.people, self.policies.current, now) if mine else 0
+
     async def _round(self, wait: float) -> int:
         """run_once, plus the entries it expanded (a busy outbox is drained without a wait)."""
         before = self.expanded
@@ -249,6 +266,7 @@ class Teller:
         while not stop.is_set():
             try:
                 busy = await self._round(0.0 if busy else self.settings.poll_interval)
+                busy += await self.lifecycle()
                 await self.refresh_gauges()
             except Exception:  # noqa: BLE001 - the worker must outlive a Redis hiccup
                 log.warning("tell round failed; trying again", exc_info=True)
