@@ -263,22 +263,37 @@ class Teller:
         """Rounds until ``stop``: an idle round blocks on the outbox for up to a poll
         interval (a new refusal wakes it), which also paces the retries that come due."""
         busy = 0
+        # Beside the rounds, not in them: a pass over every person must not hold up a "no".
+        passes = asyncio.create_task(self._lifecycle_loop(stop))
         while not stop.is_set():
             try:
                 busy = await self._round(0.0 if busy else self.settings.poll_interval)
-                busy += await self.lifecycle()
                 await self.refresh_gauges()
             except Exception:  # noqa: BLE001 - the worker must outlive a Redis hiccup
                 log.warning("tell round failed; trying again", exc_info=True)
                 busy = 0
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_interval)
-                except TimeoutError:
-                    pass
+                await _sleep(stop, self.settings.poll_interval)
+        await passes
+
+    async def _lifecycle_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.lifecycle()
+            except Exception:  # noqa: BLE001 - the next period tries again
+                log.warning("lifecycle pass failed", exc_info=True)
+            await _sleep(stop, max(1.0, min(60.0, self.settings.lifecycle_every or 60.0)))
 
     async def close(self) -> None:
         await self.oneclick.close()
         await self.webhooks.close()
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less when ``stop`` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 def _lists(event: Event, offers: dict[str, Offer], policy: Any) -> list[str]:
