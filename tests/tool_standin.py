@@ -66,6 +66,9 @@ class ToolStandIn:
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():  # never started
+            self._loop.close()
+            return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

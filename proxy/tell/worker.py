@@ -32,6 +32,7 @@ from proxy.types import GLOBAL_SCOPE
 
 log = logging.getLogger("heed.tell")
 BATCH = 50  # outbox entries and jobs per round
+BLOCK_MAX = 2.0  # longest outbox wait: under the Redis client's 3 s read timeout
 PLAIN = "plain https link without one-click: not fetched (a GET is not an unsubscribe, RFC 8058)"
 NO_LINK = "no unsubscribe link of the tool kept for this person and list"
 OFF = "sync_back is off for this list's stream"
@@ -267,7 +268,8 @@ class Teller:
         passes = asyncio.create_task(self._lifecycle_loop(stop))
         while not stop.is_set():
             try:
-                busy = await self._round(0.0 if busy else self.settings.poll_interval)
+                busy = await self._round(0.0 if busy else
+                                         min(self.settings.poll_interval, BLOCK_MAX))
                 await self.refresh_gauges()
             except Exception:  # noqa: BLE001 - the worker must outlive a Redis hiccup
                 log.warning("tell round failed; trying again", exc_info=True)
