@@ -97,7 +97,6 @@ class _Marketing:
             return None
         return token
 
-
     def tool_offer(self, stream: Stream, recipient: str) -> Offer | None:
         # Only where heed's own fields replaced the tool's ("keep" leaves the tool's link
         # to the person), only where the stream says so, and only a copy written for
