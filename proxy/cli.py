@@ -203,6 +203,8 @@ def _check(settings: Settings) -> int:
     print(f"config ok: {settings.source or '(defaults)'}")
     print(f"policies ok: {settings.policies} version {policy.version}, "
           f"streams: {', '.join(policy.streams)}")
+    for line in policy.warnings:  # worth fixing, not worth refusing to start over
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

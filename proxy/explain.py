@@ -30,7 +30,7 @@ OUTCOME_WORDS = {
     "revoked": "consent revoked",
     "refused": "refused mail (said no)",
     "lifted": "refusal lifted by hand",
-    "re-subscribed": "unsubscribe lifted by a newer consent with proof",
+    "re-subscribed": "subscribed again (an unsubscribe lifted)",
     "tool-told": "the tool was told",
     "tool-not-told": "the tool was not told",
     "engaged": "engaged",

@@ -19,6 +19,7 @@ class PolicyStore:
         # Loading at construction means a bad file keeps heed from starting.
         self.current: Policy = policy if policy is not None else load_policies(directory)
         self.last_errors: list[str] = []
+        _warn(self.current)
 
     def reload(self) -> bool:
         """Load the directory again; on errors keep the last good policy and log them."""
@@ -38,4 +39,10 @@ class PolicyStore:
         old = self.current.version
         self.current = policy
         log.info("policy reloaded: %s -> %s", old, policy.version)
+        _warn(policy)
         return True
+
+
+def _warn(policy: Policy) -> None:
+    for line in policy.warnings:
+        log.warning("policy warning: %s", line)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,16 @@ from redis.exceptions import RedisError
 from proxy.audit import AuditEntry
 from proxy.errors import StateUnavailable
 from proxy.keys import domain_of, normalise_address
+from proxy.policy import Policy
 from proxy.settings import Settings
 from proxy.state import SEND_WINDOW, State
 from proxy.tell.outbox import Event, note
+from proxy.types import GLOBAL_SCOPE
 
 log = logging.getLogger("heed")
 
 EXPORT_DECISIONS = 200  # the person's audit stream is capped at 200 entries anyway
-FORMAT = "heed-personal-data-v1"
+FORMAT = "heed-personal-data-v2"  # v2: ISO 8601 times, nested objects, lists by label
 
 
 def key_file(path: Path, what: str) -> bytes:
@@ -56,47 +59,88 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _records(raw: Any) -> dict[str, Any]:
-    """A hash of JSON records, each parsed (kept as text when it is not JSON)."""
-    out: dict[str, Any] = {}
+def iso(at: Any) -> str | None:
+    """ISO 8601 in UTC (``2027-01-15T08:00:00Z``), or None for no time."""
+    if isinstance(at, bool) or not isinstance(at, int | float) or at <= 0:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _records(raw: Any) -> dict[str, dict[str, Any]]:
+    """A hash of JSON records, each parsed (an unreadable one is kept as its text)."""
+    out: dict[str, dict[str, Any]] = {}
     for k, v in (raw or {}).items():
         try:
-            out[_text(k)] = json.loads(_text(v))
+            rec = json.loads(_text(v))
         except ValueError:
-            out[_text(k)] = _text(v)
+            rec = None
+        out[_text(k)] = rec if isinstance(rec, dict) else {"unreadable": _text(v)}
     return out
 
 
-async def export(state: State, address: str) -> dict[str, Any]:
-    """Everything heed holds about ``address`` (GDPR Art. 15 and 20), as plain JSON data."""
+def _consent(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    return {"granted_at": iso(rec.get("granted_at")), "source": rec.get("source", ""),
+            "ip": rec.get("ip", ""), "text": rec.get("text", ""),
+            "revoked_at": iso(rec.get("revoked_at")), "revoked_by": rec.get("revoked_by")}
+
+
+def _refusal(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    return {"kind": rec.get("kind", "manual"), "at": iso(rec.get("at")),
+            "channel": rec.get("channel", "")}
+
+
+async def export(state: State, address: str, policy: Policy | None = None,
+                 lang: str = "en") -> dict[str, Any]:
+    """Everything heed holds about ``address`` (GDPR Art. 15 and 20), as plain JSON data:
+    ISO 8601 times, nested objects, the field names of docs/preferences.md; lists are
+    named by the policy's labels in ``lang``."""
     a = normalise_address(address)
     k = state.keys
     try:
         pipe = state.redis.pipeline(transaction=False)
         pipe.hgetall(k.consent(a))
         pipe.hgetall(k.refusal(a))
-        pipe.hgetall(k.prefs(a))
-        pipe.hgetall(k.engagement(a))
         pipe.zrangebyscore(k.sends(a), "-inf", "+inf", withscores=True)
         pipe.sismember(k.suppressed, state.suppression_id(a))
-        consent, refusal, prefs, engage, sends, suppressed = await pipe.execute()
+        consent, refusal, sends, suppressed = await pipe.execute()
     except RedisError as exc:
         raise StateUnavailable("redis unavailable") from exc
+    person = await state.snapshot(a)
     decisions = await state.audit.recent(a, EXPORT_DECISIONS)
+    consents, refusals = _records(consent), _records(refusal)
+    lists = []
+    # Revoked consents are included: the record of the grant and of its withdrawal.
+    for name in sorted((set(consents) | set(refusals)) - {GLOBAL_SCOPE}):
+        label = policy.list_label(name, lang).text if policy is not None else name
+        stream = policy.stream_of_list(name) if policy is not None else None
+        lists.append({"list": name, "label": label,
+                      "description": stream.description(lang).text if stream else "",
+                      "consent": _consent(consents.get(name)),
+                      "refusal": _refusal(refusals.get(name))})
+    prefs, eng = person.prefs, person.engagement
     return {
         "format": FORMAT,
         "address": a,
-        "exported_at": state.clock.now(),
-        # Revoked consents are included: the record of the grant and of its withdrawal.
-        "consents": _records(consent),
-        "refusals": _records(refusal),
-        "preferences": {_text(f): _text(v) for f, v in (prefs or {}).items()},
-        "engagement": {_text(f): _text(v) for f, v in (engage or {}).items()},
+        "exported_at": iso(state.clock.now()),
+        "language": lang,
+        "lists": lists,
+        "all_marketing": {"refusal": _refusal(refusals.get(GLOBAL_SCOPE))},
+        "preferences": {"frequency": prefs.frequency, "paused_until": iso(prefs.paused_until),
+                        "timezone": prefs.timezone, "off": sorted(prefs.off)},
+        "engagement": {
+            "last_at": iso(person.last_engaged), "first_send": iso(person.first_send),
+            "total_sends": person.total_sends,
+            "by_kind": [{"kind": e.kind, "at": iso(e.at), "sends_since": e.sends_since}
+                        for e in sorted(eng.values(), key=lambda e: e.kind)]},
         "sends": {"kept_days": SEND_WINDOW / 86400,
-                  "recent": [{"stream": _text(m).split("|", 1)[0], "at": float(t)}
+                  "recent": [{"stream": _text(m).split("|", 1)[0], "at": iso(float(t))}
                              for m, t in sends]},
         "recent_decisions": [
-            {"at": e.at, "kind": e.kind, "outcome": e.outcome, "stream": e.stream,
+            {"at": iso(e.at), "kind": e.kind, "outcome": e.outcome, "stream": e.stream,
              "reasons": list(e.reasons), "detail": e.detail, "message_id": e.message_id}
             for e in decisions
         ],

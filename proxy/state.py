@@ -20,7 +20,7 @@ from proxy.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
 from proxy.errors import StateUnavailable
 from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
-from proxy.tell.comeback import lift, resubscribe, unsubscribe_to_lift
+from proxy.tell.comeback import lift, rejoin, resubscribe, unsubscribe_to_lift
 from proxy.tell.outbox import Event, note
 from proxy.types import (
     ENGAGEMENT_KINDS,
@@ -282,6 +282,10 @@ class State:
     async def lift(self, address: str, list: str | None, reason: str) -> Sequence[str]:
         """Lift a refusal (and, for every list, an erasure) by hand; audited, with a reason."""
         return await lift(self, address, list, reason)
+
+    async def rejoin(self, address: str, list: str | None, how: str) -> bool:
+        """The person lifts their own unsubscribe (never a complaint or bounce); audited."""
+        return await rejoin(self, address, list, how)
 
     async def engage(self, address: str, *, kind: str = "click", at: float | None = None) -> None:
         """An answer (open, click, reply…), kept per kind: the policy says which kinds count."""

@@ -57,6 +57,8 @@ class Decision:
 REFUSAL_KINDS = ("unsubscribe", "complaint", "bounce", "manual")
 # Engagement kinds recorded in state; the policy names which ones count against silence.
 ENGAGEMENT_KINDS = ("open", "click", "reply", "preference-visit", "manual")
+# The languages of the person's pages; a marketing stream's label should exist in each.
+LANGUAGES = ("en", "vi", "ar", "th")
 GLOBAL_SCOPE = "*"  # a refusal of every marketing list, not just one
 
 

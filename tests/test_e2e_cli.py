@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 import signal
 import socket
@@ -11,7 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -28,10 +31,21 @@ def heed_cmd(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
+def away_from_now(policy: Path) -> None:
+    """Move the shipped quiet hours (21:00-08:00 Berlin) to a window six hours from now,
+    so that the walkthrough's delivery does not depend on the wall clock."""
+    hour = datetime.now(ZoneInfo("Europe/Berlin")).hour
+    text = re.sub(r'start: "\d\d:\d\d"\n(\s+)end: "\d\d:\d\d"',
+                  f'start: "{(hour + 6) % 24:02d}:00"\n\\1end: "{(hour + 7) % 24:02d}:00"',
+                  policy.read_text(encoding="utf-8"))
+    policy.write_text(text, encoding="utf-8")
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """A working directory laid out like the repository: config/ and policies/."""
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    away_from_now(tmp_path / "policies" / "00-streams.yaml")
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config" / "heed.yaml", tmp_path / "config" / "heed.yaml")
     return tmp_path
@@ -94,7 +108,14 @@ def test_sighup_with_bad_edit_keeps_last_good_policy(
 
 
 def test_check_reports_file_and_line(site: Path) -> None:
-    assert "policies ok" in heed_cmd("check", cwd=site).stdout
+    ok = heed_cmd("check", cwd=site)
+    assert "policies ok" in ok.stdout and "warning" not in ok.stderr
+    (site / "policies" / "30-promo.yaml").write_text(
+        "streams:\n  promo:\n    kind: marketing\n    label:\n      en: Promotions\n"
+        "      vi: Khuyến mãi\n")
+    warned = heed_cmd("check", cwd=site)  # a missing label warns; it does not fail
+    assert "warning: " in warned.stderr and "30-promo.yaml:4: stream 'promo' has no label " \
+        "in ar, th" in warned.stderr, warned.stderr
     (site / "policies" / "20-broken.yaml").write_text(
         "streams:\n  promo:\n    kind: marketing\n    rules:\n      - if: no_such_thing\n"
         "        then: drop\n")

@@ -106,26 +106,58 @@ async def test_unsubscribe_pages_link_to_the_centre(centre: tuple[TestServer, St
             assert (claims.address, claims.list) == (ADDRESS, "weekly-digest")
 
 
+async def joined(state: State, *lists: str) -> None:
+    """The person joined these lists (by default both marketing lists of the policy)."""
+    for name in lists or ("marketing", "weekly-digest"):
+        await state.grant(ADDRESS, name, source="signup form")
+
+
 async def test_get_shows_marketing_streams_and_changes_nothing(
         centre: tuple[TestServer, State], tokens: TokenSigner, aredis: aioredis.Redis) -> None:
-    server, _ = centre
+    server, state = centre
+    await joined(state)
+    before = {k: await aredis.dump(k) async for k in aredis.scan_iter("*")}
     token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
     async with aiohttp.ClientSession() as s:
         page = await open_page(s, server, token)
         r = await s.head(server.make_url(f"/p/{token}"))
         assert r.status == 200
     assert 'value="marketing" checked' in page and 'value="newsletter" checked' in page
+    # The policy's labels and descriptions, not the stream names.
+    assert ">Weekly digest</bdi>" in page and ">Offers and news</bdi>" in page
+    assert "One email a week" in page
     assert "transactional" not in page  # nothing to choose about receipts
     assert "a•••@example.org" in page and ADDRESS not in page
     # Not "no-referrer" here: under it a browser's own form posts carry Origin: null.
     assert r.headers["Referrer-Policy"] == "same-origin"
     assert 'id="f-as_sent" value="" checked' in page
-    assert await aredis.dbsize() == 0  # a GET (a link scanner) records nothing, not a visit
+    # A GET (a link scanner) records nothing, not a visit.
+    assert {k: await aredis.dump(k) async for k in aredis.scan_iter("*")} == before
 
+
+async def test_only_the_lists_the_person_joined_are_shown(
+        centre: tuple[TestServer, State], tokens: TokenSigner) -> None:
+    server, state = centre
+    token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
+    async with aiohttp.ClientSession() as s:
+        page = await open_page(s, server, token)  # joined nothing: nothing to switch
+        assert 'id="none"' in page and 'type="checkbox"' not in page
+        assert 'value="save"' not in page and 'value="pause30"' not in page
+        assert 'value="leave"' not in page and 'value="download"' in page
+        await joined(state, "marketing")
+        page = await open_page(s, server, token)
+        assert 'value="marketing" checked' in page and "newsletter" not in page
+        assert "Weekly digest" not in page
+        # Left the digest by its link: shown as left, with the way back, not a checkbox.
+        await state.refuse(ADDRESS, "unsubscribe", list="weekly-digest", channel="page")
+        page = await open_page(s, server, token)
+        assert "Weekly digest" in page and 'value="newsletter"' not in page
+        assert 'value="rejoin:weekly-digest"' in page and "disabled" not in page
 
 async def test_save_switches_a_stream_off_and_sets_frequency(
         centre: tuple[TestServer, State], tokens: TokenSigner, clock: ManualClock) -> None:
     server, state = centre
+    await joined(state)
     token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
     async with aiohttp.ClientSession() as s:
         r = await post(s, server, token, [("action", "save"), ("on", "marketing"),
@@ -155,6 +187,7 @@ async def test_save_switches_a_stream_off_and_sets_frequency(
 async def test_a_list_switched_off_elsewhere_stays_off(
         centre: tuple[TestServer, State], tokens: TokenSigner) -> None:
     server, state = centre
+    await joined(state)
     await state.set_preferences(ADDRESS, off=["promo-archive"])
     token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
     async with aiohttp.ClientSession() as s:
@@ -204,6 +237,7 @@ async def test_forms_need_the_nonce_and_a_same_site_origin(
 async def test_pause_resume_and_leave(centre: tuple[TestServer, State], tokens: TokenSigner,
                                       clock: ManualClock) -> None:
     server, state = centre
+    await joined(state)
     token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
     async with aiohttp.ClientSession() as s:
         assert (await post(s, server, token, [("action", "pause90")])).status == 303
@@ -219,34 +253,108 @@ async def test_pause_resume_and_leave(centre: tuple[TestServer, State], tokens: 
     refusal = (await state.snapshot(ADDRESS)).refusals["*"]
     assert (refusal.kind, refusal.channel) == ("unsubscribe", "preference-centre")
     assert 'id="left"' in page and 'value="leave"' not in page
-    assert page.count("disabled") == 2  # every stream shown as off, not switchable
+    # The state, both lists as left, the way back; no control that means nothing now.
+    assert "Weekly digest" in page and "Offers and news" in page
+    assert 'value="rejoin:*"' in page and 'id="rejoin-explain"' in page
+    for gone in ('type="checkbox"', 'value="save"', 'name="frequency"', 'value="pause30"',
+                 'value="resume"', "disabled"):
+        assert gone not in page, gone
 
 
-async def test_download_is_a_json_attachment(centre: tuple[TestServer, State],
-                                             tokens: TokenSigner, clock: ManualClock) -> None:
+async def test_subscribing_again_is_recorded_as_consent_from_the_centre(
+        centre: tuple[TestServer, State], tokens: TokenSigner, clock: ManualClock) -> None:
+    server, state = centre
+    await joined(state)
+    await state.refuse(ADDRESS, "unsubscribe", list="weekly-digest", channel="one-click")
+    token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
+    async with aiohttp.ClientSession() as s:
+        assert (await post(s, server, token, [("action", "leave")])).status == 303
+        clock.advance(DAY)
+        r = await post(s, server, token, [("action", "rejoin:*")],
+                       headers={"Accept-Language": "th"})
+        assert r.status == 303 and r.headers["Location"].endswith("?done=rejoined")
+        person = await state.snapshot(ADDRESS)
+        assert "*" not in person.refusals and "weekly-digest" in person.refusals
+        consent = person.consents["marketing"]
+        assert (consent.source, consent.granted_at) == ("preference centre", clock.now())
+        assert consent.text == "สมัครรับอีกครั้ง: ข้อเสนอและข่าวสาร"
+        assert person.consents["weekly-digest"].source == "signup form"  # still left
+        r = await post(s, server, token, [("action", "rejoin:weekly-digest")])
+        assert r.status == 303
+        person = await state.snapshot(ADDRESS)
+        assert not person.refusals
+        assert person.consents["weekly-digest"].source == "preference centre"
+        # A complaint is not undone from a page.
+        await state.refuse(ADDRESS, "complaint", channel="arf")
+        page = await open_page(s, server, token)
+        assert 'id="left"' in page and "rejoin" not in page
+        assert (await post(s, server, token, [("action", "rejoin:*")])).status == 400
+        assert (await post(s, server, token, [("action", "rejoin:nope")])).status == 400
+    assert "*" in (await state.snapshot(ADDRESS)).refusals
+
+
+async def test_download_is_readable_json_and_not_engagement(
+        centre: tuple[TestServer, State], tokens: TokenSigner, clock: ManualClock) -> None:
     server, state = centre
     await state.grant(ADDRESS, "marketing", source="signup form", ip="192.0.2.7", text="v3")
     await state.grant(ADDRESS, "weekly-digest", source="shop", ip="192.0.2.8", text="v1")
     await state.revoke(ADDRESS, "weekly-digest", source="api")
     await state.refuse(ADDRESS, "unsubscribe", list="weekly-digest", channel="one-click")
-    await state.set_preferences(ADDRESS, frequency="weekly")
+    await state.set_preferences(ADDRESS, frequency="weekly", off=["newsletter"],
+                                paused_until=clock.now() + DAY)
+    await state.engage(ADDRESS, kind="click")
     token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers={"Accept-Language": "vi"}) as s:
         r = await post(s, server, token, [("action", "download")])
         assert r.status == 200
         assert r.headers["Content-Disposition"] == 'attachment; filename="my-data.json"'
         assert r.content_type == "application/json"
         data = json.loads(await r.text())
+    now = "2027-01-15T08:00:00Z"  # the test clock, ISO 8601 in UTC
+    assert data["format"] == "heed-personal-data-v2" and data["exported_at"] == now
     assert data["address"] == ADDRESS and data["suppressed"] is False
-    assert data["consents"]["marketing"] == {
-        "list": "marketing", "granted_at": clock.now(), "source": "signup form",
-        "ip": "192.0.2.7", "text": "v3"}
-    assert data["consents"]["weekly-digest"]["revoked_by"] == "api"
-    assert data["refusals"]["weekly-digest"]["channel"] == "one-click"
-    assert data["preferences"] == {"frequency": "weekly"}
-    assert data["engagement"]["last_kind"] == "preference-visit"
+    assert data["lists"] == [
+        {"list": "marketing", "label": "Ưu đãi và tin tức",
+         "description": "Ưu đãi, sản phẩm mới và thông báo, thỉnh thoảng.",
+         "consent": {"granted_at": now, "source": "signup form", "ip": "192.0.2.7",
+                     "text": "v3", "revoked_at": None, "revoked_by": None},
+         "refusal": None},
+        {"list": "weekly-digest", "label": "Bản tin hằng tuần",
+         "description": data["lists"][1]["description"],
+         "consent": {"granted_at": now, "source": "shop", "ip": "192.0.2.8", "text": "v1",
+                     "revoked_at": now, "revoked_by": "api"},
+         "refusal": {"kind": "unsubscribe", "at": now, "channel": "one-click"}}]
+    assert data["all_marketing"] == {"refusal": None}
+    assert data["preferences"] == {"frequency": "weekly", "paused_until": "2027-01-16T08:00:00Z",
+                                   "timezone": None, "off": ["newsletter"]}
+    # Only the click: downloading (and viewing) is not engagement with the mail.
+    assert data["engagement"]["by_kind"] == [{"kind": "click", "at": now, "sends_since": 0}]
+    assert data["engagement"]["last_at"] == now
     outcomes = [d["outcome"] for d in data["recent_decisions"]]
-    assert outcomes[:1] == ["engaged"] and "granted" in outcomes and "refused" in outcomes
+    assert "granted" in outcomes and "refused" in outcomes
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d["at"])
+               for d in data["recent_decisions"])
+    assert (await state.snapshot(ADDRESS)).engagement.keys() == {"click"}
+
+
+async def test_the_data_as_a_page_in_the_persons_language(
+        centre: tuple[TestServer, State], tokens: TokenSigner, aredis: aioredis.Redis,
+        keys: Keys) -> None:
+    server, state = centre
+    await state.grant(ADDRESS, "weekly-digest", source="shop", ip="192.0.2.8", text="v1")
+    await state.engage(ADDRESS, kind="reply")
+    await state.refuse(ADDRESS, "unsubscribe", channel="page")
+    token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
+    async with aiohttp.ClientSession(headers={"Accept-Language": "ar"}) as s:
+        before = await aredis.hgetall(keys.engagement(ADDRESS))
+        r = await post(s, server, token, [("action", "view")])
+        assert r.status == 200 and r.content_type == "text/html"
+        page = await r.text()
+    assert '<html lang="ar" dir="rtl">' in page and "ما نحتفظ به عنك" in page
+    assert "الملخص الأسبوعي" in page and "192.0.2.8" in page and ADDRESS in page
+    assert "غادرت كل الرسائل التسويقية في" in page  # left everything, with the date
+    assert "ألغيت الاشتراك" in page and 'id="back"' in page
+    assert before and await aredis.hgetall(keys.engagement(ADDRESS)) == before
 
 
 async def test_erase_asks_first_then_keeps_only_a_hashed_no(
@@ -324,3 +432,26 @@ async def test_every_language_has_every_text(centre: tuple[TestServer, State],
             page = await r.text()
             direction = "rtl" if lang == "ar" else "ltr"
             assert f'<html lang="{lang}" dir="{direction}">' in page and f"<h1>{title}</h1>" in page
+
+
+async def test_clicks_to_leave_count_what_each_route_took(
+        centre: tuple[TestServer, State], tokens: TokenSigner, clock: ManualClock) -> None:
+    """Mail client one-click: 1; the link's page, a list or everything: 2; the centre: 3."""
+    from proxy.report.compute import build_report
+
+    server, state = centre
+    body = {"List-Unsubscribe": "One-Click"}
+    async with aiohttp.ClientSession() as s:
+        for who, extra in (("a@x.org", {}), ("b@x.org", {"via": "page"}),
+                           ("c@x.org", {"via": "page", "scope": "all"})):
+            url = server.make_url(f"/u/{tokens.make(who, 'weekly-digest')}")
+            assert (await s.post(url, data={**body, **extra})).status == 200
+        page = await (await s.get(server.make_url(
+            f"/u/{tokens.make(ADDRESS, 'weekly-digest')}"))).text()
+        link = re.search(r'id="manage" href="/p/([A-Za-z0-9_-]+)"', page)
+        assert link
+        assert (await post(s, server, link.group(1), [("action", "leave")])).status == 303
+    report = await build_report(state, PolicyStore(ROOT / "policies").current,
+                                since=0, now=clock.now() + 1, lookback=DAY)
+    assert dict(report.clicks) == {1: 1, 2: 2, 3: 1}
+    assert dict(report.channels) == {"one-click": 1, "page": 2, "preference-centre": 1}

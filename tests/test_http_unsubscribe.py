@@ -247,3 +247,42 @@ async def test_two_apps_and_start_http(aredis: aioredis.Redis, keys: Keys, clock
         await runner.cleanup()
     assert first.unsubscribe.labels("GET", "bad")._value.get() == 1
     assert second.unsubscribe.labels("GET", "bad")._value.get() == 0
+
+
+async def test_the_page_names_the_list_and_offers_leaving_everything(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tokens: TokenSigner) -> None:
+    """The policy's label in the page's language; two buttons, each one POST, no redirect."""
+    from proxy.policy_store import PolicyStore
+    from tests.conftest import ROOT
+
+    state = State(aredis, keys, clock)
+    server = TestServer(make_app(tokens=tokens, state=state, metrics=Metrics(),
+                                 policies=PolicyStore(ROOT / "policies")), host="127.0.0.1")
+    await server.start_server()
+    digest = tokens.make("ana@example.org", "weekly-digest")
+    offers = tokens.make("bo@example.org", "marketing")
+    try:
+        async with aiohttp.ClientSession(headers={"Accept-Language": "th"}) as s:
+            page = await (await s.get(server.make_url(f"/u/{digest}"))).text()
+            assert "หยุดส่งอีเมลจาก สรุปข่าวประจำสัปดาห์ ถึง a•••@example.org" in text_of(page)
+            assert 'id="unsubscribe"' in page and 'id="unsubscribe-all"' in page
+            assert "weekly-digest" not in page and await aredis.dbsize() == 0
+            body = {"List-Unsubscribe": "One-Click", "via": "page", "scope": "all"}
+            r = await s.post(server.make_url(f"/u/{digest}"), data=body, allow_redirects=False)
+            assert r.status == 200 and "set-cookie" not in r.headers
+            assert "คุณหยุดรับอีเมลการตลาดทั้งหมดแล้ว" in await r.text()
+            body = {"List-Unsubscribe": "One-Click", "via": "page"}
+            r = await s.post(server.make_url(f"/u/{offers}"), data=body, allow_redirects=False)
+            assert r.status == 200 and "ข้อเสนอและข่าวสาร" in await r.text()
+        ana = (await state.snapshot("ana@example.org")).refusals
+        assert list(ana) == ["*"] and (ana["*"].kind, ana["*"].channel) == ("unsubscribe", "page")
+        bo = (await state.snapshot("bo@example.org")).refusals
+        assert list(bo) == ["marketing"] and bo["marketing"].channel == "page"
+        # A mail client's one-click POST leaves the list, whatever else the body says.
+        async with aiohttp.ClientSession() as s:
+            cy = tokens.make("cy@example.org", "weekly-digest")
+            r = await s.post(server.make_url(f"/u/{cy}"), data={"List-Unsubscribe": "One-Click"})
+            assert r.status == 200 and "Weekly digest" in await r.text()
+        assert list((await state.snapshot("cy@example.org")).refusals) == ["weekly-digest"]
+    finally:
+        await server.close()

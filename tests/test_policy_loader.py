@@ -272,3 +272,69 @@ def test_a_stream_without_keys_takes_the_defaults(tmp_path: Path) -> None:
     stream = load_policies(tmp_path).streams["plain"]
     assert (stream.marketing, stream.list, stream.consent_required, stream.rules) == (
         True, "plain", True, ())
+
+
+LABELLED = """\
+version: "v1"
+default_stream: digest
+streams:
+  digest:
+    list: weekly-digest
+    label:
+      en: Weekly digest
+      vi: Bản tin hằng tuần
+    description: One email a week
+  offers:
+    label: Offers
+  quiet:
+    kind: marketing
+  receipts:
+    kind: transactional
+"""
+
+
+def test_labels_per_language_fall_back_to_english_for_that_stream_only(tmp_path: Path) -> None:
+    policy = load_policies(write(tmp_path, "a.yaml", LABELLED))
+    digest = policy.streams["digest"]
+    assert digest.label("vi").text == "Bản tin hằng tuần" and digest.label("vi").lang == "vi"
+    assert (digest.label("th").text, digest.label("th").lang) == ("Weekly digest", "en")
+    assert digest.description("ar").text == "One email a week"  # one text is English
+    assert policy.streams["offers"].label("ar").text == "Offers"
+    assert policy.streams["quiet"].label("th").text == "quiet"  # no label: the list's name
+    assert policy.list_label("weekly-digest", "vi").text == "Bản tin hằng tuần"
+    assert policy.list_label("gone-list", "vi").text == "gone-list"
+    # `heed check` warns, file:line, for each marketing stream missing a page language.
+    path = tmp_path / "a.yaml"
+    assert policy.warnings == (
+        f"{path}:6: stream 'digest' has no label in ar, th; its pages show the English "
+        "label there",
+        f"{path}:11: stream 'offers' has no label in vi, ar, th; its pages show the English "
+        "label there",
+        f"{path}:13: stream 'quiet' has no label in en, vi, ar, th; its pages show the list "
+        "name there",
+    )
+
+
+def test_label_mistakes_are_errors_with_lines(tmp_path: Path) -> None:
+    errors = errors_of(write(tmp_path, "a.yaml", """\
+        default_stream: a
+        streams:
+          a:
+            label: {en: A, xx: Nope}
+            description: {vi: ""}
+          b:
+            label: [A]
+        """))
+    assert any(e.endswith("a.yaml:4: label: unknown key 'xx' (expected one of en, vi, ar, th)")
+               for e in errors), errors
+    assert any(e.endswith("a.yaml:5: description.vi must not be empty") for e in errors), errors
+    assert any(e.endswith("a.yaml:7: label: keys must be text") or "a.yaml:7: label" in e
+               for e in errors), errors
+
+
+def test_the_shipped_policy_has_every_label_in_every_language() -> None:
+    policy = load_policies(ROOT / "policies")
+    assert policy.warnings == ()
+    for stream in policy.streams.values():
+        if stream.marketing:
+            assert set(stream.labels) == set(stream.descriptions) == {"en", "vi", "ar", "th"}

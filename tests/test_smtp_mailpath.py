@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import smtplib
 import socket
 from collections.abc import Iterator
@@ -467,3 +469,22 @@ def test_utf8_addresses_and_8bit_body_pass_untouched(heed: HeedThread,
                    mail_options=["SMTPUTF8", "BODY=8BITMIME"])
     assert "jürgen@example.org" in upstream.recipients()
     assert "Grüße aus der Bäckerei".encode() in upstream.received[-1].data
+
+
+def test_no_link_in_the_mail_carries_the_address_in_a_decodable_form(
+        heed: HeedThread, upstream: Upstream) -> None:
+    """Every heed token of a delivered copy (https, mailto) decodes to neither the address
+    nor the list, and still names both to heed itself."""
+    grant(heed, "someone.long@example.org")
+    assert send(heed, "offers@news.example.com", ["someone.long@example.org"])[1][:3] == "250"
+    header = str(upstream.received[0].message["List-Unsubscribe"])
+    https = re.search(r"<https://heed\.test/u/([A-Za-z0-9_-]+)>", header)
+    mailto = re.search(r"<mailto:unsubscribe\+([A-Za-z0-9_-]+)@", header)
+    assert https and mailto
+    assert heed.heed is not None
+    for token in (https.group(1), mailto.group(1)):
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        for secret in (b"someone.long", b"example.org", b"marketing"):
+            assert secret not in raw and secret.decode() not in token
+        claims = heed.heed.tokens.verify(token)
+        assert (claims.address, claims.list) == ("someone.long@example.org", "marketing")

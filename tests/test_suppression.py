@@ -209,3 +209,16 @@ def test_the_suppression_commands(tmp_path: Path, redis_url: str) -> None:
     (tmp_path / "bad.csv").write_text("EmailAddress,Reason,LastUpdateTime\nnope,BOUNCE,\n")
     got = heed("suppression", "import", "bad.csv", "--from", "ses")
     assert got.returncode == 1 and "bad.csv:line 2: not an address" in got.stderr
+
+
+async def test_the_person_lifts_only_their_own_unsubscribe(aredis: aioredis.Redis, keys: Keys,
+                                                           clock: ManualClock) -> None:
+    state = State(aredis, keys, clock)
+    await state.refuse(A, "unsubscribe", channel="preference-centre")
+    await state.refuse("bo@example.org", "complaint", channel="arf")
+    assert not await state.rejoin("bo@example.org", None, "preference centre")
+    assert await state.rejoin(A, None, "preference centre")
+    assert (await state.snapshot(A)).refusals == {}
+    assert "*" in (await state.snapshot("bo@example.org")).refusals
+    [entry] = (await Audit(aredis, keys).recent(A, 1))
+    assert entry.outcome == "re-subscribed" and "preference centre" in entry.detail

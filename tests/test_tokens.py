@@ -1,4 +1,4 @@
-"""Tokens: roundtrip, forgery, bit flips, purpose, expiry, key rotation, arbitrary input."""
+"""Tokens: roundtrip, opacity, old format, forgery, bit flips, purpose, expiry, rotation."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -66,9 +67,86 @@ def test_forged_tag_is_refused(signer: TokenSigner) -> None:
         signer.verify(forged)
 
 
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def unb64(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def v1_token(key: UnsubscribeKey, address: str, list_name: str, issued: float,
+             purpose: str = "u") -> str:
+    """The format heed sent before sealed tokens, built by hand from its definition."""
+    kid, lst = key.id.encode(), list_name.encode()
+    payload = (purpose.encode() + bytes((len(kid),)) + kid + struct.pack(">I", int(issued))
+               + bytes((len(lst),)) + lst + address.encode())
+    tag = hmac.new(key.secret, b"heed-token-v1\x00" + payload, hashlib.sha256).digest()[:16]
+    return b64(payload + tag)
+
+
+PEOPLE = [("alice@example.com", "news"), ("người@ví-dụ.vn", "bản tin"),
+          ("someone.with.a.long.name@subdomain.example.org", "weekly-digest"),
+          ("u@x.io", "deals"), ("ana@example.org", "marketing")]
+
+
+@pytest.mark.parametrize(("address", "list_name"), PEOPLE)
+def test_new_tokens_reveal_neither_address_nor_list(signer: TokenSigner, address: str,
+                                                     list_name: str) -> None:
+    for purpose in ("u", "p", "b"):
+        token = signer.make(address, list_name, purpose)
+        raw = unb64(token)
+        local, _, domain = address.partition("@")
+        # (Strings of 1-3 octets turn up by chance in any 40 random ones.)
+        for secret in (s for s in (address, local, domain, list_name) if len(s) > 3):
+            for form in (secret.encode(), secret.upper().encode()):
+                assert form not in raw and form.decode() not in token
+        # Nor the key id or the purpose in clear: the first octet only says "v2".
+        assert raw[0] == 2 and b"k1" not in raw
+        assert signer.verify(token, purpose).address == address
+
+
+def test_old_format_tokens_still_verify_until_expiry(signer: TokenSigner,
+                                                     clock: ManualClock) -> None:
+    issued = clock.now() - 10 * DAY
+    for address, list_name in PEOPLE:
+        token = v1_token(K1, address, list_name, issued)
+        assert signer.verify(token) == TokenClaims(address, list_name, issued, "k1", "u")
+        assert signer.verify(v1_token(K1, address, list_name, issued, "p"), "p").list \
+            == list_name
+    old = v1_token(K1, "alice@example.com", "news", issued)
+    with pytest.raises(TokenError):
+        signer.verify(old, "p")
+    with pytest.raises(TokenError):  # another key's v1 token
+        signer.verify(v1_token(K2, "alice@example.com", "news", issued))
+    clock.advance(LIFETIME - 10 * DAY)
+    assert signer.verify(old).address == "alice@example.com"
+    clock.advance(1)
+    with pytest.raises(TokenError):
+        signer.verify(old)
+
+
+def test_old_format_every_flipped_bit_is_refused(signer: TokenSigner) -> None:
+    raw = unb64(v1_token(K1, "alice@example.com", "news", 1_800_000_000.0))
+    for bit in range(len(raw) * 8):
+        flipped = bytearray(raw)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(TokenError):
+            signer.verify(b64(bytes(flipped)))
+
+
+def test_new_token_is_shorter_than_the_old_one(signer: TokenSigner) -> None:
+    """Measured for the docs: sealing costs no length (SIV's tag is the IV)."""
+    new = signer.make("ana@example.org", "weekly-digest")
+    old = v1_token(K1, "ana@example.org", "weekly-digest", 1_800_000_000.0)
+    assert (len(new), len(old)) == (68, 71)
+    # Within 64 octets only when list + address take <= 16 (RFC 5321 §4.5.3.1.1).
+    assert len("unsubscribe+" + signer.make("u@x.io", "news")) == 56
+
+
 def test_token_for_another_address_cannot_be_made_by_editing(signer: TokenSigner) -> None:
-    token = signer.make("alice@example.com", "news")
-    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    token = v1_token(K1, "alice@example.com", "news", 1_800_000_000.0)
+    raw = unb64(token)
     edited = raw.replace(b"alice", b"carol")
     with pytest.raises(TokenError):
         signer.verify(base64.urlsafe_b64encode(edited).rstrip(b"=").decode())
@@ -135,14 +213,17 @@ def test_token_from_the_far_future_is_refused(clock: ManualClock) -> None:
 
 def test_rotation_new_key_signs_old_verifies_until_retired(clock: ManualClock) -> None:
     old_token = TokenSigner([K1], clock, LIFETIME).make("alice@example.com", "news")
+    old_v1 = v1_token(K1, "alice@example.com", "news", clock.now())
     rotated = TokenSigner([K1, K2], clock, LIFETIME)
     new_token = rotated.make("alice@example.com", "news")
     assert rotated.verify(new_token).key_id == "k2"
     assert rotated.verify(old_token).key_id == "k1"
+    assert rotated.verify(old_v1).key_id == "k1"
     retired = TokenSigner([UnsubscribeKey("k1", K1.secret, retired=True), K2], clock, LIFETIME)
     assert retired.verify(new_token).key_id == "k2"
-    with pytest.raises(TokenError):
-        retired.verify(old_token)
+    for token in (old_token, old_v1):
+        with pytest.raises(TokenError):
+            retired.verify(token)
 
 
 def test_verp_token_is_the_documented_mac(clock: ManualClock) -> None:

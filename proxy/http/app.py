@@ -70,7 +70,7 @@ def make_app(*, tokens: TokenSigner, state: State, metrics: Metrics,
     ``ready``) and /metrics."""
     app = web.Application(client_max_size=MAX_BODY)
     app.on_response_prepare.append(_secure)
-    unsub = Unsubscribe(tokens, state, metrics)
+    unsub = Unsubscribe(tokens, state, metrics, policies)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

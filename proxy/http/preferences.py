@@ -7,8 +7,13 @@ elsewhere cannot change a person's choices even when it knows the link.
 
 A GET changes nothing, not even the engagement record: link scanners and mail
 security gateways fetch every link of a message, so a GET says nothing about a
-person. A POST of any form is a person acting, so it counts as a visit
-(engagement kind "preference-visit"), which lifecycle rules read.
+person. A POST that changes a choice is a person acting, so it counts as a visit
+(engagement kind "preference-visit"), which lifecycle rules read; reading or
+downloading one's own data is not engagement with the mail and is not counted.
+
+The centre shows only the lists the person joined (a consent, or a refusal of it);
+after "leave everything" it shows that state and the way back: subscribing again
+is an explicit act, recorded as consent with the proof "preference centre".
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from multidict import MultiDictProxy
 
 from proxy import privacy
 from proxy.errors import StateUnavailable, TokenError
+from proxy.http.data_page import data_page
 from proxy.http.i18n import negotiate
 from proxy.http.pages import message_page
+from proxy.http.prefs_i18n import PREFS
 from proxy.http.prefs_pages import (
     FREQUENCIES,
     Row,
@@ -50,8 +57,9 @@ NONCE_LIFETIME = 86400.0  # a form left open a day still works; older ones ask t
 PAUSES = {"pause30": 30, "pause90": 90}
 # After a change the page announces it (Post/Redirect/Get: a reload does not resubmit).
 STATUS = {"save": "saved", "pause30": "saved", "pause90": "saved", "resume": "saved",
-          "leave": "saved"}
+          "leave": "saved", "rejoin": "rejoined"}
 VISIT = "preference-visit"
+PROOF = "preference centre"  # the source of a consent given again here
 
 
 def html(text: str, status: int = 200) -> web.Response:
@@ -126,22 +134,29 @@ class PreferenceCentre:
                           status if status in STATUS.values() else "")
         return html(centre_page(view, self.state.clock.now()))
 
-    def _rows(self, person: PersonState) -> tuple[Row, ...]:
-        left = GLOBAL_SCOPE in person.refusals
-        return tuple(
-            Row(s.name, s.description or s.name,
-                on=s.name not in person.prefs.off and s.list not in person.prefs.off,
-                refused=left or s.list in person.refusals)
-            for s in self.policies.current.streams.values() if s.marketing)
+    def _rows(self, person: PersonState, lang: str = "en") -> tuple[Row, ...]:
+        left = person.refusals.get(GLOBAL_SCOPE)
+        rows = []
+        for s in self.policies.current.streams.values():
+            refusal = person.refusals.get(s.list)
+            if not s.marketing or not (s.list in person.consents or refusal is not None
+                                       or not s.consent_required):
+                continue  # never joined: nothing to show, nothing to switch
+            rows.append(Row(s.name, s.label(lang), s.description(lang),
+                            on=s.name not in person.prefs.off and s.list not in person.prefs.off,
+                            refused=left is not None or refusal is not None, list=s.list,
+                            can_rejoin=refusal is not None and refusal.kind == "unsubscribe"))
+        return tuple(rows)
 
     def _view(self, lang: str, claims: TokenClaims, person: PersonState, token: str,
               status: str) -> View:
         left = person.refusals.get(GLOBAL_SCOPE)
-        return View(lang=lang, masked=mask_address(claims.address), rows=self._rows(person),
-                    frequency=person.prefs.frequency or "",
+        return View(lang=lang, masked=mask_address(claims.address),
+                    rows=self._rows(person, lang), frequency=person.prefs.frequency or "",
                     paused_until=person.prefs.paused_until,
                     left_at=left.at if left is not None else None,
-                    nonce=self.nonce(token), status=status)
+                    nonce=self.nonce(token), status=status,
+                    can_rejoin=left is not None and left.kind == "unsubscribe")
 
     # --- POST -----------------------------------------------------------------------
     async def change(self, request: web.Request) -> web.StreamResponse:
@@ -190,16 +205,42 @@ class PreferenceCentre:
             await state.set_preferences(address, paused_until=None)
         elif action == "leave":
             await state.refuse(address, "unsubscribe", channel="preference-centre")
-        elif action != "download":
-            return html(form_error_page(lang), 400)
-        await state.engage(address, kind=VISIT)
-        if action == "download":
-            data = await privacy.export(state, address)
+        elif action.startswith("rejoin:"):
+            if not await self._rejoin(request, lang, person, address,
+                                      action.removeprefix("rejoin:")):
+                return html(form_error_page(lang), 400)
+            action = "rejoin"
+        elif action in ("download", "view"):  # own data: not engagement with the mail
+            data = await privacy.export(state, address, self.policies.current, lang)
+            if action == "view":
+                return html(data_page(lang, data))
             return web.Response(
                 body=json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"),
                 content_type="application/json", charset="utf-8",
                 headers={"Content-Disposition": 'attachment; filename="my-data.json"'})
+        else:
+            return html(form_error_page(lang), 400)
+        await state.engage(address, kind=VISIT)
         raise web.HTTPSeeOther(f"{request.path}?done={STATUS[action]}")
+
+    async def _rejoin(self, request: web.Request, lang: str, person: PersonState,
+                      address: str, scope: str) -> bool:
+        """Lift the person's own unsubscribe (of a list, or ``*``) and record their consent
+        again with this page as its proof. A complaint or a bounce is not lifted here."""
+        refusal = person.refusals.get(scope)
+        if refusal is None or refusal.kind != "unsubscribe":
+            return False
+        rows = [r for r in self._rows(person, lang)
+                if (scope == GLOBAL_SCOPE and r.list not in person.refusals) or r.list == scope]
+        if not await self.state.rejoin(address, None if scope == GLOBAL_SCOPE else scope,
+                                       PROOF):
+            return False
+        wording = PREFS[lang]["rejoin"]
+        for list_name in dict.fromkeys(r.list for r in rows):
+            label = next(r.label.text for r in rows if r.list == list_name)
+            await self.state.grant(address, list_name, source=PROOF, ip=request.remote or "",
+                                   text=f"{wording}: {label}")
+        return True
 
     def _off(self, person: PersonState, request: web.Request,
              form: MultiDictProxy[Any]) -> set[str]:

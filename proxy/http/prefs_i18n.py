@@ -45,6 +45,13 @@ PREFS: dict[str, dict[str, str]] = {
                 "record of what was sent, and emails already waiting are dropped.",
         "gone": "There is nothing left to show: the data for this address was erased. Only "
                 "the one-way code that stops our marketing emails is kept.",
+        "none": "We send no marketing emails to {address}: you have not joined any of our "
+                "lists.",
+        "rejoin_explain": "Changed your mind? Subscribing again is up to you: we record it, "
+                          "with this page as the proof of your consent.",
+        "rejoin": "Subscribe again",
+        "rejoined": "Subscribed again. This applies from the next email.",
+        "view": "See my data",
         "saved": "Saved. This applies from the next email.",
         "form_title": "Please try again",
         "form": "This form is too old or did not come from this page. Nothing was changed.",
@@ -93,6 +100,13 @@ PREFS: dict[str, dict[str, str]] = {
                 "về những gì đã gửi, và các email đang chờ sẽ bị hủy.",
         "gone": "Không còn gì để hiển thị: dữ liệu của địa chỉ này đã bị xóa. Chỉ còn mã một "
                 "chiều giúp ngừng email tiếp thị của chúng tôi.",
+        "none": "Chúng tôi không gửi email tiếp thị nào đến {address}: bạn chưa tham gia "
+                "danh sách nào của chúng tôi.",
+        "rejoin_explain": "Bạn đổi ý? Đăng ký lại là do bạn quyết định: chúng tôi ghi nhận "
+                          "việc này, với trang này làm bằng chứng cho sự đồng ý của bạn.",
+        "rejoin": "Đăng ký lại",
+        "rejoined": "Đã đăng ký lại. Áp dụng từ email tiếp theo.",
+        "view": "Xem dữ liệu của tôi",
         "saved": "Đã lưu. Áp dụng từ email tiếp theo.",
         "form_title": "Vui lòng thử lại",
         "form": "Biểu mẫu này đã quá cũ hoặc không đến từ trang này. Chưa có gì thay đổi.",
@@ -140,6 +154,12 @@ PREFS: dict[str, dict[str, str]] = {
                 "التي تنتظر الإرسال.",
         "gone": "لم يعد هناك ما يُعرض: مُسحت بيانات هذا العنوان. لم يبقَ إلا الرمز أحادي "
                 "الاتجاه الذي يوقف رسائلنا التسويقية.",
+        "none": "لا نرسل أي رسائل تسويقية إلى {address}: لم تنضم إلى أي من قوائمنا.",
+        "rejoin_explain": "هل غيّرت رأيك؟ الاشتراك من جديد قرارك: نسجّله، وتكون هذه الصفحة "
+                          "إثباتًا لموافقتك.",
+        "rejoin": "الاشتراك من جديد",
+        "rejoined": "تم الاشتراك من جديد. يسري هذا بدءًا من الرسالة التالية.",
+        "view": "عرض بياناتي",
         "saved": "تم الحفظ. يسري هذا بدءًا من الرسالة التالية.",
         "form_title": "يرجى المحاولة مرة أخرى",
         "form": "هذا النموذج قديم جدًا أو لم يأتِ من هذه الصفحة. لم يتغير شيء.",
@@ -187,6 +207,12 @@ PREFS: dict[str, dict[str, str]] = {
                 "และอีเมลที่รอส่งอยู่จะถูกยกเลิก",
         "gone": "ไม่มีอะไรให้แสดงแล้ว: ข้อมูลของที่อยู่นี้ถูกลบแล้ว "
                 "เหลือเพียงรหัสทางเดียวที่หยุดอีเมลการตลาดของเรา",
+        "none": "เราไม่ได้ส่งอีเมลการตลาดถึง {address}: คุณยังไม่ได้เข้าร่วมรายการใดของเรา",
+        "rejoin_explain": "เปลี่ยนใจหรือไม่? การสมัครรับอีกครั้งเป็นการตัดสินใจของคุณ: "
+                          "เราจะบันทึกไว้ โดยใช้หน้านี้เป็นหลักฐานความยินยอมของคุณ",
+        "rejoin": "สมัครรับอีกครั้ง",
+        "rejoined": "สมัครรับอีกครั้งแล้ว มีผลตั้งแต่อีเมลฉบับถัดไป",
+        "view": "ดูข้อมูลของฉัน",
         "saved": "บันทึกแล้ว มีผลตั้งแต่อีเมลฉบับถัดไป",
         "form_title": "โปรดลองอีกครั้ง",
         "form": "แบบฟอร์มนี้เก่าเกินไปหรือไม่ได้มาจากหน้านี้ ยังไม่มีการเปลี่ยนแปลงใด ๆ",

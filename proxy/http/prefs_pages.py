@@ -6,20 +6,19 @@ import time
 from dataclasses import dataclass
 from html import escape
 
-from proxy.http.pages import fill, frame
+from proxy.http.pages import Day, fill, frame, words
 from proxy.http.prefs_i18n import PREFS
+from proxy.policy.model import Text
 
-# Focus: a dark ring (17:1 on white) rather than the pale one, so it is visible on
-# the white page and beside the blue buttons (WCAG 2.2 §2.4.7, §1.4.11 ≥ 3:1).
+# The focus ring is the shared one (proxy/http/pages.py).
 _STYLE = """
-main :focus-visible{outline:3px solid #1a1a1a;outline-offset:3px}
 h2{font-size:1.2rem;margin:2rem 0 .4rem}
 fieldset{border:1px solid #767676;border-radius:.4rem;margin:1rem 0;padding:.5rem 1rem 1rem}
 legend{font-weight:600;padding:0 .3rem}
 .choice{display:flex;align-items:center;gap:.6rem;margin:.5rem 0}
 .choice input{width:1.3rem;height:1.3rem;margin:0;accent-color:#0b5394;flex:none}
 .choice small{color:#444}
-.actions{display:flex;flex-wrap:wrap;gap:.6rem;margin:.6rem 0}
+.choice .desc{display:block;color:#444;font-size:.9em}
 button.quiet{background:#fff;color:#0b5394;border:2px solid #0b5394}
 button.danger{background:#a61c00}
 p[role=status]{border-inline-start:4px solid #0b5394;padding-inline-start:.6rem}
@@ -29,12 +28,15 @@ FREQUENCIES = (("", "as_sent"), ("weekly", "weekly"), ("monthly", "monthly"))
 
 @dataclass(frozen=True)
 class Row:
-    """One marketing stream as the person sees it."""
+    """One marketing stream the person joined, as they see it."""
 
     name: str  # the stream's name (the form value)
-    label: str  # its description, or its name
+    label: Text  # the policy's label in the page's language (or the English one)
+    description: Text
     on: bool
-    refused: bool  # the person unsubscribed: shown off, not switchable here
+    refused: bool  # the person left this list: shown as such, not switchable here
+    list: str = ""  # the consent list (a "subscribe again" names it)
+    can_rejoin: bool = False  # left by unsubscribing (not a complaint or a bounce)
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,12 @@ class View:
     left_at: float | None  # when the person left all marketing, if they did
     nonce: str
     status: str = ""  # a PREFS key to announce (after a change), or ""
+    can_rejoin: bool = False  # they left everything by unsubscribing: offer the way back
 
 
-def day(ts: float) -> str:
+def day(ts: float) -> Day:
     """A date every language reads alike (ISO 8601), in UTC."""
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    return Day(time.strftime("%Y-%m-%d", time.gmtime(ts)))
 
 
 def _form(nonce: str, inner: str, extra: str = "") -> str:
@@ -62,29 +65,48 @@ def _form(nonce: str, inner: str, extra: str = "") -> str:
             f'value="{escape(nonce)}">{inner}</form>')
 
 
-def _button(action: str, label: str, cls: str = "") -> str:
+def _button(action: str, label: str, cls: str = "", value: str = "") -> str:
+    """A submit button named by its id; it posts ``value`` (the action, if not given)."""
     klass = f' class="{cls}"' if cls else ""
-    return (f'<button type="submit" name="action" value="{action}" id="{action}"{klass}>'
-            f"{escape(label)}</button>")
+    return (f'<button type="submit" name="action" value="{escape(value or action)}" '
+            f'id="{action}"{klass}>{escape(label)}</button>')
+
+
+def _label(row: Row) -> str:
+    desc = words(row.description, "desc") if row.description.text else ""
+    return words(row.label) + desc
+
+
+def _left_row(v: View, i: int, row: Row, buttons: bool) -> str:
+    """A list the person left: its state, and (for an unsubscribe) the way back."""
+    t = PREFS[v.lang]
+    back = (f' <button type="submit" name="action" value="rejoin:{escape(row.list)}" '
+            f'id="rejoin-{i}" class="quiet" aria-describedby="r{i}">{escape(t["rejoin"])}'
+            "</button>") if buttons and row.can_rejoin else ""
+    return (f'<div class="choice"><span id="r{i}">{_label(row)} '
+            f'<small>({escape(t["refused"])})</small></span>{back}</div>')
 
 
 def _streams(v: View) -> str:
     t = PREFS[v.lang]
     rows = []
     for i, row in enumerate(v.rows):
-        attrs = " checked" if row.on and not row.refused else ""
-        attrs += " disabled" if row.refused else ""
-        note = f' <small>({escape(t["refused"])})</small>' if row.refused else ""
+        if row.refused:
+            rows.append(_left_row(v, i, row, True))
+            continue
+        attrs = " checked" if row.on else ""
         rows.append(f'<div class="choice"><input type="checkbox" name="on" id="s{i}" '
                     f'value="{escape(row.name)}"{attrs}><label for="s{i}">'
-                    f"{escape(row.label)}{note}</label></div>")
+                    f"{_label(row)}</label></div>")
+    lists = f'<fieldset><legend>{escape(t["streams"])}</legend>{"".join(rows)}</fieldset>'
+    if all(r.refused for r in v.rows):  # nothing left to switch: no frequency, no Save
+        return _form(v.nonce, lists)
     radios = "".join(
         f'<div class="choice"><input type="radio" name="frequency" id="f-{key}" '
         f'value="{value}"{" checked" if v.frequency == value else ""}>'
         f'<label for="f-{key}">{escape(t[key])}</label></div>'
         for value, key in FREQUENCIES)
-    return _form(v.nonce, f'<fieldset><legend>{escape(t["streams"])}</legend>{"".join(rows)}'
-                          f'</fieldset><fieldset><legend>{escape(t["frequency"])}</legend>'
+    return _form(v.nonce, f'{lists}<fieldset><legend>{escape(t["frequency"])}</legend>'
                           f'{radios}</fieldset>{_button("save", t["save"])}')
 
 
@@ -99,22 +121,37 @@ def _pause(v: View, now: float) -> str:
     return _form(v.nonce, f'<fieldset><legend>{escape(t["pause"])}</legend>{inner}</fieldset>')
 
 
+def _left_everything(v: View, left_at: float) -> str:
+    """After "leave everything": the state, the lists it covers, and how to come back."""
+    t = PREFS[v.lang]
+    rows = "".join(_left_row(v, i, r, False) for i, r in enumerate(v.rows))
+    out = f'<p id="left">{fill(t["left"], date=day(left_at))}</p>' + rows
+    if v.can_rejoin:
+        out += (f'<p class="note" id="rejoin-explain">{escape(t["rejoin_explain"])}</p>'
+                + _form(v.nonce, _button("rejoin", t["rejoin"], value="rejoin:*")))
+    return out
+
+
 def centre_page(v: View, now: float) -> str:
-    """The preference centre: streams and frequency, pause, leave, download, erase."""
+    """The preference centre: only the lists the person joined, and only live controls."""
     t = PREFS[v.lang]
     status = f'<p role="status">{escape(t[v.status])}</p>' if v.status else ""
     if v.left_at is not None:
-        leave = f'<p id="left">{fill(t["left"], date=day(v.left_at))}</p>'
+        choices = f'<h2>{escape(t["leave_heading"])}</h2>' + _left_everything(v, v.left_at)
+    elif not v.rows:
+        choices = f'<p id="none">{fill(t["none"], address=v.masked)}</p>'
     else:
-        leave = (f'<p class="note">{escape(t["leave_explain"])}</p>'
-                 + _form(v.nonce, _button("leave", t["leave"])))
+        live = any(not r.refused for r in v.rows)
+        choices = (f'<p>{fill(t["intro"], address=v.masked)}</p>' + _streams(v)
+                   + (_pause(v, now) if live else "")
+                   + f'<h2>{escape(t["leave_heading"])}</h2>'
+                   + f'<p class="note">{escape(t["leave_explain"])}</p>'
+                   + _form(v.nonce, _button("leave", t["leave"])))
     body = (
-        status
-        + f'<p>{fill(t["intro"], address=v.masked)}</p>'
-        + _streams(v) + _pause(v, now)
-        + f'<h2>{escape(t["leave_heading"])}</h2>{leave}'
+        status + choices
         + f'<h2>{escape(t["data"])}</h2><p class="note">{escape(t["download_explain"])}</p>'
-        + _form(v.nonce, _button("download", t["download"], "quiet"))
+        + _form(v.nonce, '<div class="actions">' + _button("view", t["view"], "quiet")
+                + _button("download", t["download"], "quiet") + "</div>")
         + f'<p class="note">{escape(t["erase_explain"])}</p>'
         + _form(v.nonce, _button("erase", t["erase"], "danger"))
     )

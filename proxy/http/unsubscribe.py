@@ -1,4 +1,8 @@
-"""One-click unsubscribe: POST records the no (RFC 8058 §3.2); GET and HEAD change nothing."""
+"""One-click unsubscribe: POST records the no (RFC 8058 §3.2); GET and HEAD change nothing.
+
+The page a person opens offers two buttons, each one POST: leave this list, or stop
+all marketing email. A mail client's one-click POST (no `scope`) leaves the list.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from proxy.errors import StateUnavailable, TokenError
 from proxy.http.i18n import negotiate
 from proxy.http.pages import confirm_page, done_page, message_page
 from proxy.metrics import Metrics
+from proxy.policy.model import Text
+from proxy.policy_store import PolicyStore
 from proxy.state import State
 from proxy.tokens import PREFERENCES, TokenClaims, TokenSigner, mask_address
 
@@ -36,27 +42,41 @@ async def is_one_click(request: web.Request) -> bool:
         return False
 
 
-async def channel(request: web.Request) -> str:
-    """"page" when the confirm page's button posted (open + press), else "one-click"."""
-    via: object = None
+async def _field(request: web.Request, name: str) -> object:
     try:
         if request.content_type == "multipart/form-data":
-            via = (await request.post()).get("via")
-        else:
-            text = (await request.read()).decode("utf-8", "replace").strip()
-            via = parse_qs(text).get("via", [""])[0]
+            return (await request.post()).get(name)
+        text = (await request.read()).decode("utf-8", "replace").strip()
+        return parse_qs(text).get(name, [""])[0]
     except ValueError:
-        pass
-    return "page" if via == "page" else "one-click"
+        return None
+
+
+async def channel(request: web.Request) -> str:
+    """"page" when the confirm page's button posted (open + press), else "one-click"."""
+    return "page" if await _field(request, "via") == "page" else "one-click"
+
+
+async def everything(request: web.Request) -> bool:
+    """Whether the page's "stop all marketing email" button posted (scope=all)."""
+    return await _field(request, "scope") == "all"
 
 
 class Unsubscribe:
     """Handlers for /u/{token}."""
 
-    def __init__(self, tokens: TokenSigner, state: State, metrics: Metrics) -> None:
+    def __init__(self, tokens: TokenSigner, state: State, metrics: Metrics,
+                 policies: PolicyStore | None = None) -> None:
         self.tokens = tokens
         self.state = state
         self.metrics = metrics
+        self.policies = policies
+
+    def _label(self, claims: TokenClaims, lang: str) -> Text:
+        """The list's name as the person knows it, in their language (the policy's label)."""
+        if self.policies is None:
+            return Text(claims.list, "en")
+        return self.policies.current.list_label(claims.list, lang)
 
     def _claims(self, request: web.Request) -> TokenClaims | None:
         try:
@@ -81,7 +101,7 @@ class Unsubscribe:
             # One page for every failure: no hint whether the address is known.
             return html(message_page(lang, "bad"), 400)
         self._count(request, "shown")
-        return html(confirm_page(lang, claims.list, mask_address(claims.address),
+        return html(confirm_page(lang, self._label(claims, lang), mask_address(claims.address),
                                  self._prefs_url(claims)))
 
     async def one_click(self, request: web.Request) -> web.Response:
@@ -95,8 +115,10 @@ class Unsubscribe:
             # RFC 8058 §3.2: the POST names the one-click action; a bare POST is not one.
             self._count(request, "bad-body")
             return html(message_page(lang, "bad"), 400)
+        all_marketing = await everything(request)
         try:
-            new = await self.state.refuse(claims.address, "unsubscribe", list=claims.list,
+            new = await self.state.refuse(claims.address, "unsubscribe",
+                                          list=None if all_marketing else claims.list,
                                           channel=await channel(request))
         except StateUnavailable:
             # Never 200 unless recorded: the person must be told to try again.
@@ -105,5 +127,5 @@ class Unsubscribe:
             return html(message_page(lang, "later"), 503)
         # Idempotent: a second click keeps the first refusal and answers the same.
         self._count(request, "recorded" if new else "repeat")
-        return html(done_page(lang, claims.list, mask_address(claims.address),
-                              self._prefs_url(claims)))
+        return html(done_page(lang, self._label(claims, lang), mask_address(claims.address),
+                              self._prefs_url(claims), everything=all_marketing))

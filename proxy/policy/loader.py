@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable
@@ -14,11 +15,12 @@ from yaml import Node
 from proxy.errors import PolicyError
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
+from proxy.policy.words import missing_languages, words
 from proxy.settings import parse_duration
 from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
-STREAM_KEYS = ("kind", "description", "list", "consent", "drop", "unsubscribe", "shadow",
+STREAM_KEYS = ("kind", "label", "description", "list", "consent", "drop", "unsubscribe", "shadow",
                "sync_back", "default", "silence", "rules")
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
@@ -34,9 +36,10 @@ Items = dict[str, tuple[Node, Node]]  # key -> (key node, value node)
 class _File:
     """One policy file's nodes, and a place to report what is wrong with them."""
 
-    def __init__(self, path: Path, errors: list[str]) -> None:
+    def __init__(self, path: Path, errors: list[str], warnings: list[str] | None = None) -> None:
         self.path = path
         self.errors = errors
+        self.warnings = [] if warnings is None else warnings
         self._loader = yaml.SafeLoader("")
 
     def at(self, node: Node) -> str:
@@ -149,6 +152,7 @@ def _positive_duration(value: Any) -> float:
 def load_policies(directory: Path) -> Policy:
     """Read ``*.yaml``/``*.yml`` in name order and merge; PolicyError lists every problem."""
     errors: list[str] = []
+    warnings: list[str] = []
     if not directory.is_dir():
         raise PolicyError([f"{directory}:1: policy directory does not exist"])
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")
@@ -165,7 +169,7 @@ def load_policies(directory: Path) -> Policy:
             merged.unreadable = True
             continue
         digest.update(path.name.encode() + b"\0" + data + b"\0")
-        f = _File(path, errors)
+        f = _File(path, errors, warnings)
         try:
             root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
         except UnicodeDecodeError:
@@ -189,7 +193,7 @@ def load_policies(directory: Path) -> Policy:
     policy = merged.finish(files, digest.hexdigest()[:12], errors)
     if errors or policy is None:
         raise PolicyError(errors)
-    return policy
+    return dataclasses.replace(policy, warnings=tuple(warnings))
 
 
 class _Merged:
@@ -273,7 +277,8 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
                 got[key] = value
 
     take("kind", lambda n: f.choice(n, "kind", ("marketing", "transactional")))
-    take("description", lambda n: f.text(n, "description"))
+    take("label", lambda n: words(f, n, "label", _BAD))
+    take("description", lambda n: words(f, n, "description", _BAD))
     take("list", lambda n: f.text(n, "list", NAME))
     take("consent", lambda n: f.choice(n, "consent", ("required", "not_required")))
     take("drop", lambda n: f.choice(n, "drop", ("reject", "discard")))
@@ -283,6 +288,8 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
     take("default", lambda n: f.choice(n, "default", ("deliver", "drop")))
     take("silence", lambda n: _silence(f, n))
     marketing = got.get("kind", "marketing") == "marketing"
+    if marketing:
+        missing_languages(f, name, items.get("label", (node, node))[0], got.get("label", {}))
     silence = got.get("silence", Silence())
     if "silence" in items and "silence" not in got:
         # Invalid thresholds were reported; stand-ins keep rules on them from adding errors.
@@ -301,7 +308,8 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         default=Action(got.get("default", "deliver")),
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
-        rules=tuple(rules), silence=silence, description=got.get("description", ""))
+        rules=tuple(rules), silence=silence, labels=got.get("label", {}),
+        descriptions=got.get("description", {}))
 
 
 def _silence(f: _File, node: Node) -> Any:

@@ -10,16 +10,33 @@ from typing import TYPE_CHECKING
 from proxy.policy.lifecycle import DAY, STAGES, Silence, Threshold
 from proxy.types import Action, DropMode, PersonState
 
+FALLBACK = "en"  # a label missing in the page's language is shown in English
+
 if TYPE_CHECKING:
     from proxy.policy.conditions import Condition
 
-__all__ = ["DAY", "STAGES", "Classifier", "Policy", "Rule", "Silence", "Stream", "Threshold",
-           "lifecycle_stage"]
+__all__ = ["DAY", "STAGES", "Classifier", "Policy", "Rule", "Silence", "Stream", "Text",
+           "Threshold", "lifecycle_stage"]
 
 def lifecycle_stage(source: Stream | Silence, state: PersonState, now: float) -> str:
     """The person's lifecycle stage under a stream's (or a bare) silence thresholds."""
     silence = source.silence if isinstance(source, Stream) else source
     return silence.stage(state, now)
+
+
+@dataclass(frozen=True)
+class Text:
+    """Words for a person, and the language they are in (it may be the fallback's)."""
+
+    text: str
+    lang: str
+
+
+def _pick(texts: dict[str, str], lang: str) -> Text | None:
+    for choice in (lang, FALLBACK):
+        if texts.get(choice):
+            return Text(texts[choice], choice)
+    return None
 
 
 @dataclass(frozen=True)
@@ -54,11 +71,21 @@ class Stream:
     consent_required: bool = True
     rules: tuple[Rule, ...] = ()
     silence: Silence = field(default_factory=Silence)
-    description: str = ""
+    # What a person reads, per page language: a label and a one-line description.
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    descriptions: dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not self.list:
             object.__setattr__(self, "list", self.name)
+
+    def label(self, lang: str) -> Text:
+        """The stream's name for a person reading ``lang`` (English, then its name, if none)."""
+        return _pick(self.labels, lang) or Text(self.list, FALLBACK)
+
+    def description(self, lang: str) -> Text:
+        """The one-line description in ``lang`` (English, then empty, if none)."""
+        return _pick(self.descriptions, lang) or Text("", lang)
 
     @property
     def needs_state(self) -> bool:
@@ -92,6 +119,17 @@ class Policy:
     default_stream: str
     classification: tuple[Classifier, ...] = ()
     files: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()  # file:line, worth fixing but not stopping for
+
+    def stream_of_list(self, list_name: str) -> Stream | None:
+        """The first marketing stream whose consent list is ``list_name``."""
+        return next((s for s in self.streams.values() if s.marketing and s.list == list_name),
+                    None)
+
+    def list_label(self, list_name: str, lang: str) -> Text:
+        """What a person reads for a consent list: its stream's label, or the list's name."""
+        stream = self.stream_of_list(list_name)
+        return stream.label(lang) if stream is not None else Text(list_name, FALLBACK)
 
     @cached_property
     def guards_domains(self) -> bool:

@@ -85,8 +85,9 @@ def render_html(r: Report) -> str:
                         [(v.address, v.scope, iso(v.refused_at), iso(v.delivered_at),
                           "yes" if v.shadow else "no") for v in r.violations]))
     parts.append("<h2>Clicks to leave</h2><p>One-click (the mail client's button) and mailto "
-                 "take 1; the link's page and the preference centre's \"leave\" take 2 (open, "
-                 "press).</p>")
+                 "take 1; the link's page takes 2 (open, press), for its list or for all "
+                 "marketing; the preference centre's \"leave everything\" takes 3 (open the "
+                 "link, \"choose what you receive\", press).</p>")
     parts.append(svg.bars("Unsubscribes by the number of clicks they took",
                           [(f"{k} click{'s' if k > 1 else ''}", float(n))
                            for k, n in sorted(r.clicks.items())], fmt=lambda v: f"{v:g}"))

@@ -112,3 +112,26 @@ async def lift(state: Any, address: str, lst: str | None, reason: str) -> list[s
                         Event("refusal.lifted", list=scope,
                               data={"reason": reason, "lifted": lifted}))
     return lifted
+
+
+async def rejoin(state: Any, address: str, lst: str | None, how: str) -> bool:
+    """The person's own unsubscribe of ``lst`` (or every list) lifted by the person
+    (``how``: where they asked), audited "re-subscribed"; False if it was not one."""
+    a = normalise_address(address)
+    scope = lst or GLOBAL_SCOPE
+    try:
+        raw = await state.redis.hget(state.keys.refusal(a), scope)
+    except RedisError as exc:
+        raise StateUnavailable("redis unavailable") from exc
+    if _record(raw).get("kind") != "unsubscribe":
+        return False  # a complaint or a bounce is lifted only by hand
+
+    def writes(p: Any, a: str) -> None:
+        p.eval(LIFT_IF_SAME, 1, state.keys.refusal(a), scope, _s(raw))
+        p.delete(state.keys.tool_told(a))
+
+    where = "every list" if scope == GLOBAL_SCOPE else f"list {scope}"
+    await state._change(a, "re-subscribed", f"unsubscribe of {where} lifted: {how}",
+                        state.clock.now(), writes, scope,
+                        Event("person.resubscribed", list=scope, channel=how))
+    return True
