@@ -24,6 +24,9 @@ from proxy.mailpath import MailPath
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
 from proxy.privacy import erase_secret, key_file
+from proxy.providers.catalog import Catalog
+from proxy.providers.guard import ProviderGuard
+from proxy.providers.lookup import ProviderLookup, make_resolver
 from proxy.queue import DelayQueue
 from proxy.redisconn import connect_redis, warm_up
 from proxy.relay import SmtpUpstream
@@ -86,18 +89,24 @@ class Heed:
             bounce_domain=self.bounce_domain if settings.bounces.verp else None,
             verp_max_local=settings.bounces.verp_max_local)
         self.rules = EventRules(settings.bounces)
+        catalog = Catalog(settings.providers)
+        self.providers = ProviderGuard(
+            self.redis, self.keys, catalog,
+            ProviderLookup(catalog, make_resolver(settings.dns), self.clock, settings.dns.mx_cache),
+            self.clock)
         self.access = Access(settings.smtp.client_networks, settings.smtp.users)
         self.mailpath = MailPath(
             policies=self.policies, state=self.state, audit=self.audit, queue=self.queue,
             upstream=self.upstream, finisher=self.finisher, clock=self.clock, redis=self.batched,
             on_failure=settings.upstream.on_failure, retry_after=settings.queue.backoff[0],
-            metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl,
+            metrics=self.metrics, verp_ttl=settings.bounces.verp_ttl, providers=self.providers,
             offer_ttl=settings.tell.offer_ttl,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
             bounce=settings.bounces.address, complaints=settings.bounces.complaints,
-            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics)
+            trust_unsigned=settings.bounces.trust_unsigned, metrics=self.metrics,
+            on_bounce=self.providers.hear_dsn)
         self.local: LocalMail | None = LocalMailboxes(UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports)
         # Held mail given up gets one delivery status notification (RFC 3464).

@@ -38,6 +38,9 @@ class AuditEntry:
     # For a delivered marketing copy: "signed" when it went out with a one-click
     # List-Unsubscribe covered by DKIM (RFC 8058 §4), "unsigned" when not; else "".
     one_click: str = ""
+    # For a delivered marketing copy: a visible unsubscribe link in its body, "yes" (the
+    # tool's), "inserted" (heed's footer) or "no"; else "".
+    body_link: str = ""
 
     # Both maps are spelt out field by field (in declaration order, as asdict gave
     # them): written once or twice per recipient, asdict's deep copy was a visible
@@ -49,7 +52,7 @@ class AuditEntry:
             "outcome": self.outcome, "stream": self.stream, "reasons": list(self.reasons),
             "message_id": self.message_id, "sender": self.sender,
             "policy_version": self.policy_version, "correlation_id": self.correlation_id,
-            "detail": self.detail, "one_click": self.one_click,
+            "detail": self.detail, "one_click": self.one_click, "body_link": self.body_link,
         }
 
     def to_fields(self) -> dict[str, str]:
@@ -61,7 +64,7 @@ class AuditEntry:
             "message_id": str(self.message_id), "sender": str(self.sender),
             "policy_version": str(self.policy_version),
             "correlation_id": str(self.correlation_id), "detail": str(self.detail),
-            "one_click": str(self.one_click),
+            "one_click": str(self.one_click), "body_link": str(self.body_link),
             "reasons": json.dumps(list(self.reasons), ensure_ascii=False),
         }
 

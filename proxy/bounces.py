@@ -19,6 +19,7 @@ import email
 import email.message
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,7 @@ class Finding:
     address: str | None  # from the report's own fields (untrusted)
     bounce: str | None = None  # "hard" | "soft"
     detail: str = ""
+    remote: str = ""  # the DSN's Remote-MTA (RFC 3464 §2.3.5): which provider said it
 
 
 def severity(action: str, status: str) -> str | None:
@@ -108,7 +110,8 @@ def _dsn(part: email.message.Message) -> list[Finding] | None:
         address = _address(block.get("Original-Recipient")) or _address(
             block.get("Final-Recipient"))
         detail = f"status {block.get('Status', '-')}; {block.get('Diagnostic-Code', '')}"
-        out.append(Finding("bounce", address, how, " ".join(detail.split())[:300]))
+        out.append(Finding("bounce", address, how, " ".join(detail.split())[:300],
+                           str(block.get("Remote-MTA", "")).strip()))
     return out
 
 
@@ -200,8 +203,10 @@ class ReportMailbox:
 
     def __init__(self, tokens: TokenSigner, state: State, domain: str, *,
                  rules: EventRules, bounce: str = "bounce", complaints: str = "fbl",
-                 trust_unsigned: bool = True, metrics: Any = None) -> None:
+                 trust_unsigned: bool = True, metrics: Any = None,
+                 on_bounce: Callable[[Finding, bytes], Awaitable[Any]] | None = None) -> None:
         self.metrics = metrics
+        self.on_bounce = on_bounce  # the provider guard hears throttling in DSNs
         self.trust_unsigned = trust_unsigned
         self.tokens = tokens
         self.state = state
@@ -278,6 +283,10 @@ class ReportMailbox:
         verp = claims is not None
         if claims is None:
             claims = find_token(self.tokens, text) or await self._returned_verp(text)
+        if self.on_bounce is not None and kind != "arf":
+            # A bounce without RFC 3464 fields (qmail and kin) is heard from its prose.
+            for finding in [f for f in findings if f.kind == "bounce"] or [Finding("bounce", None)]:
+                await self.on_bounce(finding, data)
         events = events_of(kind, findings, text, claims, verp=verp,
                            trust_unsigned=self.trust_unsigned)
         if not events:

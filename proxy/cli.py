@@ -1,4 +1,4 @@
-"""The `heed` command: serve, check, policy test, consent, refuse, suppression, explain, …"""
+"""The `heed` command: serve, check, doctor, policy, consent, refuse, suppression, …"""
 
 from __future__ import annotations
 
@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how far back to look, e.g. 7d, 12h (default 30d)")
     report.add_argument("--format", choices=("text", "json", "html"), default="text")
 
+    doctor = sub.add_parser("doctor", help="check DKIM, DMARC, SPF, PTR, MX, one-click and "
+                                           "bounce routing in DNS and over HTTPS")
+    _common(doctor)
+    doctor.add_argument("--domain", metavar="D", help="one sending domain (default: every one)")
+    doctor.add_argument("--format", choices=("text", "json"), default="text")
+
     from proxy.tell.cli import add_parsers
 
     add_parsers(sub, _common)
@@ -98,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--dir", type=Path, default=Path("config/dkim"))
     keygen.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa")
     keygen.add_argument("--bits", type=int, default=2048)
+
+    rotate = dsub.add_parser("rotate", help="a new selector; the old one retired after a grace")
+    _common(rotate)
+    rotate.add_argument("domain")
+    rotate.add_argument("selector", help="the new selector, e.g. s202612")
+    rotate.add_argument("--dir", type=Path, default=Path("config/dkim"))
+    rotate.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa")
+    rotate.add_argument("--bits", type=int, default=2048)
+    rotate.add_argument("--grace", default="7d", metavar="DURATION",
+                        help="how long the old key stays published (default 7d)")
 
     passwd = sub.add_parser("passwd", help="hash an SMTP client password for config")
     passwd.add_argument("--password", help="(default: ask on the terminal)")
@@ -151,6 +167,18 @@ async def redis_for(settings: Settings) -> AsyncIterator[Any]:
             embedded.stop()
 
 
+def provider_guard(settings: Settings, redis: Any, clock: Any) -> Any:
+    """The provider guard as `heed serve` builds it (catalog, MX lookup, throttling)."""
+    from proxy.keys import Keys
+    from proxy.providers.catalog import Catalog
+    from proxy.providers.guard import ProviderGuard
+    from proxy.providers.lookup import ProviderLookup, make_resolver
+
+    catalog = Catalog(settings.providers)
+    lookup = ProviderLookup(catalog, make_resolver(settings.dns), clock, settings.dns.mx_cache)
+    return ProviderGuard(redis, Keys(settings.redis.prefix), catalog, lookup, clock)
+
+
 async def _manage(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.audit import Audit
     from proxy.clock import SystemClock
@@ -191,15 +219,23 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             from proxy.policy_store import PolicyStore
 
             policy = PolicyStore(settings.policies).current
+            guard = provider_guard(settings, redis, clock)
+            provider = await guard.lookup.provider_of(args.address.rpartition("@")[2])
             print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),
-                                policy=policy))
+                                policy=policy, provider=provider))
     return 0
 
 
 def _check(settings: Settings) -> int:
+    from proxy.bulk.signing import bulk_problems
     from proxy.policy import load_policies
 
     policy = load_policies(settings.policies)
+    problems = bulk_problems(settings, policy)
+    for line in problems.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if problems.errors:
+        raise ConfigError(problems.errors)
     print(f"config ok: {settings.source or '(defaults)'}")
     print(f"policies ok: {settings.policies} version {policy.version}, "
           f"streams: {', '.join(policy.streams)}")
@@ -224,10 +260,28 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     clock = SystemClock()
     async with redis_for(settings) as redis:
         now = clock.now()
+        guard = provider_guard(settings, redis, clock)
         report = await build_report(State(redis, Keys(settings.redis.prefix), clock), policy,
-                                    since=now - window, now=now, lookback=GUARD_LOOKBACK)
+                                    since=now - window, now=now, lookback=GUARD_LOOKBACK,
+                                    catalog=guard.catalog, lookup=guard.lookup,
+                                    throttles=await guard.throttles())
     sys.stdout.write(RENDERERS[args.format](report))
     return 0
+
+
+async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.app import unsubscribe_keys
+    from proxy.clock import SystemClock
+    from proxy.doctor.run import diagnose, render_json, render_text
+    from proxy.policy import load_policies
+    from proxy.tokens import TokenSigner
+
+    policy = load_policies(settings.policies)
+    tokens = TokenSigner(unsubscribe_keys(settings), SystemClock(),
+                         settings.unsubscribe.token_lifetime)
+    findings = await diagnose(settings, policy, tokens, only=args.domain)
+    sys.stdout.write((render_json if args.format == "json" else render_text)(findings))
+    return 0 if all(f.ok for f in findings) else 1
 
 
 async def _policy_test(args: argparse.Namespace, settings: Settings) -> int:
@@ -246,6 +300,10 @@ def _keygen(args: argparse.Namespace) -> int:
     print(f"private key written to {path}")
     print("publish this DNS TXT record:")
     print(record)
+    alg = "ed25519-sha256" if args.algorithm == "ed25519" else "rsa-sha256"
+    print("and add this entry to `dkim:` in config/heed.yaml:")
+    print(f"  - {{domain: {args.domain}, selector: {args.selector}, key_file: {path}, "
+          f"algorithm: {alg}}}")
     return 0
 
 
@@ -262,9 +320,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "passwd":
             return _passwd(args)
-        if args.command == "dkim":
+        if args.command == "dkim" and args.dkim_command == "keygen":
             return _keygen(args)
         settings = settings_from(args)
+        if args.command == "dkim":
+            from proxy.bulk.rotate import rotate
+            from proxy.settings import parse_duration
+
+            sys.stdout.write(rotate(settings, args.domain, args.selector, args.dir,
+                                    algorithm=args.algorithm, bits=args.bits,
+                                    grace=parse_duration(args.grace)))
+            return 0
         if args.command == "serve":
             from proxy.serve import serve
 
@@ -275,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_policy_test(args, settings))
         if args.command == "report":
             return asyncio.run(_report(args, settings))
+        if args.command == "doctor":
+            return asyncio.run(_doctor(args, settings))
         return asyncio.run(_manage(args, settings))
     except (ConfigError, PolicyError) as exc:
         for line in exc.errors:

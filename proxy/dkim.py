@@ -8,7 +8,7 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ SIGNED = (
     b"from", b"sender", b"reply-to", b"to", b"cc", b"subject", b"date", b"message-id",
     b"in-reply-to", b"references", b"mime-version", b"content-type",
     b"content-transfer-encoding", b"list-id", b"list-unsubscribe", b"list-unsubscribe-post",
+    # Gmail's feedback loop trusts a Feedback-ID only under the sender's DKIM signature.
+    b"feedback-id",
 )
 # Named once more than they occur, so no instance can be added after signing
 # without breaking the signature (RFC 6376 §5.4.2, §8.15).
@@ -83,8 +85,9 @@ class DkimSigner:
         self._expire_after = expire_after
 
     def for_domain(self, domain: str) -> list[SigningKey]:
-        """The keys that sign mail from ``domain`` (exact match, no parent domains)."""
-        return list(self._keys.get(domain.lower().rstrip("."), ()))
+        """The keys that sign mail from ``domain``: its own, else its nearest parent's."""
+        found = key_domain(self._keys, domain)
+        return list(self._keys[found]) if found is not None else []
 
     def prepare(self, domain: str, body: bytes) -> PreparedBody:
         """Hash the body once (RFC 6376 §3.7); sign each recipient's header block from it."""
@@ -165,6 +168,18 @@ class PreparedBody:
         fields[-1] = (b"b", base64.b64encode(sig))
         value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
         return b"DKIM-Signature: " + dkim.fold(value, namelen=len(b"DKIM-Signature"))
+
+
+def key_domain(keyed: Collection[str], domain: str) -> str | None:
+    """The configured domain whose key signs mail From ``domain``: itself, else its nearest
+    parent (news.example.com -> example.com). A parent key keeps DMARC's relaxed
+    alignment (RFC 7489 §3.1.1: the same organisational domain); a bare TLD never signs."""
+    labels = domain.lower().rstrip(".").split(".")
+    for i in range(len(labels) - 1):
+        candidate = ".".join(labels[i:])
+        if candidate in keyed:
+            return candidate
+    return None
 
 
 def relaxed_body(body: bytes) -> bytes:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from proxy.bulk.gate import gate
 from proxy.classify import classify
 from proxy.clock import SystemClock
+from proxy.dkim import DkimSigner
 from proxy.errors import HeedError
+from proxy.finish import UnsubscribeAndSign
 from proxy.keys import Keys
 from proxy.message import Message, MessageRejected, normalise
 from proxy.policy import decide, load_policies
 from proxy.privacy import erase_secret
-from proxy.settings import Settings
+from proxy.settings import Settings, UnsubscribeKey
 from proxy.state import State
+from proxy.tokens import TokenSigner
 from proxy.types import Action
 
 
@@ -37,11 +42,19 @@ async def dry_run(settings: Settings, redis: Any, path: Path, recipients: Sequen
     now = clock.now()
     lines = [f"policy {policy.version}; envelope sender <{sender}>; "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(now))}"]
+    # The finisher's facts need no token key: a throwaway one, nothing is signed for real.
+    finisher = UnsubscribeAndSign(
+        TokenSigner((UnsubscribeKey("dry-run", os.urandom(32)),), clock, 86400.0),
+        DkimSigner(settings.dkim, clock) if settings.dkim else None,
+        public_url=settings.http.public_url, mailto_domain=settings.unsubscribe.mailto_domain)
+    prepared = finisher.prepare(message)
     snapshots = await state.snapshots(list(recipients), domains=policy.guards_domains)
     for rcpt, snapshot in zip(recipients, snapshots, strict=True):
         early = classify(policy, sender, rcpt, None)
         stream = classify(policy, sender, rcpt, message) or policy.default_stream
-        d = decide(policy, stream, snapshot, now)
+        # The bulk-sender gate as the mail path applies it: unsigned or without a body link.
+        d = gate(policy.streams[stream], decide(policy, stream, snapshot, now),
+                 prepared.facts(policy.streams[stream]), now)
         verb = d.action.value
         if d.action is Action.DROP and d.drop_mode is not None:
             verb = f"drop ({d.drop_mode.value}" + (

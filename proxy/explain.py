@@ -153,6 +153,15 @@ def _lifecycle(policy: Any, snap: PersonState, now: float) -> list[str]:
     return lines
 
 
+def _provider(provider: Any) -> str:
+    """The person's mailbox provider, and whether a complaint of theirs could reach heed."""
+    if provider.per_message_feedback:
+        return f"mailbox provider: {provider.label}; complaints reported per message"
+    return (f"mailbox provider: {provider.label}; complaints not reported per message: a "
+            "complaint from this person never reaches heed (Google's feedback loop is "
+            "aggregate, by Feedback-ID, in Postmaster Tools), so none on record means nothing")
+
+
 def _would(stream: str, decision: Decision) -> str:
     why = ("; ".join(r.detail or r.code for r in decision.reasons)
            or "no rule objects (the stream's default)")
@@ -174,7 +183,7 @@ def _entry(e: AuditEntry) -> str:
 
 async def explain(state: State, audit: Audit, address: str, *, now: float,
                   policy: Any = None, decide: Decide | None = None,
-                  streams: Sequence[str] = (), count: int = 20) -> str:
+                  streams: Sequence[str] = (), count: int = 20, provider: Any = None) -> str:
     """Plain words: consent, refusals, engagement, preferences, then recent decisions.
 
     With ``decide`` (and ``streams``), or a ``policy`` (``proxy.policy.decide`` is
@@ -191,6 +200,8 @@ async def explain(state: State, audit: Audit, address: str, *, now: float,
                      " sent, no decision recorded. Without consent it gets no marketing mail.")
     else:
         lines.extend(_facts(snap, now, recent))
+    if provider is not None:
+        lines.append(_provider(provider))
     if policy is not None and decide is None:
         from proxy.policy import decide as policy_decide  # only when a policy is given
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from proxy.bulk.bodylink import has_unsubscribe_link, unsubscribe_urls
+from proxy.bulk.feedback import feedback_value, set_feedback_id
+from proxy.bulk.footer import insert_footer, language
+from proxy.bulk.gate import CopyFacts
 from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, parse_fields, split
 from proxy.policy import Stream
@@ -34,6 +38,10 @@ class PreparedMessage(Protocol):
         sent, for sync-back: proxy/tell/), or None."""
         ...
 
+    def facts(self, stream: Stream) -> CopyFacts:
+        """What the bulk-sender gate reads: From domain, the key that signs it, body link."""
+        ...
+
 
 class Finisher(Protocol):
     def prepare(self, message: Message) -> PreparedMessage:
@@ -47,32 +55,65 @@ class _Marketing:
     def __init__(self, owner: UnsubscribeAndSign, message: Message) -> None:
         self.owner = owner
         self.message = message
-        domain = from_domain(message.header_block)
+        self.domain = from_domain(message.header_block)
         signer = owner.signer
-        self.dkim = signer.prepare(domain, message.body) if signer and domain else None
+        self.dkim = signer.prepare(self.domain, message.body) if signer and self.domain else None
         self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
         self._offer: Offer | None | bool = False  # False: not read yet
+        self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
+        self._link: bool | None = None
+        self._lang: str | None = None
 
     def per_recipient(self, stream: Stream) -> bool:
-        return stream.marketing and stream.unsubscribe != "off"
+        return stream.marketing and (stream.unsubscribe != "off" or self._inserts(stream))
+
+    def body_link(self) -> bool:
+        """A visible unsubscribe link in the body as the tool wrote it (read once)."""
+        if self._link is None:
+            known = [f"{self.owner.public_url}/u/",
+                     *unsubscribe_urls(self.message.get_all("List-Unsubscribe"))]
+            self._link = has_unsubscribe_link(self.message.data, known)
+        return self._link
+
+    def facts(self, stream: Stream) -> CopyFacts:
+        keys = self.dkim.keys if self.dkim is not None else []
+        link = "yes" if self.body_link() else "inserted" if self._inserts(stream) else "no"
+        return CopyFacts(self.domain, keys[0].domain if keys else None, link)
+
+    def _inserts(self, stream: Stream) -> bool:
+        return (stream.marketing and stream.bulk.body_unsubscribe == "insert"
+                and not self.body_link())
 
     def build(self, stream: Stream, recipient: str | None) -> bytes:
-        headers = self.message.header_block
+        headers, body, dkim = self.message.header_block, self.message.body, self.dkim
         if recipient is not None and self.per_recipient(stream):
             token = self.owner.tokens.make(recipient, stream.list)
-            headers = add_unsubscribe(
-                headers,
-                https_url=f"{self.owner.public_url}/u/{token}",
-                mailto=f"unsubscribe+{token}@{self.owner.mailto_domain}",
-                existing=stream.unsubscribe,
-            ).headers
+            url = f"{self.owner.public_url}/u/{token}"
+            if stream.unsubscribe != "off":
+                headers = add_unsubscribe(
+                    headers, https_url=url,
+                    mailto=f"unsubscribe+{token}@{self.owner.mailto_domain}",
+                    existing=stream.unsubscribe,
+                ).headers
+            if self._inserts(stream):
+                # The footer changes the body: this copy gets its own body hash.
+                if self._lang is None:
+                    self._lang = language(self.message.data)
+                body = split(insert_footer(self.message.data, url, self._lang))[1]
+                if dkim is not None and self.domain is not None and self.owner.signer:
+                    dkim = self.owner.signer.prepare(self.domain, body)
+        if stream.name not in self._feedback:
+            self._feedback[stream.name] = feedback_value(stream, self.message)
+        feedback = self._feedback[stream.name]
+        if feedback is not None:
+            headers = set_feedback_id(headers, feedback)
         # DKIM last, after every other change, so h= covers the unsubscribe fields.
-        signature = self.dkim.sign(headers) if self.dkim is not None else b""
-        if not signature and headers is self.message.header_block:
+        signature = dkim.sign(headers) if dkim is not None else b""
+        if not signature and headers is self.message.header_block and body is self.message.body:
             # Nothing to change: relay byte for byte (a message with no empty line
             # after its header block must not gain one).
             return self.message.data
-        return signature + headers + b"\r\n" + self.message.body
+        return signature + headers + b"\r\n" + body
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
         """``bounce+TOKEN@DOMAIN`` so a bounce names its recipient (VERP); else ``sender``.

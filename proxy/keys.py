@@ -135,6 +135,12 @@ class Keys:
         """
         return f"{self.prefix}:d:{{{domain.strip().lower()}}}:complaints"
 
+    # --- one mailbox provider -------------------------------------------------
+    def provider_throttle(self, provider: str) -> str:
+        """ZSET "time|cause" -> time: the provider's throttling and reputation replies,
+        for the provider guard (proxy/providers/guard.py); the last 31 days."""
+        return f"{self.prefix}:prov:{{{provider}}}:throttle"
+
     # --- global --------------------------------------------------------------
     @property
     def audit(self) -> str:

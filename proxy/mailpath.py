@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.audit import Audit
+from proxy.bulk.gate import gate
 from proxy.classify import classify
 from proxy.clock import Clock
 from proxy.errors import StateUnavailable, UpstreamError
@@ -19,6 +20,7 @@ from proxy.message import Message
 from proxy.metrics import Metrics
 from proxy.policy import Policy, Stream, decide
 from proxy.policy_store import PolicyStore
+from proxy.providers.guard import ProviderGuard
 from proxy.queue import DelayQueue, HeldMail
 from proxy.recorder import Delivery, Recorder
 from proxy.repermission import claim, give_back
@@ -66,6 +68,7 @@ class _Copy:
     sender: str = ""  # MAIL FROM of this copy: the tool's, or a VERP return path
     signed: bool = False  # a marketing copy with a DKIM-covered one-click (see AuditEntry)
     verp: str | None = None  # the VERP token in ``sender``, if it is one
+    body_link: str = ""  # marketing: "yes", "inserted" or "no" (a visible unsubscribe link)
     offer: Offer | None = None  # the tool's own unsubscribe links it replaced
 
 
@@ -88,6 +91,7 @@ class MailPath:
         metrics: Metrics | None = None,
         verp_ttl: float = 30 * 86400.0,
         offer_ttl: float = 90 * 86400.0,
+        providers: ProviderGuard | None = None,
     ) -> None:
         self.policies = policies
         self.state = state
@@ -98,6 +102,7 @@ class MailPath:
         self.on_failure = on_failure
         self.retry_after = retry_after
         self.metrics = metrics or Metrics()
+        self.providers = providers  # hears "slow down" replies; feeds provider_guard rules
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
                                clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
                                offer_ttl=offer_ttl)
@@ -116,6 +121,7 @@ class MailPath:
             return decide(policy, stream, PersonState(address=recipient), self.clock.now())
         with self.metrics.redis_timer("snapshot"):
             snapshot = await self.state.snapshot(recipient, domains=policy.guards_domains)
+        snapshot, = await self._with_provider(policy, [snapshot])
         return decide(policy, stream, snapshot, self.clock.now())
 
     async def record_rejection(self, envelope: Envelope, recipient: str, decision: Decision,
@@ -133,6 +139,8 @@ class MailPath:
         now = self.clock.now()
         with self.metrics.decision_seconds.time():
             decisions = await self._decide_all(policy, envelope, message, early, now)
+        prepared = self.finisher.prepare(message)
+        decisions = self._gate(policy, prepared, decisions, now)
         streams = [d.stream for d in decisions.values()]
         message_id = message.message_id or f"<{correlation_id}@heed>"
         decisions, claimed = await claim(self.state, policy, decisions, message_id, now)
@@ -156,7 +164,7 @@ class MailPath:
             await self.queue.put(held)  # StateUnavailable -> the edge answers 451
 
         delivery = await self._deliver(
-            self.finisher.prepare(message), envelope.sender,
+            prepared, envelope.sender,
             [(policy.streams[decisions[r].stream], r) for r in delivering])
         sent, refused, failed = delivery.sent, delivery.refused, delivery.failed
         await give_back(self.state, claimed, sent, message_id)
@@ -212,9 +220,24 @@ class MailPath:
             # One round trip for every recipient still undecided.
             with self.metrics.redis_timer("snapshot"):
                 snapshots = await self.state.snapshots(need, domains=policy.guards_domains)
+            snapshots = await self._with_provider(policy, snapshots)
             for r, snapshot in zip(need, snapshots, strict=True):
                 decisions[r] = decide(policy, streams[r], snapshot, now)
         return decisions
+
+    async def _with_provider(self, policy: Policy,
+                             snapshots: list[PersonState]) -> list[PersonState]:
+        """Each person's mailbox provider and its recent push-back, for provider_guard rules."""
+        if self.providers is None or not policy.guards_providers:
+            return snapshots
+        return await self.providers.annotate(snapshots)
+
+    @staticmethod
+    def _gate(policy: Policy, prepared: PreparedMessage, decisions: Mapping[str, Decision],
+              now: float) -> dict[str, Decision]:
+        """Hold or reject the marketing copies that break a bulk-sender rule (proxy/bulk/)."""
+        return {r: gate(policy.streams[d.stream], d, prepared.facts(policy.streams[d.stream]),
+                        now) for r, d in decisions.items()}
 
     async def _deliver(self, prepared: PreparedMessage, sender: str,
                        targets: Sequence[tuple[Stream, str]]) -> Delivery:
@@ -227,6 +250,7 @@ class MailPath:
                 token = prepared.verp_token(stream, r, sender)
                 copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
                                     signed_one_click(data), token,
+                                    prepared.facts(stream).body_link,
                                     prepared.tool_offer(stream, r)))
             elif stream.name in shared:
                 shared[stream.name].recipients.append(r)
@@ -237,6 +261,13 @@ class MailPath:
             results = [await self._send(copies[0].sender, copies[0])]
         else:
             results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
+        if self.providers is not None and any(e is not None or rej for rej, e in results):
+            # Transactional replies count too: the provider judges the sender, not the stream.
+            await self.providers.hear_replies(
+                [(r, f"{code} {text}") for (rej, _), c in zip(results, copies, strict=True)
+                 for r, (code, text) in rej.items()]
+                + [(r, e) for (_, e), c in zip(results, copies, strict=True) if e is not None
+                   for r in c.recipients])
         out = Delivery()
         for copy, (rejected, error) in zip(copies, results, strict=True):
             for r in copy.recipients:
@@ -254,6 +285,8 @@ class MailPath:
                         out.verp[r] = (copy.verp, copy.stream.list)
                     if copy.offer:
                         out.offers[r] = (copy.stream.list, copy.offer)
+                    if copy.body_link:
+                        out.body_link[r] = copy.body_link
         return out
 
     async def _send(self, sender: str, copy: _Copy
@@ -280,6 +313,7 @@ class MailPath:
                                                       domains=policy.guards_domains)
                             if stream.needs_state
                             else PersonState(address=item.recipient))
+            snapshot, = await self._with_provider(policy, [snapshot])
             decided, claimed = await claim(self.state, policy, {
                 item.recipient: decide(policy, stream_name, snapshot, now)}, item.message_id, now)
         except StateUnavailable as exc:
@@ -291,10 +325,15 @@ class MailPath:
             await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
                                       {item.recipient: "dropped-at-release"}, policy)
             return Release(ReleaseOutcome.DROPPED)
+        prepared = self.finisher.prepare(message)
+        decision = gate(stream, decision, prepared.facts(stream), now)
+        if decision.action is Action.DROP:  # unsigned: reject
+            await self.record.message(envelope, item.message_id, cid, {item.recipient: decision},
+                                      {item.recipient: "dropped-at-release"}, policy)
+            return Release(ReleaseOutcome.DROPPED)
         if decision.action is Action.DELAY:
             return Release(ReleaseOutcome.DELAYED, until=decision.until)
-        delivery = await self._deliver(self.finisher.prepare(message), item.sender,
-                                       [(stream, item.recipient)])
+        delivery = await self._deliver(prepared, item.sender, [(stream, item.recipient)])
         await give_back(self.state, claimed, delivery.sent, item.message_id)
         if delivery.failed:
             return Release(ReleaseOutcome.TEMPFAIL, error=delivery.failed[item.recipient])

@@ -35,6 +35,8 @@ class Delivery:
     signed: set[str] = field(default_factory=set)
     # The VERP token and list of each sent copy that had a return path of its own.
     verp: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Sent marketing copies: "yes", "inserted" or "no" (a visible unsubscribe link in the body).
+    body_link: dict[str, str] = field(default_factory=dict)
     # The tool's own unsubscribe links in each sent copy, by list (proxy/tell/offer.py).
     offers: dict[str, tuple[str, Offer]] = field(default_factory=dict)
 
@@ -56,13 +58,13 @@ class Recorder:
 
     def entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
               message_id: str, correlation_id: str, detail: str = "", *,
-              one_click: str = "") -> AuditEntry:
+              one_click: str = "", body_link: str = "") -> AuditEntry:
         return AuditEntry(
             at=self.clock.now(), kind=kind, recipient=recipient, outcome=outcome,
             stream=decision.stream, reasons=tuple(str(r) for r in decision.reasons),
             message_id=message_id, sender=sender,
             policy_version=self.policies.current.version, correlation_id=correlation_id,
-            detail=detail, one_click=one_click,
+            detail=detail, one_click=one_click, body_link=body_link,
         )
 
     def observe(self, entry: AuditEntry, reason: str) -> None:
@@ -98,7 +100,8 @@ class Recorder:
                        envelope.sender, message_id, correlation_id,
                        " ".join(map(str, refused[r])) if r in refused else "",
                        one_click=("signed" if r in signed else "unsigned")
-                       if r in went and d.stream in marketing else "")
+                       if r in went and d.stream in marketing else "",
+                       body_link=delivery.body_link.get(r, "") if r in went else "")
             for r, d in decisions.items()
         ]
         by_stream: dict[str, list[str]] = {}

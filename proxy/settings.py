@@ -214,6 +214,36 @@ class UnsubscribeSettings:
 
 
 @dataclass(frozen=True)
+class DnsSettings:
+    """The resolver heed asks (MX of receiving domains, `heed doctor`)."""
+
+    nameservers: tuple[str, ...] = ()  # "IP" or "IP:PORT"; empty: /etc/resolv.conf
+    timeout: float = 3.0
+    mx_cache: float = 3600.0  # how long a domain's mailbox provider (from its MX) is kept
+
+
+@dataclass(frozen=True)
+class DoctorSettings:
+    """What `heed doctor` checks the DNS against (docs/bulk-senders.md)."""
+
+    egress: tuple[str, ...] = ()  # the upstream's outbound IPs or host names (SPF, PTR)
+    domains: tuple[str, ...] = ()  # sending domains beyond the policy's
+    reply_to: tuple[str, ...] = ()  # Reply-To domains: replies must reach a mailbox (MX)
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """A mailbox provider beyond the built-in ones (proxy/providers/catalog.py)."""
+
+    name: str
+    label: str = ""
+    domains: tuple[str, ...] = ()
+    mx: tuple[str, ...] = ()  # MX host suffixes
+    per_message_feedback: bool = True
+    signals: tuple[str, ...] = ()  # regular expressions of its "slow down" replies
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings = SmtpSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -226,6 +256,9 @@ class Settings:
     webhooks: WebhookSettings = WebhookSettings()
     tell: TellSettings = TellSettings()
     dkim: tuple[DkimKey, ...] = ()
+    dns: DnsSettings = DnsSettings()
+    doctor: DoctorSettings = DoctorSettings()
+    providers: tuple[ProviderSettings, ...] = ()
     policies: Path = Path("policies")
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"
@@ -424,8 +457,11 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         except (KeyError, TypeError) as exc:
             errors.append(f"{where}: 'dkim[{i}]' needs domain, selector and key_file ({exc})")
 
+    dns, doctor, providers = _bulk(take, section, raw, where, errors)
+
     known = {"smtp", "upstream", "redis", "queue", "http", "unsubscribe", "dkim", "policies",
-             "log_level", "log_format", "api", "bounces", "webhooks", "tell"}
+             "log_level", "log_format", "api", "bounces", "webhooks", "dns", "doctor",
+             "providers", "tell"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
@@ -443,6 +479,9 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         webhooks=webhooks,
         tell=tell,
         dkim=tuple(dkim),
+        dns=dns,
+        doctor=doctor,
+        providers=providers,
         policies=rel(raw.get("policies", "policies")),
         log_level=str(raw.get("log_level", "INFO")).upper(),
         log_format=str(raw.get("log_format", "json")),
@@ -516,3 +555,34 @@ def _tell(take: Any, section: Any, where: str, errors: list[str]) -> TellSetting
     if not tell.backoff:
         errors.append(f"{where}: 'tell.backoff' needs at least one delay")
     return tell
+
+
+def _nameserver(value: str) -> str:
+    host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    ipaddress.ip_address(host or value)
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port in {value!r}")
+    return value
+
+
+def _bulk(take: Any, section: Any, raw: dict[str, Any], where: str, errors: list[str]
+          ) -> tuple[DnsSettings, DoctorSettings, tuple[ProviderSettings, ...]]:
+    """The ``dns``, ``doctor`` and ``providers`` keys (mailbox providers' rules)."""
+    dns = take(DnsSettings, section("dns"), "dns", {
+        "nameservers": lambda v: tuple(_nameserver(str(n)) for n in (v or [])),
+        "timeout": parse_duration, "mx_cache": parse_duration})
+    doctor = take(DoctorSettings, section("doctor"), "doctor",
+                  {"egress": _texts, "domains": lambda v: tuple(str(d).lower() for d in v or []),
+                   "reply_to": lambda v: tuple(str(d).lower() for d in v or [])})
+    providers: list[ProviderSettings] = []
+    for i, entry in enumerate(raw.get("providers") or []):
+        try:
+            providers.append(ProviderSettings(
+                name=str(entry["name"]), label=str(entry.get("label", "")),
+                domains=tuple(str(d).lower() for d in entry.get("domains") or []),
+                mx=tuple(str(d).lower() for d in entry.get("mx") or []),
+                per_message_feedback=bool(entry.get("per_message_feedback", True)),
+                signals=_texts(entry.get("signals"))))
+        except (KeyError, TypeError, AttributeError) as exc:
+            errors.append(f"{where}: 'providers[{i}]' needs a name ({exc})")
+    return dns, doctor, tuple(providers)

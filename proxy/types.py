@@ -122,6 +122,10 @@ class PersonState:
     engagement: Mapping[str, Engagement] = field(default_factory=dict)  # kind -> latest
     total_sends: int = 0  # every marketing copy delivered, ever
     repermission: Mapping[str, float] = field(default_factory=dict)  # stream -> when it went
+    # The recipient's mailbox provider ("" when not one heed groups, or none is pushing back)
+    # and that provider's recent throttling, (time, cause) oldest first: the provider guard's input.
+    provider: str = ""
+    provider_throttles: tuple[tuple[float, str], ...] = ()
 
     def engaged(self, kinds: frozenset[str] | tuple[str, ...]) -> tuple[float | None, int]:
         """(last engagement of one of ``kinds``, mails sent since it): what silence counts.

@@ -194,7 +194,9 @@ def test_domain_without_key_is_left_unsigned(rsa_key: tuple[DkimKey, str]) -> No
     signer = DkimSigner([rsa_key[0]])
     assert signer.for_domain("EXAMPLE.com")
     assert signer.for_domain("other.example") == []
-    assert signer.for_domain("sub.example.com") == []
+    # A parent's key signs a subdomain (the same organisational domain: DMARC relaxed).
+    assert [k.domain for k in signer.for_domain("sub.example.com")] == ["example.com"]
+    assert signer.for_domain("com") == [] and signer.for_domain("notexample.com") == []
     assert signer.prepare("other.example", b"x\r\n").sign(b"From: a@other.example\r\n") == b""
 
 

@@ -31,6 +31,7 @@ streams:
         window: 1d
         pause: 2d
         then: {THEN}
+    unsigned: allow  # relayed without a DKIM key
 classify:
   - {sender: "*@news.example.com", stream: marketing}
 """

@@ -48,6 +48,12 @@ def site(tmp_path: Path) -> Path:
     away_from_now(tmp_path / "policies" / "00-streams.yaml")
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config" / "heed.yaml", tmp_path / "config" / "heed.yaml")
+    # The README's first step: a DKIM key for the sending domain (marketing is never
+    # sent unsigned), its entry added to `dkim:` as `heed dkim keygen` prints it.
+    out = heed_cmd("dkim", "keygen", "example.com", "heed1", cwd=tmp_path).stdout
+    entry = out.strip().splitlines()[-1].strip()
+    config = tmp_path / "config" / "heed.yaml"
+    config.write_text(config.read_text().replace("\ndkim: []", f"\ndkim:\n  {entry}"))
     return tmp_path
 
 

@@ -28,6 +28,7 @@ default_stream: marketing
 streams:
   marketing:
     list: marketing
+    unsigned: allow  # relayed without a DKIM key
     silence:
       inactive: {sends: 3}
     rules:
@@ -37,6 +38,7 @@ streams:
       - {if: quiet_hours, start: "21:00", end: "08:00", zone: UTC, then: delay}
   trial:
     list: marketing
+    unsigned: allow
     shadow: true
     silence:
       inactive: {sends: 3}

@@ -43,6 +43,7 @@ default_stream: marketing
 streams:
   marketing:
     kind: marketing
+    unsigned: allow  # relayed without a DKIM key
     unsubscribe: "off"
     rules:
       - {if: refused, then: drop}

@@ -23,6 +23,11 @@ from proxy.tokens import PREFERENCES, TokenClaims, TokenSigner, mask_address
 log = logging.getLogger("heed.http")
 
 
+# The address of `heed doctor`'s one-click test token: .invalid can never be a mailbox
+# (RFC 2606 §2), so no person's "no" is ever skipped by this.
+DRY_RUN_ADDRESS = "heed-doctor@heed.invalid"
+
+
 def html(text: str, status: int = 200) -> web.Response:
     """A UTF-8 HTML answer (the app adds the security headers to every response)."""
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
@@ -116,6 +121,11 @@ class Unsubscribe:
             self._count(request, "bad-body")
             return html(message_page(lang, "bad"), 400)
         all_marketing = await everything(request)
+        if claims.address == DRY_RUN_ADDRESS:
+            # `heed doctor`'s test token: the whole one-click path answers, nothing is kept.
+            self._count(request, "dry-run")
+            return html(done_page(lang, self._label(claims, lang), mask_address(claims.address),
+                                  self._prefs_url(claims), everything=all_marketing))
         try:
             new = await self.state.refuse(claims.address, "unsubscribe",
                                           list=None if all_marketing else claims.list,

@@ -338,7 +338,38 @@ class DomainGuard(Condition):
         return Match(Reason(self.name, detail), until)
 
 
+@dataclass(frozen=True)
+class ProviderGuard(Condition):
+    name = "provider_guard"
+    description = ("the recipient's mailbox provider (Google, Yahoo/AOL, Microsoft, …) sent a "
+                   "throttling or reputation code: marketing to it pauses for `pause`, "
+                   "doubling on each new push-back up to `max_pause`")
+    params = {"pause": _guard_span, "max_pause": _guard_span, "window": _guard_span}
+    required = frozenset({"pause"})
+    releases = True
+    pause: float = 3600.0
+    max_pause: float = DAY
+    # A push-back more than `window` after the last pause ended starts again at `pause`.
+    window: float = DAY
+
+    def check(self, ctx: Context) -> Match | None:
+        until, cause, strikes = None, "", 0
+        for at, why in ctx.state.provider_throttles:
+            if at > ctx.now or (until is not None and at < until):
+                continue  # a reply to mail sent before the pause began: the same episode
+            if until is not None and at - until > self.window:
+                strikes = 0
+            strikes += 1
+            until = at + min(self.pause * 2 ** (strikes - 1), max(self.max_pause, self.pause))
+            cause = why
+        if until is None or until <= ctx.now:
+            return None
+        detail = (f"{ctx.state.provider} pushed back ({cause}); marketing to it paused until "
+                  f"{when(until)} (pause {strikes} in a row)")
+        return Match(Reason(self.name, detail), until)
+
+
 CONDITIONS: Mapping[str, type[Condition]] = {
     c.name: c for c in (Refused, NoConsent, Lifecycle, Cap, QuietHours, Paused, OptedOut,
-                        DomainGuard)
+                        DomainGuard, ProviderGuard)
 }

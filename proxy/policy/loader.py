@@ -13,6 +13,7 @@ import yaml
 from yaml import Node
 
 from proxy.errors import PolicyError
+from proxy.policy.bulk import BULK_KEYS, read_bulk
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
 from proxy.policy.words import missing_languages, words
@@ -21,7 +22,7 @@ from proxy.types import ENGAGEMENT_KINDS, Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "label", "description", "list", "consent", "drop", "unsubscribe", "shadow",
-               "sync_back", "default", "silence", "rules")
+               "sync_back", "default", "silence", "rules", *BULK_KEYS)
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
 THEN = {"deliver": (Action.DELIVER, None), "drop": (Action.DROP, None),
@@ -309,7 +310,7 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
         rules=tuple(rules), silence=silence, labels=got.get("label", {}),
-        descriptions=got.get("description", {}))
+        descriptions=got.get("description", {}), bulk=read_bulk(f, items, marketing, _BAD))
 
 
 def _silence(f: _File, node: Node) -> Any:

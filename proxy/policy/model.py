@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proxy.policy.bulk import BulkRules
 from proxy.policy.lifecycle import DAY, STAGES, Silence, Threshold
 from proxy.types import Action, DropMode, PersonState
 
@@ -74,10 +75,16 @@ class Stream:
     # What a person reads, per page language: a label and a one-line description.
     labels: dict[str, str] = field(default_factory=dict, hash=False)
     descriptions: dict[str, str] = field(default_factory=dict, hash=False)
+    bulk: BulkRules = field(default_factory=BulkRules)  # providers' bulk-sender rules
 
     def __post_init__(self) -> None:
         if not self.list:
             object.__setattr__(self, "list", self.name)
+        if not self.marketing and self.bulk.unsigned != "allow":
+            # Transactional mail is never held back by marketing rules.
+            object.__setattr__(self, "bulk", BulkRules(unsigned="allow",
+                                                       feedback_id=self.bulk.feedback_id,
+                                                       from_domains=self.bulk.from_domains))
 
     def label(self, lang: str) -> Text:
         """The stream's name for a person reading ``lang`` (English, then its name, if none)."""
@@ -135,3 +142,8 @@ class Policy:
     def guards_domains(self) -> bool:
         """Whether a rule reads domain complaints (then snapshots fetch them too)."""
         return any(r.name == "domain_guard" for s in self.streams.values() for r in s.rules)
+
+    @cached_property
+    def guards_providers(self) -> bool:
+        """Whether a rule reads the recipient's provider's throttling (an MX lookup)."""
+        return any(r.name == "provider_guard" for s in self.streams.values() for r in s.rules)

@@ -28,6 +28,10 @@ from proxy.audit import AuditEntry
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys, domain_of
 from proxy.policy import Policy, lifecycle_stage
+from proxy.providers.catalog import Catalog
+from proxy.providers.guard import Throttles
+from proxy.providers.lookup import ProviderLookup
+from proxy.report.bulk import blind_domains, pauses
 from proxy.state import State
 
 CHUNK = 1000  # audit entries per XRANGE round trip
@@ -97,6 +101,12 @@ class Report:
     guard_now: dict[str, int] = field(default_factory=dict)  # domain -> complaints on record
     lifecycle: dict[str, Counter[str]] = field(default_factory=dict)
     daily: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    # Bulk-sender rules (proxy/report/bulk.py): delivered marketing by body link
+    # ("yes", "inserted", "no", "not checked"), domains whose provider reports no
+    # complaint per message (domain -> provider), and each provider pause.
+    body_links: Counter[str] = field(default_factory=Counter)
+    blind: dict[str, str] = field(default_factory=dict)
+    pauses: list[Any] = field(default_factory=list)
     # Tracked refusals the tool was told of (proxy/tell/): seconds from refusal to told.
     told: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -127,6 +137,12 @@ class Report:
     @property
     def signed_share(self) -> float | None:
         return self.signed / self.delivered_total if self.delivered_total else None
+
+    @property
+    def body_link_share(self) -> float | None:
+        """Delivered marketing with a visible unsubscribe link in the body (tool's or heed's)."""
+        n = self.body_links["yes"] + self.body_links["inserted"]
+        return n / self.delivered_total if self.delivered_total else None
 
     @property
     def complaint_total(self) -> int:
@@ -196,6 +212,7 @@ class _Reader:
             r.by_domain[domain_of(e.recipient)] += 1
             r.daily[day]["delivered"] += 1
             r.signed += e.one_click == "signed"
+            r.body_links[e.body_link or "not checked"] += 1
             for scope in (lst, "*"):
                 since = self.refused.get((e.recipient, scope))
                 if since is not None and e.at >= since:
@@ -292,7 +309,9 @@ async def guard_state(state: State, domains: list[str], now: float,
 
 
 async def build_report(state: State, policy: Policy, *, since: float, now: float,
-                       lookback: float) -> Report:
+                       lookback: float, catalog: Catalog | None = None,
+                       lookup: ProviderLookup | None = None,
+                       throttles: Throttles | None = None) -> Report:
     """Every figure for the window [since, now]; ``lookback`` bounds the guard's count."""
     report = Report(since=since, now=now, policy_version=policy.version)
     reader = _Reader(report, policy)
@@ -302,4 +321,6 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     report.lifecycle = await lifecycle(state, policy, now)
     report.guard_now = await guard_state(state, sorted(set(report.complaints)
                                                        | set(report.guarded)), now, lookback)
+    report.blind = await blind_domains(report.domains(), catalog or Catalog(), lookup)
+    report.pauses = pauses(policy, throttles or {}, since, now)
     return report

@@ -8,8 +8,9 @@ from html import escape
 
 from proxy.policy.model import STAGES
 from proxy.report import svg
+from proxy.report.bulk import BLIND
 from proxy.report.compute import LINES, Report
-from proxy.report.render_text import duration, iso, percent, rate_status
+from proxy.report.render_text import domain_rate, domain_status, duration, iso, percent, rate_status
 
 _CSS = """
 body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
@@ -66,6 +67,9 @@ def render_html(r: Report) -> str:
              _tile("Signed one-click on delivered marketing", percent(r.signed_share),
                    f"{r.signed} of {r.delivered_total} copies",
                    None if r.signed_share is None else r.signed_share >= 1.0),
+             _tile("Body unsubscribe link on delivered marketing", percent(r.body_link_share),
+                   f"{r.body_links['yes'] + r.body_links['inserted']} of {r.delivered_total} "
+                   "copies", None if r.body_link_share is None else r.body_link_share >= 1.0),
              _tile("Complaint rate", percent(rate), rate_status(rate),
                    None if rate is None else rate < LINES[0]),
              "</div>"]
@@ -95,7 +99,12 @@ def render_html(r: Report) -> str:
     parts.append("<h2>Complaints by receiving domain</h2><p>Complaints per delivered "
                  "marketing copy; the dashed lines are 0.1 % (keep below) and 0.3 % "
                  "(never reach).</p>")
-    domains = [d for d in r.domains() if r.complaints[d]][:15]
+    if r.blind:
+        parts.append("<p>Complaints from " + escape(", ".join(sorted(r.blind))) + " are "
+                     f"<strong>{BLIND}</strong>: their providers (Gmail, Google Workspace, "
+                     "iCloud) send none, so no rate is shown for them; Google's figures are in "
+                     "Postmaster Tools, grouped by Feedback-ID.</p>")
+    domains = [d for d in r.domains() if r.complaints[d] and d not in r.blind][:15]
     shown = [(d, (r.rate(d) or 0.0) * 100) for d in domains]
     parts.append(svg.bars(
         "Complaint rate per receiving domain, percent", shown,
@@ -103,8 +112,8 @@ def render_html(r: Report) -> str:
         lines=((LINES[0] * 100, "0.1 %"), (LINES[1] * 100, "0.3 %")), limit=1.0,
         colours=[_STATUS_COLOUR.get(rate_status(r.rate(d)), svg.PALETTE[0]) for d in domains]))
     parts.append(_table(("domain", "complaints", "delivered", "rate", "status"),
-                        [(d, r.complaints[d], r.by_domain[d], percent(r.rate(d)),
-                          rate_status(r.rate(d))) for d in r.domains()]))
+                        [(d, r.complaints[d], r.by_domain[d], domain_rate(r, d),
+                          domain_status(r, d)) for d in r.domains()]))
     # Every day of the window, quiet ones too, so the lines show the gaps.
     first = int(r.since // 86400)
     days = [iso(d * 86400.0)[:10] for d in range(first, int(r.now // 86400) + 1)][-366:]
@@ -129,6 +138,13 @@ def render_html(r: Report) -> str:
     parts.append(_by_reason("Shadow decisions, by stream and what would have happened",
                             r.shadow))
 
+    parts.append("<h2>Provider guard</h2>")
+    if r.pauses:
+        parts.append(_table(("provider", "paused from", "until", "cause"),
+                            [(p.provider, iso(p.start), iso(p.until), p.cause)
+                             for p in r.pauses]).replace("<details>", "<details open>"))
+    else:
+        parts.append("<p>No mailbox provider was paused in this window.</p>")
     parts.append("<h2>Domain guard</h2>")
     if r.guarded:
         parts.append("<p>Marketing to these domains was paused after complaints from "

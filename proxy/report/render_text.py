@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+from proxy.report.bulk import BLIND
 from proxy.report.compute import LINES, Report
 
 
@@ -26,6 +27,17 @@ def percent(share: float | None) -> str:
     if share is None:
         return "n/a"
     return "no mail delivered" if math.isinf(share) else f"{share * 100:.2f} %"
+
+
+def domain_status(r: Report, domain: str) -> str:
+    """A domain's complaint status; a provider with no per-message feedback is never "good"."""
+    if domain in r.blind:
+        return f"{BLIND} ({r.blind[domain]})"
+    return rate_status(r.rate(domain))
+
+
+def domain_rate(r: Report, domain: str) -> str:
+    return "n/a" if domain in r.blind else percent(r.rate(domain))
 
 
 def rate_status(rate: float | None) -> str:
@@ -62,12 +74,16 @@ def as_dict(r: Report) -> dict[str, Any]:
         "clicks_to_leave": {str(k): n for k, n in sorted(r.clicks.items())},
         "one_click": {"delivered_marketing": r.delivered_total, "signed": r.signed,
                       "share": _finite(r.signed_share)},
+        "body_link": {"delivered_marketing": r.delivered_total, **dict(r.body_links),
+                      "share": _finite(r.body_link_share)},
         "complaints": {
             "total": r.complaint_total, "rate": _finite(r.rate()),
             "status": rate_status(r.rate()), "lines": list(LINES),
             "by_domain": [{"domain": d, "complaints": r.complaints[d],
-                           "delivered": r.by_domain[d], "rate": _finite(r.rate(d)),
-                           "status": rate_status(r.rate(d))} for d in r.domains()],
+                           "delivered": r.by_domain[d],
+                           "rate": None if d in r.blind else _finite(r.rate(d)),
+                           "status": domain_status(r, d),
+                           "per_message_feedback": d not in r.blind} for d in r.domains()],
         },
         "lifecycle": {s: dict(c) for s, c in r.lifecycle.items()},
         "drops": {s: dict(c) for s, c in r.drops.items()},
@@ -77,6 +93,8 @@ def as_dict(r: Report) -> dict[str, Any]:
         "domain_guard": {d: {**dict(r.guarded.get(d, {})),
                              "complaints_on_record": r.guard_now.get(d, 0)}
                          for d in sorted(set(r.guarded) | set(r.guard_now))},
+        "provider_guard": [{"provider": p.provider, "from": iso(p.start), "until": iso(p.until),
+                            "cause": p.cause} for p in r.pauses],
         "daily": {d: dict(c) for d, c in sorted(r.daily.items())},
     }
 
@@ -115,12 +133,18 @@ def render_text(r: Report) -> str:
     out += [f"Clicks to leave:              {clicks}",
             f"Signed one-click on delivered marketing: {r.signed} of {r.delivered_total} "
             f"({percent(r.signed_share)})",
+            f"Body unsubscribe link on delivered marketing: {_links(r)}",
             f"Complaint rate:               {percent(r.rate())} ({r.complaint_total} "
-            f"complaints / {r.delivered_total} delivered), {rate_status(r.rate())}", ""]
-    out.append("Complaints by receiving domain (lines: 0.1 % and 0.3 %)")
+            f"complaints / {r.delivered_total} delivered), {rate_status(r.rate())}"]
+    blind = sum(r.by_domain[d] for d in r.blind)
+    if blind:
+        out.append(f"  of which {blind} went to domains whose provider reports no complaint "
+                   "per message (Gmail, Google Workspace, iCloud): their complaints are not "
+                   "counted here; see Google Postmaster Tools (by Feedback-ID)")
+    out += ["", "Complaints by receiving domain (lines: 0.1 % and 0.3 %)"]
     for d in r.domains()[:20]:
         out.append(f"  {d:<32} {r.complaints[d]:>6} / {r.by_domain[d]:>8}  "
-                   f"{percent(r.rate(d)):>18}  {rate_status(r.rate(d))}")
+                   f"{domain_rate(r, d):>18}  {domain_status(r, d)}")
     out += ["", "Lifecycle (people who may get each stream)"]
     for stream, stages in r.lifecycle.items():
         parts = ", ".join(f"{k} {n}" for k, n in stages.items()) or "nobody"
@@ -134,6 +158,11 @@ def render_text(r: Report) -> str:
     for stream, counts in sorted(r.shadow.items()):
         for what, n in sorted(counts.items(), key=lambda kv: -kv[1]):
             out.append(f"  {stream:<16} {what:<36} {n:>8}")
+    out += ["", "Provider guard (marketing paused after a provider's throttling codes)"]
+    if not r.pauses:
+        out.append("  no provider paused in this window")
+    for p in r.pauses:
+        out.append(f"  {p.provider} paused {iso(p.start)} until {iso(p.until)}: {p.cause}")
     out += ["", "Domain guard"]
     if not r.guarded:
         out.append("  no domain paused in this window")
@@ -141,3 +170,9 @@ def render_text(r: Report) -> str:
         what = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
         out.append(f"  {d} paused: {what} (complaints on record: {r.guard_now.get(d, 0)})")
     return "\n".join(out) + "\n"
+
+
+def _links(r: Report) -> str:
+    n = r.body_links["yes"] + r.body_links["inserted"]
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(r.body_links.items()))
+    return f"{n} of {r.delivered_total} ({percent(r.body_link_share)}; {parts or 'none'})"

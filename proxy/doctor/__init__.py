@@ -1,0 +1,1 @@
+"""`heed doctor`: is the whole path the mailbox providers check in place? DNS, HTTPS, routing."""
