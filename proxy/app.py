@@ -41,6 +41,7 @@ from proxy.smtp.access import Access
 from proxy.smtp.handler import Handler, LocalMail
 from proxy.smtp.server import start_smtp
 from proxy.state import State
+from proxy.tell.worker import Teller
 from proxy.tokens import TokenSigner
 
 log = logging.getLogger("heed")
@@ -117,6 +118,7 @@ class Heed:
             shown=shown,
             links=self.clicks,
             reply_ttl=settings.replies.match_ttl if settings.replies.address else 0,
+            offer_ttl=settings.tell.offer_ttl,
         )
         self.reports = ReportMailbox(
             self.tokens, self.state, self.bounce_domain, rules=self.rules,
@@ -141,6 +143,11 @@ class Heed:
             on_expire=self.bounces.hook(self.mailpath.expired, expired=True),
             on_permfail=self.bounces.hook(self.mailpath.failed_permanently, expired=False),
         )
+        self.teller = Teller(
+            redis=self.redis, keys=self.keys, clock=self.clock, settings=settings.tell,
+            policies=self.policies, upstream=self.upstream, audit=Audit(self.redis, self.keys),
+            sender=settings.tell.sender or f"unsubscribe@{settings.unsubscribe.mailto_domain}",
+            hostname=settings.smtp.hostname, metrics=self.metrics)
         self._smtp: asyncio.Server | None = None
         self._http: Any = None
         self._stop = asyncio.Event()
@@ -171,6 +178,7 @@ class Heed:
         if run_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
             self._tasks.append(asyncio.create_task(self._watch_queue()))
+            self._tasks.append(asyncio.create_task(self.teller.run(self._stop)))
         host, port = self.settings.smtp.listen
         log.info("heed listening for SMTP on %s:%d, upstream %s:%d, policy %s", host, port,
                  self.settings.upstream.host, self.settings.upstream.port,
@@ -229,5 +237,6 @@ class Heed:
                 task.cancel()
         if self._http is not None:
             await self._http.cleanup()
+        await self.teller.close()
         await self.upstream.close()
         await self.batched.aclose()

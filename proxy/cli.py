@@ -1,4 +1,4 @@
-"""The `heed` command: serve, check, doctor, policy, consent, refuse, explain, bounces, …"""
+"""The `heed` command: serve, check, doctor, policy, consent, refuse, suppression, bounces, …"""
 
 from __future__ import annotations
 
@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(doctor)
     doctor.add_argument("--domain", metavar="D", help="one sending domain (default: every one)")
     doctor.add_argument("--format", choices=("text", "json"), default="text")
+
+    from proxy.tell.cli import add_parsers
+
+    add_parsers(sub, _common)
 
     explain = sub.add_parser("explain", help="why did / didn't this person get mail")
     _common(explain)
@@ -250,6 +254,10 @@ async def _manage(args: argparse.Namespace, settings: Settings) -> int:
             print(f"imported {done.imported} rows, {done.known} already known, "
                   f"{len(done.errors)} rejected")
             return 1 if done.errors else 0
+        elif args.command == "suppression":
+            from proxy.tell.cli import run
+
+            return await run(args, state)
         elif args.command == "engage":
             await state.engage(args.address, kind=args.kind, source="cli")
             print(f"engagement recorded: {args.address} ({args.kind})")

@@ -6,13 +6,18 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from redis.exceptions import RedisError
+
+from proxy.audit import AuditEntry
+from proxy.errors import StateUnavailable
 from proxy.keys import is_address, normalise_address
+from proxy.tell.outbox import Event, note
 
 CSV_HEADER = ("email", "list", "granted_at", "source", "ip", "text")
 
@@ -118,3 +123,25 @@ def parse_time(value: str, default: float) -> float:
     if at > default + 86400:
         raise ValueError("in the future")  # a typo or a wrong zone, not a real agreement
     return at
+
+
+async def write_grants(state: Any, rows: Sequence[tuple[str, str, str]]) -> int:
+    """Write one batch of good rows (address, list, proof JSON) to ``state`` in one round trip."""
+    if not rows:
+        return 0
+    now = state.clock.now()
+    try:
+        pipe = state.redis.pipeline(transaction=False)
+        for address, lst, proof in rows:
+            pipe.hset(state.keys.consent(address), lst, proof)
+            pipe.sadd(state.keys.people, address)
+            rec = json.loads(proof)
+            state.audit.add(pipe, [AuditEntry(
+                at=now, kind="change", recipient=address, outcome="granted", stream=lst,
+                detail="csv import; " + proof_text(rec["source"], rec["ip"], rec["text"]))])
+            note(pipe, state.keys, Event("consent.granted", address, lst,
+                                         channel=rec["source"], at=now))
+        await pipe.execute()
+    except RedisError as exc:
+        raise StateUnavailable("redis unavailable") from exc
+    return len(rows)

@@ -33,6 +33,10 @@ OUTCOME_WORDS = {
     "revoked": "consent revoked",
     "refused": "refused mail (said no)",
     "unrefused": "refusal lifted by hand",
+    "lifted": "refusal lifted by hand",
+    "re-subscribed": "subscribed again (an unsubscribe lifted)",
+    "tool-told": "the tool was told",
+    "tool-not-told": "the tool was not told",
     "engaged": "engaged",  # "click via tracked link", "machine-click via … (why)", …
     "preferences": "changed preferences",
     # Events in (proxy/signals/events.py): what was reported, then what it did.
@@ -77,7 +81,26 @@ def _holds_nothing(snap: PersonState, recent: Sequence[AuditEntry]) -> bool:
                 or snap.first_send or snap.sends)
 
 
-def _facts(snap: PersonState, now: float) -> list[str]:
+def _refused_at(e: AuditEntry) -> float | None:
+    for r in e.reasons:  # proxy/tell/worker.py writes "refused_at=<time>"
+        if r.startswith("refused_at="):
+            try:
+                return float(r.partition("=")[2])
+            except ValueError:
+                return None
+    return None
+
+
+def _told(recent: Sequence[AuditEntry], scope: str) -> str:
+    """Whether and when the tool heard of the refusal of ``scope`` (newest word first)."""
+    for e in recent:
+        if e.outcome in ("tool-told", "tool-not-told") and (
+                e.stream == scope or scope == GLOBAL_SCOPE):
+            return f"    {OUTCOME_WORDS[e.outcome]} {when(e.at)}: {e.detail}"
+    return "    the tool: not told yet (no word in the recent trail)"
+
+
+def _facts(snap: PersonState, now: float, recent: Sequence[AuditEntry] = ()) -> list[str]:
     lines = ["consent (who agreed to what, when and how):"]
     for c in sorted(snap.consents.values(), key=lambda c: c.list):
         lines.append(f"  list '{c.list}': granted {when(c.granted_at)}, source {c.source or '-'},"
@@ -88,6 +111,7 @@ def _facts(snap: PersonState, now: float) -> list[str]:
     for r in sorted(snap.refusals.values(), key=lambda r: r.at):
         lines.append(f"  {r.kind} of {_scope(r.scope)} on {when(r.at)}"
                      f" via {r.channel or '-'}")
+        lines.append(_told(recent, r.scope))
     if not snap.refusals:
         lines.append("  none")
     if snap.last_engaged:
@@ -164,7 +188,11 @@ def _would(stream: str, decision: Decision) -> str:
 
 def _entry(e: AuditEntry) -> str:
     words = OUTCOME_WORDS.get(e.outcome, e.outcome)
-    why = "; ".join(_reason(r) for r in e.reasons) or e.detail
+    refused_at = _refused_at(e)
+    if refused_at is not None:
+        why = f"{e.detail} ({e.at - refused_at:.0f} s after the refusal)"
+    else:
+        why = "; ".join(_reason(r) for r in e.reasons) or e.detail
     stream = "every list" if e.stream == GLOBAL_SCOPE else e.stream or "-"
     return f"  {when(e.at)}  {stream}  {words}" + (f": {why}" if why else "")
 
@@ -198,7 +226,7 @@ async def explain(state: State, audit: Audit, address: str, *, now: float,
         lines.append("heed holds nothing about this address: no consent, no refusal, no mail"
                      " sent, no decision recorded. Without consent it gets no marketing mail.")
     else:
-        lines.extend(_facts(snap, now))
+        lines.extend(_facts(snap, now, recent))
     if provider is not None:
         lines.append(_provider(provider))
     if policy is not None and decide is None:

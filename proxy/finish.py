@@ -14,6 +14,7 @@ from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
+from proxy.tell.offer import Offer, personal, read_offer
 from proxy.tokens import TokenSigner
 
 
@@ -37,6 +38,11 @@ class PreparedMessage(Protocol):
 
     def verp_token(self, stream: Stream, recipient: str, sender: str) -> str | None:
         """The VERP token in that return path (its mapping is stored once sent), or None."""
+        ...
+
+    def tool_offer(self, stream: Stream, recipient: str) -> Offer | None:
+        """The tool's own unsubscribe links heed replaced in this person's copy (kept once
+        sent, for sync-back: proxy/tell/), or None."""
         ...
 
     def facts(self, stream: Stream) -> CopyFacts:
@@ -65,6 +71,7 @@ class _Marketing:
         self.domain = domain
         self.dkim = signer.prepare(self.domain, message.body) if signer and self.domain else None
         self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
+        self._offer: Offer | None | bool = False  # False: not read yet
         self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
         self._link: bool | None = None
         self._lang: str | None = None
@@ -169,6 +176,20 @@ class _Marketing:
         if len("bounce+" + token) > self.owner.verp_max_local:
             return None
         return token
+
+    def tool_offer(self, stream: Stream, recipient: str) -> Offer | None:
+        # Only where heed's own fields replaced the tool's ("keep" leaves the tool's link
+        # to the person), only where the stream says so, and only a copy written for
+        # this person alone (proxy/tell/offer.py: personal).
+        if not (stream.sync_back and stream.unsubscribe == "replace"
+                and self.per_recipient(stream)):
+            return None
+        if self._offer is False:
+            self._offer = read_offer(self.message)
+        offer = self._offer
+        if not isinstance(offer, Offer) or not personal(self.message, recipient):
+            return None
+        return offer
 
 
 class UnsubscribeAndSign:

@@ -107,12 +107,29 @@ class Keys:
         """HASH copy id -> "time|link id|machine reason" of the copy's last tracked request
         (with a TTL): tells a scanner's sweep of one copy from a person's click."""
         return self._person(address, "clicks")
+    def tool_offers(self, address: str) -> str:
+        """HASH list -> JSON of what the tool's own List-Unsubscribe offered (with a TTL).
+
+        Kept from copies heed relayed to this person (proxy/tell/offer.py); renewed by
+        each copy, gone ``tell.offer_ttl`` after the last one, like the VERP mapping."""
+        return self._person(address, "offers")
+
+    def tool_told(self, address: str) -> str:
+        """HASH of what the tool heard of this person (proxy/tell/): link:<digest> -> time
+        asked (one request per link), list:<list> -> status, stage:<stream> -> stage."""
+        return self._person(address, "told")
+
+    @property
+    def tell_lifecycle_lock(self) -> str:
+        """STRING with a TTL: one worker's lifecycle pass for this period (proxy/tell/)."""
+        return f"{self.prefix}:{{tell}}:lifecycle"
 
     def person_keys(self, address: str) -> tuple[str, ...]:
         """Every key of one person: erasure deletes these (add each new person key here)."""
         return (self.consent(address), self.refusal(address), self.engagement(address),
                 self.sends(address), self.prefs(address), self.soft_bounces(address),
-                self.person_audit(address), self.clicks(address))
+                self.person_audit(address), self.clicks(address), self.tool_offers(address),
+                self.tool_told(address))
 
     # --- one receiving domain (hash tag = the domain) -------------------------
     def domain_complaints(self, domain: str) -> str:
@@ -149,6 +166,11 @@ class Keys:
     def suppressed(self) -> str:
         """SET of suppression_id() digests of erased addresses: no marketing, ever."""
         return f"{self.prefix}:suppressed"
+
+    @property
+    def erasures(self) -> str:
+        """ZSET suppression_id() digest -> time of the erasure (for the suppression export)."""
+        return f"{self.prefix}:erasures"
 
     def verp(self, token: str) -> str:
         """STRING "address\\nlist" of a VERP token (bounce+TOKEN@), with a TTL.
@@ -192,3 +214,33 @@ class Keys:
     def queue_item(self, item_id: str) -> str:
         """HASH of one held copy: envelope, data, attempts, reasons."""
         return f"{self.prefix}:{{queue}}:item:{item_id}"
+
+    # --- telling the tool (hash tag = tell) -------------------------------------
+    @property
+    def tell_outbox(self) -> str:
+        """STREAM of changes to whether a person may be mailed, written with the change."""
+        return f"{self.prefix}:{{tell}}:outbox"
+
+    @property
+    def tell_due(self) -> str:
+        """ZSET outbound job id -> due time (sync-back requests and webhooks)."""
+        return f"{self.prefix}:{{tell}}:due"
+
+    @property
+    def tell_claimed(self) -> str:
+        """ZSET outbound job id -> lease expiry, for jobs a worker is sending."""
+        return f"{self.prefix}:{{tell}}:claimed"
+
+    @property
+    def tell_dead(self) -> str:
+        """ZSET outbound job id -> time it was given up (the dead-letter list)."""
+        return f"{self.prefix}:{{tell}}:dead"
+
+    @property
+    def tell_stats(self) -> str:
+        """HASH "kind:state" -> count (created, sent, failed attempts, dead) for /metrics."""
+        return f"{self.prefix}:{{tell}}:stats"
+
+    def tell_job(self, job_id: str) -> str:
+        """HASH of one outbound job; kept a while after it is done, so it is made once."""
+        return f"{self.prefix}:{{tell}}:job:{job_id}"

@@ -27,6 +27,7 @@ from proxy.recorder import NO_INTENT, Delivery, Intent, Recorder
 from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
+from proxy.tell.offer import Offer
 from proxy.types import Action, Decision, DropMode, Envelope, PersonState
 
 log = logging.getLogger("heed.mailpath")
@@ -73,6 +74,7 @@ class _Copy:
     signed: bool = False  # a marketing copy with a DKIM-covered one-click (see AuditEntry)
     verp: str | None = None  # the VERP token in ``sender``, if it is one
     body_link: str = ""  # marketing: "yes", "inserted" or "no" (a visible unsubscribe link)
+    offer: Offer | None = None  # the tool's own unsubscribe links it replaced
 
 
 class MailPath:
@@ -96,6 +98,7 @@ class MailPath:
         shown: LoggedAddress = FULL,
         links: LinkStore | None = None,
         reply_ttl: float = 0,
+        offer_ttl: float = 90 * 86400.0,
         providers: ProviderGuard | None = None,
     ) -> None:
         self.policies = policies
@@ -111,7 +114,8 @@ class MailPath:
         self.providers = providers  # hears "slow down" replies; feeds provider_guard rules
         self.record = Recorder(state=state, audit=audit, redis=redis, policies=policies,
                                clock=clock, metrics=self.metrics, verp_ttl=verp_ttl,
-                               shown=shown, reply_ttl=reply_ttl)
+                               shown=shown, reply_ttl=reply_ttl,
+                               offer_ttl=offer_ttl)
 
     # --- RCPT ------------------------------------------------------------------
     async def at_rcpt(self, sender: str, recipient: str) -> Decision | None:
@@ -294,7 +298,8 @@ class MailPath:
                 token = prepared.verp_token(stream, r, sender)
                 copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
                                     signed_one_click(data), token,
-                                    prepared.facts(stream).body_link))
+                                    prepared.facts(stream).body_link,
+                                    prepared.tool_offer(stream, r)))
             elif stream.name in shared:
                 shared[stream.name].recipients.append(r)
             else:
@@ -326,6 +331,8 @@ class MailPath:
                         out.signed.add(r)
                     if copy.verp:
                         out.verp[r] = (copy.verp, copy.stream.list, sender)
+                    if copy.offer:
+                        out.offers[r] = (copy.stream.list, copy.offer)
                     if copy.body_link:
                         out.body_link[r] = copy.body_link
         return out

@@ -94,6 +94,12 @@ class Metrics:
                                 "(ok, refused, bad, unavailable)",
                                 ["service", "result"], registry=r)
 
+        self.tell_jobs = Gauge("heed_tell_jobs",
+                               "Outbound jobs telling the tool (one-click, mailto, webhook) by "
+                               "state: pending, sent, failed (attempts to retry), dead "
+                               "(dead-lettered); shared by every worker",
+                               ["kind", "state"], registry=r)
+
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, the same child object, looked up once."""
         key = (metric, *labels)
@@ -114,6 +120,12 @@ class Metrics:
         """Update the queue gauges (the scheduler's watcher calls this)."""
         self.queue_depth.set(depth)
         self.queue_oldest.set(oldest_age)
+
+    def set_tell(self, stats: dict[tuple[str, str], int]) -> None:
+        """Update the tell job gauges from the counts kept in Redis (proxy/tell/jobs.py)."""
+        for (kind, state), count in stats.items():
+            if state != "created":
+                self.tell_jobs.labels(kind, state).set(count)
 
     def http_request(self, page: str, result: str) -> None:
         """Count one request to a page (``page``: a fixed name such as "unsubscribe")."""

@@ -19,6 +19,7 @@ from proxy.keys import domain_of, normalise_address
 from proxy.policy import Policy
 from proxy.settings import Settings
 from proxy.state import SEND_WINDOW, State
+from proxy.tell.outbox import Event, note
 from proxy.types import GLOBAL_SCOPE
 
 log = logging.getLogger("heed")
@@ -168,6 +169,7 @@ async def erase(state: State, address: str, verp_tokens: Sequence[str] = ()) -> 
         complained = await state.redis.zscore(guard, a)
         pipe = state.redis.pipeline(transaction=False)
         pipe.sadd(k.suppressed, digest)
+        pipe.zadd(k.erasures, {digest: entry.at}, nx=True)  # when, for the export
         pipe.delete(*k.person_keys(a))  # one hash tag: one slot, one command
         pipe.srem(k.people, a)
         for token in verp_tokens:
@@ -177,6 +179,8 @@ async def erase(state: State, address: str, verp_tokens: Sequence[str] = ()) -> 
             pipe.zadd(guard, {digest: complained})
             pipe.zrem(guard, a)
         state.audit.add(pipe, [entry])
+        # The tool hears of it by the keyed hash only (a webhook; no address leaves heed).
+        note(pipe, k, Event("person.erased", at=entry.at, data={"suppression_id": digest}))
         await pipe.execute()
     except RedisError as exc:
         raise StateUnavailable("redis unavailable") from exc

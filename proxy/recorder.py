@@ -21,6 +21,7 @@ from proxy.policy_store import PolicyStore
 from proxy.queue import HeldMail
 from proxy.signals.replies import record_copies
 from proxy.state import State
+from proxy.tell.offer import Offer
 from proxy.types import Decision, Envelope
 
 log = logging.getLogger("heed.mailpath")  # the decision log line keeps its logger name
@@ -40,6 +41,8 @@ class Delivery:
     verp: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # Sent marketing copies: "yes", "inserted" or "no" (a visible unsubscribe link in the body).
     body_link: dict[str, str] = field(default_factory=dict)
+    # The tool's own unsubscribe links in each sent copy, by list (proxy/tell/offer.py).
+    offers: dict[str, tuple[str, Offer]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ class Recorder:
 
     def __init__(self, *, state: State, audit: Audit, redis: Any, policies: PolicyStore,
                  clock: Clock, metrics: Metrics, verp_ttl: float,
-                 shown: LoggedAddress = FULL, reply_ttl: float = 0) -> None:
+                 shown: LoggedAddress = FULL, reply_ttl: float = 0,
+                 offer_ttl: float = 90 * 86400.0) -> None:
         self.state = state
         self.shown = shown  # how addresses appear in log lines (log_addresses)
         self.audit = audit
@@ -68,6 +72,7 @@ class Recorder:
         self.metrics = metrics
         self.verp_ttl = verp_ttl
         self.reply_ttl = reply_ttl  # 0: replies are not matched (replies.address is "")
+        self.offer_ttl = offer_ttl
 
     def entry(self, kind: str, recipient: str, decision: Decision, outcome: str, sender: str,
               message_id: str, correlation_id: str, detail: str = "", *,
@@ -167,6 +172,12 @@ class Recorder:
                 record_copies(pipe, self.state, message_id,
                               [(r, decisions[r].stream) for r in delivery.sent
                                if decisions[r].stream in marketing], self.reply_ttl)
+            now = self.clock.now()
+            for r, (list_name, offer) in delivery.offers.items():
+                # One small hash per person (a field per list), renewed by each copy.
+                key = self.state.keys.tool_offers(r)
+                pipe.hset(key, list_name, offer.to_json(now))
+                pipe.expire(key, max(1, int(self.offer_ttl)))
             self.audit.add(pipe, entries)
             # Written behind when configured (proxy/batch.py): the 250 need not wait.
             # heed_redis_seconds{op="record"} times it, from here until Redis has it.

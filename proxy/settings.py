@@ -7,6 +7,7 @@ underscore between levels), e.g. ``HEED_UPSTREAM__HOST=mta.internal``,
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import os
@@ -229,6 +230,25 @@ class ReplySettings:
 
 
 @dataclass(frozen=True)
+class TellSettings:
+    """Telling the tool each "no" heed hears (docs/tell.md): sync-back and webhooks out."""
+
+    # mailto sync-back: the From of the unsubscribe mail; "" -> unsubscribe@mailto_domain.
+    sender: str = ""
+    # Hosts, IPs or networks a request may go to although they are loopback or private.
+    allow: tuple[str, ...] = ()
+    timeout: float = 10.0  # one request, connection included
+    backoff: tuple[float, ...] = (30.0, 120.0, 600.0, 3600.0, 6 * 3600.0)
+    max_attempts: int = 8  # then the job goes to the dead-letter list
+    lease: float = 60.0  # a claimed job (or outbox entry) older than this is taken over
+    poll_interval: float = 1.0
+    offer_ttl: float = 90 * 86400.0  # how long the tool's own links are kept after a copy
+    lifecycle_every: float = 3600.0  # how often one worker looks for people turned inactive
+    # Signed outbound webhooks: [{url: https://…, secrets: [whsec_…]}] (Standard Webhooks).
+    webhooks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
 class UnsubscribeSettings:
     mailto_domain: str = "heed.localdomain"
     keys: tuple[UnsubscribeKey, ...] = ()
@@ -282,6 +302,7 @@ class Settings:
     webhooks: WebhookSettings = WebhookSettings()
     clicks: ClickSettings = ClickSettings()
     replies: ReplySettings = ReplySettings()
+    tell: TellSettings = TellSettings()
     dkim: tuple[DkimKey, ...] = ()
     dns: DnsSettings = DnsSettings()
     doctor: DoctorSettings = DoctorSettings()
@@ -469,6 +490,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
     })
     replies = take(ReplySettings, section("replies"), "replies", {
         "address": lambda v: str(v or "").strip().lower(), "match_ttl": parse_duration})
+    tell = _tell(take, section, where, errors)
 
     def keys(v: Any) -> tuple[UnsubscribeKey, ...]:
         out = []
@@ -506,7 +528,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
 
     known = {"smtp", "upstream", "redis", "queue", "audit", "http", "unsubscribe", "dkim",
              "policies", "log_level", "log_format", "log_addresses", "api", "bounces",
-             "webhooks", "clicks", "replies", "dns", "doctor", "providers"}
+             "webhooks", "clicks", "replies", "dns", "doctor", "providers", "tell"}
     for key in raw:
         if key not in known:
             errors.append(f"{where}: unknown top-level key '{key}'")
@@ -528,6 +550,7 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         webhooks=webhooks,
         clicks=clicks,
         replies=replies,
+        tell=tell,
         dkim=tuple(dkim),
         dns=dns,
         doctor=doctor,
@@ -568,6 +591,45 @@ def _signals(take: Any, section: Any, where: str,
         "mailgun_max_age": parse_duration,
     })
     return api, bounces, hooks
+
+
+def _whsec(secret: str) -> bool:
+    """A Standard Webhooks secret: ``whsec_`` and the base64 of at least 16 bytes."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        return False
+    return secret.startswith("whsec_") and len(key) >= 16
+
+
+def _endpoints(v: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for i, hook in enumerate(v or []):
+        if not isinstance(hook, Mapping) or not str(hook.get("url", "")).startswith(
+                ("https://", "http://")):
+            raise ValueError(f"entry {i}: needs url: https://…")
+        secrets = _texts(hook.get("secrets"))
+        if not secrets or not all(_whsec(s) for s in secrets):
+            raise ValueError(f"entry {i}: secrets must be a list of whsec_<base64> secrets "
+                             "of at least 16 bytes")
+        out.append((str(hook["url"]), secrets))
+    return tuple(out)
+
+
+def _tell(take: Any, section: Any, where: str, errors: list[str]) -> TellSettings:
+    """The ``tell`` section: what heed sends back to the tool (docs/tell.md)."""
+    tell: TellSettings = take(TellSettings, section("tell"), "tell", {
+        "allow": _texts, "timeout": parse_duration, "lease": parse_duration,
+        "poll_interval": parse_duration, "offer_ttl": parse_duration, "max_attempts": int,
+        "lifecycle_every": parse_duration,
+        "backoff": lambda v: tuple(parse_duration(x) for x in v),
+        "webhooks": _endpoints,
+    })
+    if not 0 < tell.timeout <= 60:
+        errors.append(f"{where}: 'tell.timeout' must be between 0s and 60s")
+    if not tell.backoff:
+        errors.append(f"{where}: 'tell.backoff' needs at least one delay")
+    return tell
 
 
 def _nameserver(value: str) -> str:

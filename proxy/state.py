@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,12 +14,14 @@ from redis.exceptions import RedisError
 
 from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
-from proxy.consent_csv import ImportReport, proof_text, read_rows
+from proxy.consent_csv import ImportReport, proof_text, read_rows, write_grants
 from proxy.consent_csv import parse_time as parse_time  # re-exported: events, webhooks
 from proxy.errors import StateUnavailable
 from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
 from proxy.signals.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
+from proxy.tell.comeback import lift, rejoin, resubscribe, unsubscribe_to_lift
+from proxy.tell.outbox import Event, note
 from proxy.types import (
     ENGAGEMENT_KINDS,
     GLOBAL_SCOPE,
@@ -213,7 +216,10 @@ class State:
 
     # --- audited changes -------------------------------------------------------------
     async def _change(self, address: str, outcome: str, detail: str, at: float,
-                      writes: Callable[[Any, str], None], stream: str = "") -> list[Any]:
+                      writes: Callable[[Any, str], None], stream: str = "",
+                      event: Event | None = None,
+                      then: Callable[[Any, str], None] | None = None) -> list[Any]:
+        """Apply ``writes`` with its audit entry (and the tool's outbox ``event``, if any)."""
         a = normalise_address(address)
         entry = AuditEntry(at=at, kind="change", recipient=a, outcome=outcome, stream=stream,
                            detail=detail)
@@ -223,6 +229,10 @@ class State:
             writes(pipe, a)
             pipe.sadd(self.keys.people, a)
             self.audit.add(pipe, [entry])
+            if event is not None:  # what the tool must hear, in the same round trip
+                note(pipe, self.keys, replace(event, address=a, at=at))
+            if then is not None:  # writes recorded after this change (their own audit)
+                then(pipe, a)
             return list(await pipe.execute())
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
@@ -233,8 +243,14 @@ class State:
         at = self.clock.now() if at is None else at
         record = json.dumps({"list": list, "granted_at": at, "source": source, "ip": ip,
                              "text": text}, ensure_ascii=False)
+        # A newer consent with proof lifts an older unsubscribe of the list (docs/tell.md).
+        old = await unsubscribe_to_lift(self, normalise_address(address), list, at, source,
+                                        text)
         await self._change(address, "granted", proof_text(source, ip, text), at,
-                           lambda p, a: p.hset(self.keys.consent(a), list, record), list)
+                           lambda p, a: p.hset(self.keys.consent(a), list, record), list,
+                           Event("consent.granted", list=list, channel=source),
+                           then=None if old is None else
+                           lambda p, a: resubscribe(self, p, a, list, old, at, source))
 
     async def revoke(self, address: str, list: str, *, source: str = "",
                      at: float | None = None) -> None:
@@ -254,7 +270,7 @@ class State:
                   "text": old.get("text", ""), "revoked_at": at, "revoked_by": source}
         await self._change(address, "revoked", f"source {source or '-'}", at,
                            lambda p, a: p.hset(self.keys.consent(a), list, json.dumps(record)),
-                           list)
+                           list, Event("consent.revoked", list=list, channel=source))
 
     async def refuse(self, address: str, kind: str, *, list: str | None = None,
                      channel: str = "", at: float | None = None) -> bool:
@@ -276,15 +292,16 @@ class State:
 
         results = await self._change(
             address, "refused", f"{kind} of {_scope(scope)} via {channel or '-'}", at,
-            writes, scope)
+            writes, scope, Event("refusal.created", list=scope, kind=kind, channel=channel))
         return bool(results[0])
 
-    async def unrefuse(self, address: str, list: str | None = None) -> None:
-        """Lift a refusal (a manual correction; audited)."""
-        scope = list or GLOBAL_SCOPE
-        await self._change(address, "unrefused", f"refusal of {_scope(scope)} lifted",
-                           self.clock.now(),
-                           lambda p, a: p.hdel(self.keys.refusal(a), scope), scope)
+    async def lift(self, address: str, list: str | None, reason: str) -> Sequence[str]:
+        """Lift a refusal (and, for every list, an erasure) by hand; audited, with a reason."""
+        return await lift(self, address, list, reason)
+
+    async def rejoin(self, address: str, list: str | None, how: str) -> bool:
+        """The person lifts their own unsubscribe (never a complaint or bounce); audited."""
+        return await rejoin(self, address, list, how)
 
     async def engage(self, address: str, *, kind: str = "click", at: float | None = None,
                      source: str = "", why: str = "", stream: str = "") -> None:
@@ -380,7 +397,10 @@ class State:
             if cleared:
                 p.hdel(self.keys.prefs(a), *cleared)
 
-        await self._change(address, "preferences", detail, self.clock.now(), writes)
+        await self._change(address, "preferences", detail, self.clock.now(), writes, "",
+                           Event("preferences.changed", data={
+                               k: json.loads(v) if k == "off" and v else v
+                               for k, v in given.items()}))
 
     # --- import ------------------------------------------------------------------------
     async def import_consent_csv(self, source: Path | str | TextIO, *,
@@ -391,28 +411,10 @@ class State:
         for parsed in read_rows(source, self.clock.now, source_default, report):
             batch.append(parsed)
             if len(batch) >= CSV_BATCH:
-                report.imported += await self._write_grants(batch)
+                report.imported += await write_grants(self, batch)
                 batch = []
-        report.imported += await self._write_grants(batch)
+        report.imported += await write_grants(self, batch)
         return report
-
-    async def _write_grants(self, rows: Sequence[tuple[str, str, str]]) -> int:
-        if not rows:
-            return 0
-        now = self.clock.now()
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for address, lst, proof in rows:
-                pipe.hset(self.keys.consent(address), lst, proof)
-                pipe.sadd(self.keys.people, address)
-                rec = json.loads(proof)
-                self.audit.add(pipe, [AuditEntry(
-                    at=now, kind="change", recipient=address, outcome="granted", stream=lst,
-                    detail="csv import; " + proof_text(rec["source"], rec["ip"], rec["text"]))])
-            await pipe.execute()
-        except RedisError as exc:
-            raise StateUnavailable("redis unavailable") from exc
-        return len(rows)
 
 
 def _scope(scope: str) -> str:

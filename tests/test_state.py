@@ -134,10 +134,11 @@ async def test_refusal_keeps_the_first_time(aredis: aioredis.Redis, keys: Keys,
     assert set((await state.snapshot("bo@example.org")).refusals) == {"*", "digest"}
     with pytest.raises(ValueError, match="whim"):
         await state.refuse("bo@example.org", "whim")
-    await state.unrefuse("bo@example.org")
+    assert await state.lift("bo@example.org", None, "complained by mistake") == [
+        "complaint of every list"]
     assert set((await state.snapshot("bo@example.org")).refusals) == {"digest"}
     outcomes = [e.outcome for e in await Audit(aredis, keys).recent("bo@example.org")]
-    assert outcomes == ["unrefused", "refused", "refused", "refused", "refused"]
+    assert outcomes == ["lifted", "refused", "refused", "refused", "refused"]
 
 
 async def test_sends_and_engagement(aredis: aioredis.Redis, keys: Keys,
@@ -257,7 +258,7 @@ CALLS: dict[str, Call] = {
     "grant": lambda s: s.grant("x@example.org", "marketing"),
     "revoke": lambda s: s.revoke("x@example.org", "marketing"),
     "refuse": lambda s: s.refuse("x@example.org", "unsubscribe"),
-    "unrefuse": lambda s: s.unrefuse("x@example.org"),
+    "lift": lambda s: s.lift("x@example.org", None, "test"),
     "engage": lambda s: s.engage("x@example.org"),
     "prefs": lambda s: s.set_preferences("x@example.org", frequency="weekly"),
     "import": lambda s: s.import_consent_csv(io.StringIO(HEADER + "x@example.org,m,,,,\n")),

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proxy.signals.events import BOUNCES, CHANNELS, ENGAGEMENTS
+from proxy.tell.webhook import openapi_webhooks
 
 _JSON = "application/json"
 
@@ -190,6 +191,7 @@ def document(now: float) -> dict[str, Any]:
                     {"type": "string", "pattern": f"^({years})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|"
                      r"2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
                      r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"}]}
+    hooks, hook_schemas = openapi_webhooks(_JSON)
     return {
         "openapi": "3.1.0",
         "info": {"title": "heed events API", "version": "1",
@@ -197,8 +199,10 @@ def document(now: float) -> dict[str, Any]:
                                 "consent; look a person up. See docs/events.md."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {**_SCHEMAS, "At": at},
+            "schemas": {**_SCHEMAS, "At": at, **hook_schemas},
         },
+        # What heed sends to the tool (tell.webhooks; docs/tell.md), OpenAPI 3.1 §4.8.1.
+        "webhooks": hooks,
         "security": secured,
         "paths": {
             "/api/events": {"post": {

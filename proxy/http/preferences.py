@@ -232,7 +232,9 @@ class PreferenceCentre:
             return False
         rows = [r for r in self._rows(person, lang)
                 if (scope == GLOBAL_SCOPE and r.list not in person.refusals) or r.list == scope]
-        await self.state.unrefuse(address, None if scope == GLOBAL_SCOPE else scope)
+        if not await self.state.rejoin(address, None if scope == GLOBAL_SCOPE else scope,
+                                       PROOF):
+            return False
         wording = PREFS[lang]["rejoin"]
         for list_name in dict.fromkeys(r.list for r in rows):
             label = next(r.label.text for r in rows if r.list == list_name)

@@ -22,7 +22,7 @@ from proxy.types import Action, DropMode
 
 TOP_KEYS = ("version", "default_stream", "streams", "classify")
 STREAM_KEYS = ("kind", "label", "description", "list", "consent", "drop", "unsubscribe", "shadow",
-               "default", "silence", "rules", "track_clicks", "track_clicks_exclude",
+               "sync_back", "default", "silence", "rules", "track_clicks", "track_clicks_exclude",
                "track_opens", "repermission_text", *BULK_KEYS)
 RULE_KEYS = ("if", "then", "stage", "note")  # every other key is a parameter of the condition
 CLASSIFY_KEYS = ("stream", "stream_from_header", "sender", "recipient_domain", "headers", "note")
@@ -250,6 +250,7 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
     take("drop", lambda n: f.choice(n, "drop", ("reject", "discard")))
     take("unsubscribe", lambda n: f.choice(n, "unsubscribe", ("replace", "keep", "off")))
     take("shadow", lambda n: f.convert(n, values.flag, "shadow"))
+    take("sync_back", lambda n: f.convert(n, values.flag, "sync_back"))
     take("default", lambda n: f.choice(n, "default", ("deliver", "drop")))
     take("silence", lambda n: _silence(f, n))
     take("track_clicks", lambda n: f.convert(n, values.flag, "track_clicks"))
@@ -273,7 +274,7 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         name=name, marketing=marketing, list=got.get("list", name),
         drop=DropMode(got.get("drop", "reject")),
         unsubscribe=got.get("unsubscribe", "replace" if marketing else "off"),
-        shadow=got.get("shadow", False),
+        shadow=got.get("shadow", False), sync_back=got.get("sync_back", marketing),
         track_clicks=got.get("track_clicks", False),
         track_clicks_exclude=got.get("track_clicks_exclude", ()),
         track_opens=got.get("track_opens", False),

@@ -66,6 +66,8 @@ class Stream:
     drop: DropMode = DropMode.REJECT
     unsubscribe: str = "replace"  # "replace" | "keep" | "off"
     shadow: bool = False  # decide and record, but deliver
+    # Tell the tool of each refusal through the unsubscribe links it offered (proxy/tell/).
+    sync_back: bool = False
     default: Action = Action.DELIVER  # when no rule has an opinion
     consent_required: bool = True
     rules: tuple[Rule, ...] = ()

@@ -7,7 +7,9 @@ Definitions (also in docs/report.md):
   after it was recorded (audit ``delivered``/``released`` entries, shadow deliveries too);
 - its *time to effect* is the time from the refusal's record to the last such delivery
   (0 when there was none): how long mail still went out after the person said no;
-- a complaint is a refusal of kind ``complaint``; its domain is the person's domain.
+- a complaint is a refusal of kind ``complaint``; its domain is the person's domain;
+- a tracked refusal was *told* when a ``tool-told`` entry for its list (or, for a refusal
+  of every list, any list) follows it: the tool heard of it (proxy/tell/).
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class Report:
     body_links: Counter[str] = field(default_factory=Counter)
     blind: dict[str, str] = field(default_factory=dict)
     pauses: list[Any] = field(default_factory=list)
+    # Tracked refusals the tool was told of (proxy/tell/): seconds from refusal to told.
+    told: dict[tuple[str, str], float] = field(default_factory=dict)
 
     # --- derived figures -----------------------------------------------------------
     @property
@@ -130,6 +134,13 @@ class Report:
     @property
     def effect_p99(self) -> float:
         return percentile(self.effect, 0.99)
+
+    @property
+    def told_share(self) -> float | None:
+        return len(self.told) / self.tracked if self.tracked else None
+
+    def told_seconds(self, q: float) -> float:
+        return percentile(list(self.told.values()), q)
 
     @property
     def delivered_total(self) -> int:
@@ -203,6 +214,8 @@ class _Reader:
             if kind == "unsubscribe" and channel in CLICKS:
                 r.clicks[CLICKS[channel]] += 1
             return
+        if e.kind == "change" and e.outcome == "tool-told":
+            self._told(e)
         if e.kind != "decision":
             return
         code = _code(e.reasons[0]) if e.reasons else "none"
@@ -233,6 +246,14 @@ class _Reader:
         if code == "domain_guard":
             r.guarded[domain_of(e.recipient)]["dropped" if e.outcome in DROPPED else
                                               "held" if e.outcome in DELAYED else e.outcome] += 1
+
+    def _told(self, e: AuditEntry) -> None:
+        """The tool heard of a tracked refusal (of this list, or of every list)."""
+        for scope in (e.stream, "*"):
+            since = self.refused.get((e.recipient, scope))
+            if since is not None and (e.recipient, scope) not in self.r.told:
+                self.r.told[(e.recipient, scope)] = max(0.0, e.at - since)
+                return
 
     def finish(self) -> None:
         for key, at in self.refused.items():

@@ -71,6 +71,10 @@ def render_html(r: Report) -> str:
                    "no marketing mail after the no", honoured_ok),
              _tile("Time from refusal to effect", f"max {duration(r.effect_max)}",
                    f"p99 {duration(r.effect_p99)}", r.effect_max == 0),
+             _tile("Refusals the tool was told of", percent(r.told_share),
+                   f"{len(r.told)} of {r.tracked}, in p50 {duration(r.told_seconds(0.5))}, "
+                   f"p99 {duration(r.told_seconds(0.99))}",
+                   None if r.told_share is None else r.told_share >= 1.0),
              _tile("Signed one-click on delivered marketing", percent(r.signed_share),
                    f"{r.signed} of {r.delivered_total} copies",
                    None if r.signed_share is None else r.signed_share >= 1.0),

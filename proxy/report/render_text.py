@@ -77,6 +77,8 @@ def as_dict(r: Report) -> dict[str, Any]:
             "received": dict(r.refusals), "tracked": r.tracked, "honoured": r.honoured,
             "by_channel": dict(r.channels), "later_mail_stopped": r.stopped,
             "time_to_effect_seconds": {"max": r.effect_max, "p99": r.effect_p99},
+            "tool_told": {"refusals": len(r.told), "share": _finite(r.told_share),
+                          "seconds": {"p50": r.told_seconds(0.5), "p99": r.told_seconds(0.99)}},
             "not_honoured": [{"address": v.address, "scope": v.scope,
                               "refused_at": iso(v.refused_at),
                               "delivered_at": iso(v.delivered_at), "stream": v.stream,
@@ -136,6 +138,9 @@ def render_text(r: Report) -> str:
             f"Refusals honoured:            {r.honoured} of {r.tracked}",
             f"Time from refusal to effect:  max {duration(r.effect_max)}, "
             f"p99 {duration(r.effect_p99)}",
+            f"Refusals the tool was told of: {len(r.told)} of {r.tracked} "
+            f"({percent(r.told_share)}), in p50 {duration(r.told_seconds(0.5))}, "
+            f"p99 {duration(r.told_seconds(0.99))}",
             f"Later marketing mail stopped by a refusal: {r.stopped}"]
     for v in r.violations:
         out.append(f"  NOT honoured: {v.address} ({v.scope}) refused {iso(v.refused_at)}, "

@@ -1,0 +1,61 @@
+"""Lifecycle changes the tool hears of: a periodic pass finds who turned inactive, or active again.
+
+A stage is not recorded when it changes (it follows from engagement, sends and time,
+computed when mail is decided), so the worker looks: every ``tell.lifecycle_every``
+one worker (a lock in Redis) reads every known person in batches, computes each
+marketing stream's stage under the current policy, and compares it with the stage it
+last saw (kept in the person's told hash). Crossing the inactive line either way
+writes a ``lifecycle.changed`` outbox event; the first look only records a baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from proxy.errors import StateUnavailable
+from proxy.policy import Policy, lifecycle_stage
+from proxy.tell.outbox import Event, note
+
+SCAN = 500  # people per SSCAN page, snapshot round trip and write pipeline
+STAGE = "stage:"  # stage:<stream> -> "inactive" | "active" in the person's told hash
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+async def lifecycle_pass(state: Any, policy: Policy, now: float) -> int:
+    """One pass over ``keys.people``; returns the lifecycle.changed events written."""
+    streams = [s for s in policy.streams.values() if s.marketing and s.silence.inactive]
+    if not streams:
+        return 0
+    k, events, cursor = state.keys, 0, 0
+    while True:
+        try:
+            cursor, members = await state.redis.sscan(k.people, cursor, count=SCAN)
+            people = [_s(m) for m in members]
+            if people:
+                snaps = await state.snapshots(people)
+                pipe = state.redis.pipeline(transaction=False)
+                for a in people:
+                    pipe.hmget(k.tool_told(a), [STAGE + s.name for s in streams])
+                seen = await pipe.execute()
+                pipe = state.redis.pipeline(transaction=False)
+                for a, snap, before in zip(people, snaps, seen, strict=True):
+                    for s, old in zip(streams, before, strict=True):
+                        stage = ("inactive" if lifecycle_stage(s, snap, now) == "inactive"
+                                 else "active")
+                        if old is not None and _s(old) == stage:
+                            continue
+                        pipe.hset(k.tool_told(a), STAGE + s.name, stage)
+                        if old is not None:
+                            note(pipe, k, Event("lifecycle.changed", a, s.list, at=now,
+                                                data={"stream": s.name, "stage": stage}))
+                            events += 1
+                await pipe.execute()
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        if int(cursor) == 0:
+            return events
