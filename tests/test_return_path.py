@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,8 +65,17 @@ def test_a_routed_bounce_domain_turns_verp_on(
 ])
 def test_check_says_where_bounces_go(tmp_path: Path, env: dict[str, str], says: str) -> None:
     child_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    out = subprocess.run([sys.executable, "-m", "proxy", "check", "--config",
-                          str(ROOT / "config" / "heed.yaml")], cwd=ROOT, env=child_env,
-                         capture_output=True, text=True, timeout=60)
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    # The shipped config as the README has it after its first step (a DKIM key).
+    key = subprocess.run([sys.executable, "-m", "proxy", "dkim", "keygen", "example.com",
+                          "heed1"], cwd=tmp_path, env=child_env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    config = tmp_path / "config" / "heed.yaml"
+    entry = key.strip().splitlines()[-1].strip()
+    config.write_text(config.read_text().replace("\ndkim: []", f"\ndkim:\n  {entry}"))
+    out = subprocess.run([sys.executable, "-m", "proxy", "check", "--config", str(config)],
+                         cwd=tmp_path, env=child_env, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     assert says in out.stdout, out.stdout
