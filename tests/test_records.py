@@ -27,6 +27,7 @@ streams:
   transactional: {kind: transactional}
   marketing:
     kind: marketing
+    unsigned: allow  # relayed without a DKIM key
     rules:
       - {if: cap, per_day: 1, then: delay}
 classify:
