@@ -22,8 +22,10 @@ from proxy.errors import ConfigError
 from proxy.redisconn import parse_redis_url
 
 DEFAULT_CONFIG = Path("config/heed.yaml")
-# HEED_* variables that are not config keys (the embedded Redis's binary).
-NOT_CONFIG = ("HEED_CONFIG", "HEED_REDIS_SERVER")
+# HEED_* variables that are not settings: heed's own (the config file, the redis-server
+# binary) and the test suite's (corpora, browser tools). Any other HEED_* must be a key.
+NOT_CONFIG = ("HEED_CONFIG", "HEED_REDIS_SERVER", "HEED_REAL_REDIS_SERVER", "HEED_SET_OF_EMAILS",
+              "HEED_NEWSLETTER_MIRRORS", "HEED_AXE", "HEED_SKIP_BROWSER", "HEED_SCREENSHOTS")
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
