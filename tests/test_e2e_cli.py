@@ -174,7 +174,9 @@ def test_sessions_opened_as_soon_as_heed_listens_reach_every_worker(
     """The workers start listening together: a tool that connects the moment the port
     opens (a restart in the middle of a campaign) does not land on the first alone."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # An HTTP port of its own: on the shared default (8025) a worker could meet another
+    # heed still holding it, fail, and leave every session to the other worker.
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HEED_HTTP__LISTEN=f"127.0.0.1:{free_port()}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--workers", "2", "--listen",
          f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream.port}"],
