@@ -171,8 +171,29 @@ def _qp_line(line: bytes) -> bytes:
     """One line in quoted-printable, soft breaks at 76 (RFC 2045 §6.7); the caller joins
     lines with CRLF hard breaks."""
     # b2a_qp writes soft breaks as "=\n": RFC 2045 wants CRLF on the wire.
-    return binascii.b2a_qp(line, quotetabs=False, istext=False, header=False) \
-        .replace(b"=\n", b"=\r\n")
+    out = binascii.b2a_qp(line, quotetabs=False, istext=False, header=False).split(b"=\n")
+    return b"=\r\n".join(_no_dash_start(out))
+
+
+def _no_dash_start(lines: list[bytes]) -> list[bytes]:
+    """No encoded line starts with "-": re-encoding joins what soft breaks split, and a
+    line "--boundary" would end the part early (RFC 2046 §5.1.1); "=2D" is the same
+    octet (RFC 2045 §6.7 rule 1). A line pushed past 76 is broken again, never inside
+    an "=XX" escape."""
+    done: list[bytes] = []
+    for i, physical in enumerate(lines):
+        last = i == len(lines) - 1  # the others get "=" back from the join
+        while physical.startswith(b"-"):
+            physical = b"=2D" + physical[1:]
+            if len(physical) + (0 if last else 1) <= 76:
+                break
+            cut = 75
+            while b"=" in physical[cut - 2:cut]:
+                cut -= 1
+            done.append(physical[:cut])
+            physical = physical[cut:]
+        done.append(physical)
+    return done
 
 
 def _fold(raw: bytes) -> bytes:
