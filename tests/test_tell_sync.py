@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,9 +264,11 @@ async def test_report_and_metrics_show_what_the_tool_was_told(
     from proxy.report import build_report
     from proxy.report.render_text import as_dict, render_text
 
-    # Audit stream ids carry Redis' real clock: this history starts an hour ago (no
-    # outcome here depends on the hour).
-    start = time.time() - 3600
+    # Audit stream ids carry Redis' clock (not this process's, which libfaketime may
+    # move): this history starts an hour before Redis's now (no outcome here depends
+    # on the hour).
+    seconds, micros = await aredis.time()
+    start = seconds + micros / 1e6 - 3600
     clock.set(start)
     await offer(aredis, keys, clock, Offer(tool.url("/oc/ana"), True, ""))
     await offer(aredis, keys, clock, Offer("https://tool.test/plain", False, ""),
