@@ -24,6 +24,11 @@ RETRY_STATUS = frozenset((408, 425, 429))  # 4xx that say "later", not "never"
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# IPv6 forms that carry an IPv4 address a gateway or relay reaches (RFC 6052 NAT64,
+# RFC 4291 §2.5.5.1 IPv4-compatible); Python calls them global whatever the IPv4 inside.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+COMPATIBLE = ipaddress.ip_network("::/96")
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: local use, never public
 
 
 class Refused(Exception):
@@ -65,11 +70,23 @@ class Allow:
         """Raise Refused for a destination that is not public and not allowed."""
         if self.host(host) or any(ip in n for n in self.networks):
             return
-        mapped = getattr(ip, "ipv4_mapped", None)
-        target = mapped if mapped is not None else ip
-        if not target.is_global or target.is_multicast:
+        target = _inner(ip)
+        if not target.is_global or target.is_multicast or ip in LOCAL_NAT64:
             # SSRF: a tool's link must not make heed reach inside its own network.
             raise Refused(f"{host} is {target}, a loopback/private address not in tell.allow")
+
+
+def _inner(ip: IpAddress) -> IpAddress:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64, compatible), else itself."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:  # RFC 3056: a 6to4 relay delivers to the IPv4 inside
+        return ip.sixtofour
+    if ip in NAT64 or (ip in COMPATIBLE and int(ip) > 1):  # ::1 and :: stay themselves
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 class GuardedResolver(AbstractResolver):
