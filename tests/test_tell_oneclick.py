@@ -3,9 +3,20 @@ it reads, and that one bad tool link never stalls the others."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.clock import ManualClock
+from proxy.keys import Keys
+from proxy.state import State
+from proxy.tell.offer import Offer
 from proxy.tell.oneclick import OneClick
+from tests.test_tell_sync import offer, outcomes, teller
+from tests.tool_standin import ToolStandIn
+
+B = "bo@example.org"
 
 
 @pytest.mark.parametrize("url", [
@@ -23,3 +34,44 @@ async def test_an_ipv6_address_that_carries_a_private_ipv4_is_refused(url: str) 
     finally:
         await client.close()
     assert not got.ok and not got.retry and "tell.allow" in got.detail, got
+
+
+@pytest.mark.parametrize("url", [
+    "https://[::1/u",  # an unclosed IPv6 literal
+    "https://" + "a" * 70 + ".example/u",  # a DNS label over 63 octets (IDNA refuses it)
+    "https://tool.example:99999/u",  # a port out of range
+])
+async def test_a_malformed_link_is_refused_for_good_not_raised(url: str) -> None:
+    client = OneClick((), 1.0)
+    try:
+        got = await client.post(url)
+    finally:
+        await client.close()
+    assert not got.ok and not got.retry and got.detail.startswith("refused"), got
+
+
+async def test_one_malformed_tool_link_does_not_stall_the_others(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tmp_path: Path) -> None:
+    tool = ToolStandIn().start()
+    try:
+        await offer(aredis, keys, clock, Offer("https://[::1/oc", True, ""))
+        await offer(aredis, keys, clock, Offer(tool.url("/oc"), True, ""), address=B)
+        t = teller(aredis, keys, clock, tmp_path)
+        state = State(aredis, keys, clock)
+        await state.refuse("ana@example.org", "unsubscribe", list="marketing", channel="x")
+        await state.refuse(B, "unsubscribe", list="marketing", channel="x")
+        assert await t.run_once() == 2
+        assert len(tool.got) == 1  # bo's link was told in the same round
+        [dead] = await t.jobs.dead()
+        assert dead.address == "ana@example.org"
+        assert [o for o, _ in await outcomes(aredis, keys)] == ["tool-not-told"]
+        await t.close()
+    finally:
+        tool.stop()
+
+
+def test_a_mailto_that_is_no_uri_is_a_bad_mailto() -> None:
+    from proxy.tell.mailto import BadMailto, parse_mailto
+
+    with pytest.raises(BadMailto):
+        parse_mailto("mailto://[leave@tool.example")

@@ -109,9 +109,15 @@ class GuardedResolver(AbstractResolver):
 
 
 def check_url(url: str, allow: Allow) -> str:
-    """The URL's host if heed may POST to it; Refused otherwise (scheme, literal IPs)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """The URL's host if heed may POST to it; Refused otherwise (scheme, literal IPs, a URL
+    that cannot be one: the tool's header is untrusted text, and a retry cannot mend it)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        host.encode("idna")  # RFC 5890: a label over 63 octets is no host name
+    except ValueError as exc:  # UnicodeError included
+        raise Refused(f"not a usable URL ({exc})") from None
     if not host:
         raise Refused("no host in the URL")
     # RFC 8058 §3.1: the one-click URI is https; plain http only to a host named in allow.
@@ -152,12 +158,17 @@ class OneClick:
                 status, location = await self._once(url)
             except Refused as exc:
                 return Outcome(False, detail=f"refused: {exc}")
+            except (aiohttp.InvalidURL, ValueError) as exc:  # the URL, not the network
+                return Outcome(False, detail=f"refused: not a usable URL ({exc})"[:300])
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 return Outcome(False, retry=True, detail=f"{type(exc).__name__}: {exc}"[:300])
             if 200 <= status < 300:
                 return Outcome(True, detail=f"HTTP {status}")
             if status in (301, 302, 303, 307, 308) and location:
-                nxt = urljoin(url, location)
+                try:
+                    nxt = urljoin(url, location)
+                except ValueError:
+                    return Outcome(False, detail=f"HTTP {status} to an unusable URL")
                 # RFC 8058 §3.1 asks for no redirect; one on the same host (a trailing
                 # slash, http -> https) is followed with the same POST, another is not.
                 if (urlsplit(nxt).hostname or "").lower() != host.lower():
