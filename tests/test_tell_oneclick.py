@@ -3,20 +3,26 @@ it reads, and that one bad tool link never stalls the others."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import time
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from proxy.clock import ManualClock
 from proxy.keys import Keys
 from proxy.state import State
 from proxy.tell.offer import Offer
 from proxy.tell.oneclick import OneClick
+from proxy.tell.webhook import WebhookSender
 from tests.test_tell_sync import offer, outcomes, teller
 from tests.tool_standin import ToolStandIn
 
 B = "bo@example.org"
+SECRET = "whsec_" + base64.b64encode(b"hook-secret-0123456789abcdef").decode()
 
 
 @pytest.mark.parametrize("url", [
@@ -75,3 +81,50 @@ def test_a_mailto_that_is_no_uri_is_a_bad_mailto() -> None:
 
     with pytest.raises(BadMailto):
         parse_mailto("mailto://[leave@tool.example")
+
+
+async def endless_peer() -> tuple[web.AppRunner, int, list[int]]:
+    """A loopback HTTP peer that answers 200 and then a body that never ends."""
+    sent: list[int] = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            while True:
+                await response.write(chunk)
+                sent.append(len(chunk))
+        except (ConnectionError, RuntimeError):
+            return response
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", endless)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, port, sent
+
+
+async def test_a_200_with_an_endless_body_is_a_success_at_once() -> None:
+    # The status is the tool's answer; a page that never ends must neither fill heed's
+    # memory nor turn a "done" into a timeout and a retry.
+    runner, port, sent = await endless_peer()
+    client = OneClick(("127.0.0.1",), 3.0)
+    hooks = WebhookSender(((f"http://127.0.0.1:{port}/hook", (SECRET,)),), 3.0)
+    try:
+        started = time.monotonic()
+        got = await client.post(f"http://127.0.0.1:{port}/oc")
+        told = await hooks.send(f"http://127.0.0.1:{port}/hook", "msg_1", "{}", time.time())
+        took = time.monotonic() - started
+    finally:
+        await client.close()
+        await hooks.close()
+        await asyncio.sleep(0.1)
+        await runner.cleanup()
+    assert got.ok and told.ok, (got, told)
+    assert took < 3.0
+    assert sum(sent) < 64 * 1024 * 1024  # not read to the end (there is none)

@@ -187,7 +187,8 @@ class OneClick:
         headers: dict[str, Any] = {"Content-Type": CONTENT_TYPE, "User-Agent": USER_AGENT}
         async with self._client().post(url, data=BODY, headers=headers,
                                        allow_redirects=False) as response:
-            await response.read()
+            # The status is the answer; the body is never read (a tool's page may be
+            # endless: it must neither fill memory nor turn a 200 into a timeout).
             return response.status, response.headers.get("Location", "")
 
     async def close(self) -> None:
