@@ -373,3 +373,46 @@ async def test_unconfigured_services_are_404(aredis: aioredis.Redis, keys: Keys,
     with pytest.raises(ConfigError):
         add_webhooks(app, state=state, rules=EventRules(), clock=clock,
                      settings=WebhookSettings(sendgrid_public_key="bm90IGEga2V5"))
+
+
+async def test_mailgun_retry_after_a_503_is_recorded_not_called_a_replay(
+        aredis: aioredis.Redis, redis_url: str, keys: Keys, clock: ManualClock) -> None:
+    # Mailgun retries a failed delivery with the same signed token. When Redis took the
+    # token but not the event (a 503), that retry must be heard, or the bounce is lost.
+    # A real Redis ACL user that may only SET the nonce makes the record fail after it.
+    user, password = "hooks-review", "hooks-password-0123"
+    await aredis.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}",
+                                 f"~{keys.prefix}:nonce:*", "+@connection", "+set", "+ping")
+    limited = aioredis.Redis.from_url(redis_url, username=user, password=password)
+    state = State(limited, keys, clock)
+    tokens = TokenSigner([UnsubscribeKey("t1", b"test-secret-0123456789abcdef")], clock, 9e6)
+    app = make_app(tokens=tokens, state=state, metrics=Metrics())
+    add_webhooks(app, state=state, rules=EventRules(), clock=clock, fetch=Fetcher(),
+                 settings=WebhookSettings(mailgun_signing_key=MAILGUN_KEY))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        body = mailgun_body(clock, "r" * 50, MAILGUN_FAILED)
+        nonce = keys.webhook_nonce("mailgun", "r" * 50)
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 503  # the refusal could not be written: Mailgun will retry
+        # Not even the release could be written: the token is held briefly, not for the
+        # whole replay window, so Mailgun's retry (minutes later) is still heard.
+        assert 0 < await aredis.ttl(nonce) <= 60
+        await aredis.execute_command("ACL", "SETUSER", user, "+del")
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 401  # within those seconds: refused, as a replay would be
+        await aredis.delete(nonce)  # Redis's own clock cannot be moved: as if 60 s passed
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 503 and not await aredis.exists(nonce)  # released at once
+        await aredis.execute_command("ACL", "SETUSER", user, "allkeys", "+@all")
+        status, reply = await post(server, "/webhooks/mailgun", body)  # Mailgun's retry
+        assert (status, reply["outcomes"]) == (200, ["refused"])
+        assert (await State(aredis, keys, clock).snapshot("ida@example.org")).refusals
+        assert await aredis.ttl(nonce) > 60  # recorded: held for the whole replay window
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 401  # once recorded, the same token again is a replay
+    finally:
+        await server.close()
+        await limited.aclose()
+        await aredis.execute_command("ACL", "DELUSER", user)
