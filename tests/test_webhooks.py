@@ -416,3 +416,35 @@ async def test_mailgun_retry_after_a_503_is_recorded_not_called_a_replay(
         await server.close()
         await limited.aclose()
         await aredis.execute_command("ACL", "DELUSER", user)
+
+
+async def test_fields_of_the_wrong_type_are_skipped_never_a_500(
+        hooks: tuple[TestServer, State, Fetcher], clock: ManualClock) -> None:
+    # Signed or authenticated, a payload is still input: a list where a name belongs
+    # was a TypeError (500, retried forever); the good events beside it are kept.
+    server, state, _ = hooks
+    odd = {"email": "ivy@example.org", "event": ["bounce"], "sg_event_id": "b2Rk"}
+    body = json.dumps([odd, SENDGRID[2]]).encode()
+    status, reply = await post(server, "/webhooks/sendgrid", body,
+                               sendgrid_headers(body, str(int(clock.now()))))
+    assert (status, reply["outcomes"]) == (200, ["refused"])
+    bounce = {**SES_BOUNCE, "bounce": {**SES_BOUNCE["bounce"], "bouncedRecipients": [
+        "ana@example.org", *SES_BOUNCE["bounce"]["bouncedRecipients"]]}, "mail": []}
+    status, reply = await post(server, "/webhooks/ses", json.dumps(sns(bounce)))
+    assert (status, reply["outcomes"]) == (200, ["refused"])
+    failed = {**MAILGUN_FAILED, "delivery-status": "550 gone", "recipient": "jay@example.org"}
+    status, reply = await post(server, "/webhooks/mailgun", mailgun_body(clock, "w" * 50, failed))
+    assert (status, reply["outcomes"]) == (200, ["refused"])
+    status, reply = await post(server, "/webhooks/mailgun", mailgun_body(
+        clock, "x" * 50, {**MAILGUN_FAILED, "event": ["failed"]}))
+    assert (status, reply["outcomes"]) == (200, [])
+    for odd_postmark in ({**POSTMARK_BOUNCE, "Type": ["HardBounce"]},
+                         {"RecordType": "SubscriptionChange", "Recipient": "kay@example.org",
+                          "SuppressSending": True, "SuppressionReason": ["HardBounce"]}):
+        status, reply = await post(server, "/webhooks/postmark/s3cr3t-path",
+                                   json.dumps(odd_postmark))
+        assert (status, reply["outcomes"]) == (200, []), odd_postmark
+    assert (await state.snapshot("eve@example.org")).refusals["*"].kind == "complaint"
+    assert (await state.snapshot("jay@example.org")).refusals["*"].kind == "bounce"
+    assert (await state.snapshot("lea@example.org")).refusals == {}
+    assert (await state.snapshot("kay@example.org")).refusals == {}

@@ -80,6 +80,10 @@ class Webhooks:
         except StateUnavailable:
             self._count(service, "unavailable")
             return problem(503, "state store unavailable; try again")
+        except (TypeError, AttributeError):  # a field of a type the service never sends
+            log.warning("%s webhook payload not in the documented shape", service, exc_info=True)
+            self._count(service, "bad")
+            return problem(400, "payload not in the service's documented shape")
         return await self._record(service, events)
 
     async def ses(self, request: web.Request) -> web.Response:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from proxy.signals.events import Event
-from proxy.signals.webhooks import WebhookError, event, load_json
+from proxy.signals.webhooks import WebhookError, event, items, load_json, obj
 from proxy.state import parse_time
 
 log = logging.getLogger("heed.webhooks.ses")
@@ -147,29 +147,30 @@ def check_age(message: dict[str, Any], now: float, max_age: float) -> None:
 def ses_events(notification: dict[str, Any], message_id: str, now: float) -> list[Event]:
     """Events of one SES notification (or event-publishing record)."""
     kind = notification.get("notificationType") or notification.get("eventType")
-    mail = notification.get("mail") or {}
+    mail = obj(notification.get("mail"))
     out: list[Event | None] = []
     if kind == "Bounce":
-        bounce = notification.get("bounce") or {}
+        bounce = obj(notification.get("bounce"))
         how = "hard" if bounce.get("bounceType") == "Permanent" else "soft"
-        for r in bounce.get("bouncedRecipients") or []:
+        for r in items(bounce.get("bouncedRecipients")):
             detail = (f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}; "
                       f"{r.get('status', '')} {r.get('diagnosticCode', '')}")
             out.append(event("bounce", r.get("emailAddress"), "ses", now, bounce=how,
                              at=bounce.get("timestamp"), id=f"{message_id}|{r.get('emailAddress')}",
                              detail=detail))
     elif kind == "Complaint":
-        complaint = notification.get("complaint") or {}
+        complaint = obj(notification.get("complaint"))
         feedback = complaint.get("complaintFeedbackType") or "abuse"
         if feedback != "not-spam":
             out.extend(event("complaint", r.get("emailAddress"), "ses", now,
                              at=complaint.get("timestamp"), id=message_id,
                              detail=f"feedback {feedback}")
-                       for r in complaint.get("complainedRecipients") or [])
+                       for r in items(complaint.get("complainedRecipients")))
     elif kind in ("Open", "Click"):
-        record = notification.get(kind.lower()) or {}
+        record = obj(notification.get(kind.lower()))
+        destination = mail.get("destination")
         out.extend(event(kind.lower(), r, "ses", now, at=record.get("timestamp"), id=message_id)
-                   for r in mail.get("destination") or [])
+                   for r in (destination if isinstance(destination, list) else []))
     return [e for e in out if e is not None]
 
 
