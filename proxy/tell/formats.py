@@ -69,11 +69,14 @@ def _records(text: str, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[str, 
                 yield (f"line {n}", item) if isinstance(item, dict) else f"line {n}: not an object"
         return
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        yield "line 1: no header row"
-        return
-    for record in reader:
-        yield f"line {reader.line_num}", {k.strip(): v for k, v in record.items() if k}
+    try:
+        if not reader.fieldnames:
+            yield "line 1: no header row"
+            return
+        for record in reader:
+            yield f"line {reader.line_num}", {k.strip(): v for k, v in record.items() if k}
+    except csv.Error as exc:  # a field over the csv limit, a stray quote: say where, stop
+        yield f"after line {reader.line_num}: unreadable CSV ({exc}); stopped here"
 
 
 def _reader(keys: tuple[str, ...], address: tuple[str, ...],
