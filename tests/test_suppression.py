@@ -236,3 +236,12 @@ async def test_an_unreadable_csv_row_is_reported_and_the_rows_before_it_kept(
     assert report.imported == 1
     assert len(report.errors) == 1 and report.errors[0].startswith("after line 2: unreadable CSV")
     assert (await state.snapshot(A)).refusals["*"].kind == "unsubscribe"
+
+
+async def test_json_nested_past_the_parsers_depth_is_a_reported_row(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tmp_path: Path) -> None:
+    state = State(aredis, keys, clock)
+    (tmp_path / "deep.jsonl").write_text('{"email": "' + A + '", "created": 1799990000}\n'
+                                         + '{"a":' + "[" * 60_000 + "\n")
+    report = await suppression.import_file(state, tmp_path / "deep.jsonl", "sendgrid")
+    assert report.imported == 1 and report.errors == ["line 2: not JSON"]

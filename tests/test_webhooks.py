@@ -448,3 +448,14 @@ async def test_fields_of_the_wrong_type_are_skipped_never_a_500(
     assert (await state.snapshot("jay@example.org")).refusals["*"].kind == "bounce"
     assert (await state.snapshot("lea@example.org")).refusals == {}
     assert (await state.snapshot("kay@example.org")).refusals == {}
+
+
+async def test_json_nested_past_the_parsers_depth_is_a_400_before_any_signature(
+        hooks: tuple[TestServer, State, Fetcher], aredis: aioredis.Redis) -> None:
+    # Anyone can POST here: a body of 100,000 "[" made json.loads raise RecursionError
+    # (a 500) before the signature was looked at.
+    server, _, _ = hooks
+    for path in ("/webhooks/mailgun", "/webhooks/ses", "/webhooks/postmark/s3cr3t-path"):
+        status, reply = await post(server, path, "[" * 100_000)
+        assert status == 400 and reply["error"] == "not JSON", (path, status)
+    assert await aredis.dbsize() == 0

@@ -48,7 +48,7 @@ def _records(text: str, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[str, 
     if stripped.startswith(("{", "[")):
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past json's depth
             doc = None
         if doc is not None:
             items = doc if isinstance(doc, list) else next(
@@ -63,7 +63,7 @@ def _records(text: str, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[str, 
             if line.strip():
                 try:
                     item = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     yield f"line {n}: not JSON"
                     continue
                 yield (f"line {n}", item) if isinstance(item, dict) else f"line {n}: not an object"

@@ -53,7 +53,7 @@ def load_json(body: bytes, kind: type, what: str) -> Any:
     """The body as JSON of the expected type, or WebhookError(400)."""
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested past json's depth
         raise WebhookError(400, "not JSON") from None
     if not isinstance(value, kind):
         raise WebhookError(400, f"expected {what}")
