@@ -459,3 +459,17 @@ async def test_json_nested_past_the_parsers_depth_is_a_400_before_any_signature(
         status, reply = await post(server, path, "[" * 100_000)
         assert status == 400 and reply["error"] == "not JSON", (path, status)
     assert await aredis.dbsize() == 0
+
+
+@pytest.mark.parametrize("url", [
+    "https://sns.evil.s3.amazonaws.com/cert.pem",  # "*" is one DNS label, not several
+    "https://sns.eu-west-1.amazonaws.com.evil.example/cert.pem",
+    "https://sns.eu-west-1.amazonaws.com:99999/cert.pem",  # a port out of range: no 500
+    "http://sns.eu-west-1.amazonaws.com/cert.pem",
+])
+async def test_ses_certificate_from_a_host_outside_the_allow_list_is_401(
+        hooks: tuple[TestServer, State, Fetcher], aredis: aioredis.Redis, url: str) -> None:
+    server, _, fetcher = hooks
+    status, reply = await post(server, "/webhooks/ses", json.dumps(sns(SES_BOUNCE, url=url)))
+    assert (status, reply["error"]) == (401, "signing certificate URL not allowed")
+    assert fetcher.urls == [] and await aredis.dbsize() == 0

@@ -60,12 +60,20 @@ def cert_url_allowed(url: str, hosts: Sequence[str]) -> bool:
     """https, an allow-listed host, a .pem path: never a certificate from anywhere else."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # ValueError for one out of range
     except ValueError:
         return False
     host = (parts.hostname or "").lower()
-    return (parts.scheme == "https" and parts.port in (None, 443) and not parts.username
-            and parts.path.endswith(".pem")
-            and any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in hosts))
+    return (parts.scheme == "https" and port in (None, 443) and not parts.username
+            and parts.path.endswith(".pem") and any(_host_matches(host, p) for p in hosts))
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    """A glob per DNS label: ``*`` is one label, never several. fnmatch alone let
+    "sns.*.amazonaws.com" take "sns.evil.s3.amazonaws.com", a host others can serve from."""
+    labels, wanted = host.split("."), pattern.lower().split(".")
+    return len(labels) == len(wanted) and all(
+        fnmatch.fnmatchcase(label, glob) for label, glob in zip(labels, wanted, strict=True))
 
 
 async def fetch_cert(url: str) -> bytes:
