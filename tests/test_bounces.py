@@ -436,6 +436,9 @@ def test_reports_that_make_no_event_are_kept_for_heed_bounces_unread(
     assert main(["bounces", "unread", "--redis", redis_url, "--show", kept[0].decode()]) == 0
     assert "Something went wrong somewhere." in capsys.readouterr().out
     assert main(["bounces", "unread", "--redis", redis_url, "--since", "soon"]) == 2
+    # A mistyped id is "no such report", not Redis's "Invalid stream ID" traceback.
+    assert main(["bounces", "unread", "--redis", redis_url, "--show", "17999x-0"]) == 1
+    assert "no kept report 17999x-0" in capsys.readouterr().err
 
 
 def test_a_bounce_built_to_make_the_readers_rescan_is_read_in_linear_time() -> None:
