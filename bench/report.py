@@ -34,11 +34,14 @@ DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com",
            "web.de", "gmx.de", "t-online.de", "yahoo.de")
 
 
-def resp(*args: str | bytes) -> bytes:
+Command = tuple[str, ...]
+
+
+def resp(args: Command) -> bytes:
     """One command in the Redis protocol (what ``redis-cli --pipe`` reads)."""
     out = [b"*%d\r\n" % len(args)]
     for a in args:
-        b = a if isinstance(a, bytes) else a.encode()
+        b = a.encode()
         out.append(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(out)
 
@@ -47,7 +50,7 @@ def address(i: int) -> str:
     return f"person{i}@{DOMAINS[i % len(DOMAINS)]}"
 
 
-def people(n: int, now: float, rng: random.Random) -> Iterator[bytes]:
+def people(n: int, now: float, rng: random.Random) -> Iterator[Command]:
     """A person's keys as heed writes them (proxy/state.py), in a realistic mix."""
     batch: list[str] = []
     for i in range(n):
@@ -60,12 +63,12 @@ def people(n: int, now: float, rng: random.Random) -> Iterator[bytes]:
                    "text": "Yes, send me offers"}
             if roll >= 0.90:
                 rec |= {"revoked_at": granted + 3 * DAY, "revoked_by": "page"}
-            yield resp("HSET", p + "consent", "marketing", json.dumps(rec))
+            yield ("HSET", p + "consent", "marketing", json.dumps(rec))
         if rng.random() < 0.05:
             scope = "marketing" if rng.random() < 0.7 else "*"
             kind = rng.choice(("unsubscribe", "unsubscribe", "unsubscribe", "complaint",
                                "bounce"))
-            yield resp("HSET", p + "refusal", scope, json.dumps(
+            yield ("HSET", p + "refusal", scope, json.dumps(
                 {"kind": kind, "at": now - rng.uniform(0, 300) * DAY, "channel": "one-click"}))
         total = rng.randint(0, 30)
         if total:
@@ -81,16 +84,16 @@ def people(n: int, now: float, rng: random.Random) -> Iterator[bytes]:
                 fields += ["sends_since", str(total)]
             if rng.random() < 0.03:
                 fields += ["repermission:marketing", f"{now - rng.uniform(0, 90) * DAY}|<m{i}@x>"]
-            yield resp("HSET", p + "engage", *fields)
+            yield ("HSET", p + "engage", *fields)
             if rng.random() < 0.3:
                 at = now - rng.uniform(0, 30) * DAY
-                yield resp("ZADD", p + "sends", repr(at), f"marketing|{i:012x}")
+                yield ("ZADD", p + "sends", repr(at), f"marketing|{i:012x}")
         batch.append(a)
         if len(batch) == 1000:
-            yield resp("SADD", f"{PREFIX}:people", *batch)
+            yield ("SADD", f"{PREFIX}:people", *batch)
             batch = []
     if batch:
-        yield resp("SADD", f"{PREFIX}:people", *batch)
+        yield ("SADD", f"{PREFIX}:people", *batch)
 
 
 # (share, kind, outcome, stream, reasons, detail): what a month of mail leaves in the trail.
@@ -112,7 +115,7 @@ MIX = (
 )
 
 
-def audit(m: int, n_people: int, now: float, rng: random.Random) -> Iterator[bytes]:
+def audit(m: int, n_people: int, now: float, rng: random.Random) -> Iterator[Command]:
     """``m`` entries spread over the last 60 days, ids the ms of their time (as XADD gives)."""
     times = sorted(now - rng.uniform(0, 60) * DAY for _ in range(m))
     shares = [x[0] for x in MIX]
@@ -123,7 +126,7 @@ def audit(m: int, n_people: int, now: float, rng: random.Random) -> Iterator[byt
         ms = max(int(at * 1000), last + 1)
         last = ms
         delivered = outcome == "delivered" and stream == "marketing"
-        yield resp("XADD", f"{PREFIX}:audit", f"{ms}-0",
+        yield ("XADD", f"{PREFIX}:audit", f"{ms}-0",
                    "at", repr(at), "kind", kind, "recipient", address(rng.randrange(n_people)),
                    "outcome", outcome, "stream", stream, "message_id", f"<c{ms}@shop.example>",
                    "sender", "offers@news.example.com", "policy_version", "2026-11-01+bench",
@@ -141,7 +144,7 @@ def fill(port: int, n_people: int, m_audit: int, now: float) -> float:
         buf: list[bytes] = []
         for chunks in (people(n_people, now, rng), audit(m_audit, n_people, now, rng)):
             for c in chunks:
-                buf.append(c)
+                buf.append(resp(c))
                 if len(buf) >= 5000:
                     cli.stdin.write(b"".join(buf))
                     buf = []

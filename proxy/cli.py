@@ -342,6 +342,7 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.keys import Keys
     from proxy.policy import load_policies
     from proxy.report import RENDERERS, build_report
+    from proxy.report.people import SAMPLE
     from proxy.settings import parse_duration
     from proxy.state import GUARD_LOOKBACK, State
 
@@ -357,7 +358,8 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
         report = await build_report(State(redis, Keys(settings.redis.prefix), clock), policy,
                                     since=now - window, now=now, lookback=GUARD_LOOKBACK,
                                     catalog=guard.catalog, lookup=guard.lookup,
-                                    throttles=await guard.throttles(), exact=args.exact)
+                                    throttles=await guard.throttles(),
+                                    sample=None if args.exact else SAMPLE)
     sys.stdout.write(RENDERERS[args.format](report))
     return 0
 

@@ -19,6 +19,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -256,8 +257,14 @@ class _Reader:
             self.r.effect.append(max(0.0, self.last.get(key, at) - at))
 
 
+@lru_cache(maxsize=512)
+def _utc_day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+
+
 def _day(at: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(at))
+    """The UTC date of ``at`` (formatted once per day: a million entries span a few dozen)."""
+    return _utc_day(int(at // 86400))
 
 
 class _People:
@@ -305,9 +312,10 @@ async def guard_state(state: State, domains: list[str], now: float,
 async def build_report(state: State, policy: Policy, *, since: float, now: float,
                        lookback: float, catalog: Catalog | None = None,
                        lookup: ProviderLookup | None = None,
-                       throttles: Throttles | None = None, exact: bool = False) -> Report:
+                       throttles: Throttles | None = None,
+                       sample: int | None = SAMPLE) -> Report:
     """Every figure for the window [since, now]; ``lookback`` bounds the guard's count;
-    ``exact`` reads every person for the lifecycle figures, not a sample of SAMPLE."""
+    the lifecycle figures read ``sample`` people when there are more (None: everyone)."""
     report = Report(since=since, now=now, policy_version=policy.version)
     reader = _Reader(report, policy)
     async for entry in read_audit(state.redis, state.keys, since, now):
@@ -316,7 +324,7 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     first = await state.audit.oldest()
     report.oldest_kept = first.at if first is not None else None
     folds = _People(policy, now)
-    report.people = await survey(state, folds.add, sample=None if exact else SAMPLE)
+    report.people = await survey(state, folds.add, sample=sample)
     report.lifecycle = _scaled(folds.stages, report.people)
     report.asked = _scaled(folds.answers.counts, report.people)
     report.guard_now = await guard_state(state, sorted(set(report.complaints)

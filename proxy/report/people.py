@@ -50,9 +50,9 @@ class Population:
         return math.ceil(Z95 * big * math.sqrt(0.25 / n * (big - n) / (big - 1)))
 
 
-def _picked(address: str, threshold: int) -> bool:
+def _picked(address: bytes, threshold: int) -> bool:
     """A fixed, uniform choice: the address's hash below the threshold (of 2**64)."""
-    digest = hashlib.blake2b(address.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(address, digest_size=8).digest()
     return int.from_bytes(digest, "big") < threshold
 
 
@@ -73,9 +73,9 @@ async def _scan(state: State, threshold: int | None,
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
         for m in members:
-            a = m.decode() if isinstance(m, bytes) else str(m)
-            if threshold is None or _picked(a, threshold):
-                pending.append(a)
+            b = m if isinstance(m, bytes) else str(m).encode()
+            if threshold is None or _picked(b, threshold):
+                pending.append(b.decode())
         done = int(cursor) == 0
         while len(pending) >= batch or (done and pending):
             for person in await state.snapshots(pending[:batch]):

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
@@ -50,20 +51,33 @@ def _reasons(raw: Any) -> tuple[str, ...]:
         return (text,)
 
 
-def row(fields: dict[Any, Any], since: float, now: float) -> Row | None:
-    """The entry's row if it was recorded within [since, now] (by its own ``at``), else None."""
+def row(fields: Any, since: float, now: float) -> Row | None:
+    """The entry's row if it was recorded within [since, now] (by its own ``at``), else None.
+
+    ``fields`` is the reply's flat [name, value, …] list, or a map (a Cluster client's)."""
+    if isinstance(fields, list):
+        it = iter(fields)
+        fields = dict(zip(it, it, strict=True))
+    elif b"kind" not in fields:  # a client that decodes replies: names are str
+        fields = {k.encode() if isinstance(k, str) else k: v for k, v in fields.items()}
     g = fields.get
     try:
-        at = float(g(b"at") or g("at") or 0)
+        at = float(g(b"at") or 0)
     except ValueError:
         at = 0.0
     if not since <= at <= now:
         return None
-    if b"kind" not in fields:  # a client that decodes replies: keys are str
-        g = {k.encode() if isinstance(k, str) else k: v for k, v in fields.items()}.get
     return Row(at, _text(g(b"kind")), _text(g(b"recipient")), _text(g(b"outcome")),
                _text(g(b"stream")), _reasons(g(b"reasons")), _text(g(b"detail")),
                _text(g(b"one_click")), _text(g(b"body_link")))
+
+
+async def _page(redis: Any, key: str, start: str, chunk: int) -> Any:
+    if isinstance(redis, RedisCluster):
+        return await redis.xrange(key, start, "+", count=chunk)
+    # The command name as bytes matches none of redis-py's reply callbacks (keyed by str):
+    # the reply stays hiredis's nested lists, without a dict built per entry in Python.
+    return await redis.execute_command(b"XRANGE", key, start, "+", b"COUNT", chunk)
 
 
 async def read_audit(redis: Any, keys: Keys, since: float, now: float,
@@ -72,7 +86,7 @@ async def read_audit(redis: Any, keys: Keys, since: float, now: float,
     start = since_id(since)
     while True:
         try:
-            raw = await redis.xrange(keys.audit, start, "+", count=chunk)
+            raw = await _page(redis, keys.audit, start, chunk)
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
         for _id, fields in raw:
