@@ -1,7 +1,7 @@
 """`heed report --since 30d` over a million people and audit entries: wall time, peak RSS.
 
-    python -m bench.report [--people 1000000] [--audit 1000000] [--since 30d]
-                           [--source DIR] [--exact] [--keep]
+    python -m bench.report [--people 1000000] [--audit 1000000] [--days 60] [--since 30d]
+                           [--source DIR ...] [--repeat N] [--exact]
 
 Fills a fresh redis-server (no persistence) through ``redis-cli --pipe`` with a mix of
 people (consents, revoked consents, refusals of one list or of all, engagement, sends
@@ -115,9 +115,10 @@ MIX = (
 )
 
 
-def audit(m: int, n_people: int, now: float, rng: random.Random) -> Iterator[Command]:
-    """``m`` entries spread over the last 60 days, ids the ms of their time (as XADD gives)."""
-    times = sorted(now - rng.uniform(0, 60) * DAY for _ in range(m))
+def audit(m: int, n_people: int, now: float, rng: random.Random,
+          days: float = 60) -> Iterator[Command]:
+    """``m`` entries spread over the last ``days``, ids the ms of their time (as XADD gives)."""
+    times = sorted(now - rng.uniform(0, days) * DAY for _ in range(m))
     shares = [x[0] for x in MIX]
     picks = rng.choices(range(len(MIX)), weights=shares, k=m)
     last = 0
@@ -135,14 +136,14 @@ def audit(m: int, n_people: int, now: float, rng: random.Random) -> Iterator[Com
                    else "", "body_link", "inserted" if delivered else "", "reasons", reasons)
 
 
-def fill(port: int, n_people: int, m_audit: int, now: float) -> float:
+def fill(port: int, n_people: int, m_audit: int, now: float, days: float = 60) -> float:
     t0 = time.monotonic()
     rng = random.Random(17)
     with subprocess.Popen(["redis-cli", "-p", str(port), "--pipe"], stdin=subprocess.PIPE,
                           stdout=subprocess.DEVNULL) as cli:
         assert cli.stdin is not None
         buf: list[bytes] = []
-        for chunks in (people(n_people, now, rng), audit(m_audit, n_people, now, rng)):
+        for chunks in (people(n_people, now, rng), audit(m_audit, n_people, now, rng, days)):
             for c in chunks:
                 buf.append(resp(c))
                 if len(buf) >= 5000:
@@ -196,6 +197,8 @@ def main() -> None:
     p.add_argument("--people", type=int, default=1_000_000)
     p.add_argument("--audit", type=int, default=1_000_000)
     p.add_argument("--since", default="30d")
+    p.add_argument("--days", type=float, default=60,
+                   help="days the audit entries are spread over (30: all in the window)")
     p.add_argument("--source", type=Path, action="append", default=None,
                    help="heed checkout to run (repeat to run several on the same data)")
     p.add_argument("--exact", action="store_true", help="pass --exact to heed report")
@@ -217,9 +220,10 @@ def main() -> None:
                     break
                 time.sleep(0.05)
             now = time.time()
-            took = fill(port, a.people, a.audit, now)
+            took = fill(port, a.people, a.audit, now, a.days)
             mem = info(port, "memory")
-            print(f"filled {a.people:,} people and {a.audit:,} audit entries in {took:.1f} s; "
+            print(f"filled {a.people:,} people and {a.audit:,} audit entries over {a.days:g} "
+                  f"days in {took:.1f} s; "
                   f"redis-server used_memory {int(mem['used_memory']) / 2**20:.0f} MB")
             for rep in range(a.repeat):
                 for source in sources:

@@ -20,6 +20,7 @@ from proxy.report.bulk import blind_domains
 from proxy.report.compute import Report, _People, _Reader, build_report, guard_state
 from proxy.report.people import Population, survey
 from proxy.report.render_text import as_dict, render_text
+from proxy.report.trail import ORDER, Row, row
 from proxy.state import State
 from tests.conftest import ROOT
 
@@ -128,3 +129,15 @@ async def test_a_window_older_than_the_trail_says_so(state: State, policy: Polic
     assert as_dict(r)["window"]["covered_whole"] is False
     covered = await build_report(state, policy, since=NOW - 30 * DAY, now=NOW, lookback=DAY)
     assert not covered.uncovered
+
+
+def test_the_trail_reader_knows_the_order_entries_are_written_in() -> None:
+    """An entry in AuditEntry.to_fields' order is read by position (proxy/report/trail.py)."""
+    entry = AuditEntry(at=1.0, kind="decision", recipient="a@x.org", outcome="delivered",
+                       stream="marketing", reasons=("cap: 3 a week",), one_click="signed")
+    assert [k.encode() for k in entry.to_fields()] == ORDER
+    flat = [b for k, v in entry.to_fields().items() for b in (k.encode(), v.encode())]
+    assert row(flat, 0, 2) == row(dict(zip(flat[0::2], flat[1::2], strict=True)), 0, 2) == Row(
+        1.0, "decision", "a@x.org", "delivered", "marketing", ("cap: 3 a week",), "",
+        "signed", "")
+    assert row(flat, 2, 3) is None  # recorded before the window
