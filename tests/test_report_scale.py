@@ -19,6 +19,7 @@ from proxy.providers.catalog import Catalog
 from proxy.report.bulk import blind_domains
 from proxy.report.compute import Report, _People, _Reader, build_report, guard_state
 from proxy.report.people import Population, survey
+from proxy.report.render_html import render_html
 from proxy.report.render_text import as_dict, render_text
 from proxy.report.trail import ORDER, Row, row
 from proxy.state import State
@@ -110,6 +111,7 @@ async def test_a_sample_estimates_every_count_within_its_stated_margin(
                                 sample=600)
     assert report.people == part  # the same people each time: the choice hashes addresses
     assert f"uniform sample of {part.read:,} of 3,000 people" in render_text(report)
+    assert f"uniform sample of {part.read:,} of 3,000 people" in render_html(report)
     assert as_dict(report)["people"] == {"total": 3000, "read": part.read, "exact": False,
                                          "margin_95": part.margin}
 
