@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
-from redis.asyncio.cluster import RedisCluster
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
@@ -99,7 +100,7 @@ def _in_order(f: list[bytes], since: float, now: float) -> Row | None:
 
 
 async def _page(redis: Any, key: str, start: str, chunk: int) -> Any:
-    if isinstance(redis, RedisCluster):
+    if not isinstance(redis, aioredis.Redis):  # a Cluster's client, or one wrapping a client
         return await redis.xrange(key, start, "+", count=chunk)
     # The command name as bytes matches none of redis-py's reply callbacks (keyed by str):
     # the reply stays hiredis's nested lists, without a dict built per entry in Python.
@@ -108,17 +109,26 @@ async def _page(redis: Any, key: str, start: str, chunk: int) -> Any:
 
 async def read_audit(redis: Any, keys: Keys, since: float, now: float,
                      chunk: int = CHUNK) -> AsyncIterator[Row]:
-    """Yield trail entries recorded between ``since`` and ``now``, ``chunk`` per round trip."""
-    start = since_id(since)
-    while True:
+    """Yield trail entries recorded between ``since`` and ``now``, ``chunk`` per round trip.
+
+    The next page is asked for before this one is parsed: Redis answers while heed
+    folds, on the other core, instead of one waiting for the other."""
+    async def fetch(start: str) -> Any:
         try:
-            raw = await _page(redis, keys.audit, start, chunk)
+            return await _page(redis, keys.audit, start, chunk)
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        for _id, fields in raw:
-            entry = row(fields, since, now)
-            if entry is not None:
-                yield entry
-        if len(raw) < chunk:
-            return
-        start = "(" + _text(raw[-1][0])
+
+    pending: asyncio.Task[Any] | None = asyncio.ensure_future(fetch(since_id(since)))
+    try:
+        while pending is not None:
+            raw = await pending
+            pending = (asyncio.ensure_future(fetch("(" + _text(raw[-1][0])))
+                       if len(raw) == chunk else None)
+            for _id, fields in raw:
+                entry = row(fields, since, now)
+                if entry is not None:
+                    yield entry
+    finally:
+        if pending is not None:
+            pending.cancel()
