@@ -51,9 +51,9 @@ def _text(value: Any) -> str:
 
 
 def _reasons(raw: Any) -> tuple[str, ...]:
-    text = _text(raw)
-    if text in ("", "[]"):  # most entries: no JSON parse for them
+    if raw in (b"[]", b"", "[]", "", None):  # most entries: no JSON parse for them
         return ()
+    text = _text(raw)
     try:
         return tuple(str(r) for r in json.loads(text))
     except (ValueError, TypeError):
