@@ -32,7 +32,7 @@ def sample_note(r: Report) -> str:
     if p.exact:
         return ""
     return (f"estimated from a uniform sample of {p.read:,} of {p.total:,} people: each "
-            f"count within ±{p.margin:,} at 95 % (heed report --exact reads everyone)")
+            f"count within ±{p.margin:,} at 95 %; heed report --exact reads everyone")
 
 
 def duration(seconds: float) -> str:
