@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from proxy.embedded_redis import free_port, wait_port
 from proxy.errors import UpstreamError
 from proxy.relay import SmtpUpstream
 from proxy.settings import UpstreamSettings
+from tests.test_relay import Pipelining
 
 DATA = b"From: a@news.example.com\r\nSubject: x\r\n\r\n.starts with a dot\r\nbody\r\n"
 SENDER = "a@news.example.com"
@@ -228,3 +231,38 @@ async def test_postfix_smtp_sink_pipelines(tmp_path: Path) -> None:
     dumped = b"".join(p.read_bytes() for p in dump.rglob("*") if p.is_file())
     assert all(b"copy %d" % i in dumped for i in range(3))
     assert dumped.count(b"X-Rcpt-Args: <r4@example.org>") == 3
+
+
+def test_after_starttls_the_replies_are_read_through_tls(tmp_path: Path) -> None:
+    """aiosmtplib does STARTTLS and EHLO again; heed then reads the TLS connection's
+    replies itself (its protocol swapped onto the TLS transport) and pipelines there."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=localhost", "-days", "1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = Pipelining()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True)
+    controller.start()
+
+    async def send() -> dict[str, tuple[int, str]]:
+        relay = SmtpUpstream(UpstreamSettings(host="127.0.0.1", port=port, timeout=5,
+                                              starttls=True, tls_verify=False))
+        try:
+            handler.rcpt_reply["r2@example.org"] = "550 5.1.1 no such user"
+            first = await relay.send(SENDER, RCPTS, DATA)
+            assert await relay.send(SENDER, ["r0@example.org"], DATA) == {}
+            return first
+        finally:
+            await relay.close()
+
+    try:
+        assert asyncio.run(send()) == {"r2@example.org": (550, "5.1.1 no such user")}
+    finally:
+        controller.stop()
+    assert [m.recipients for m in handler.received] == [
+        [r for r in RCPTS if r != "r2@example.org"], ["r0@example.org"]]
+    assert handler.received[0].data == DATA
