@@ -31,6 +31,7 @@ class Raw:
     pipelining: bool = True
     rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply; else 250
     data_reply: str | None = None  # forced reply to DATA (e.g. 554 with no recipient)
+    mail_reply: str | None = None  # forced reply to MAIL, after which the server hangs up
     reads: list[bytes] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     sessions: int = 0
@@ -53,6 +54,9 @@ class Raw:
                     if verb == b"EHLO":
                         writer.write(b"250-raw\r\n" + (b"250-PIPELINING\r\n" if self.pipelining
                                                        else b"") + b"250 8BITMIME\r\n")
+                    elif verb == b"MAIL" and self.mail_reply:
+                        writer.write(self.mail_reply.encode() + b"\r\n")
+                        return
                     elif verb == b"MAIL":
                         accepted = 0
                         writer.write(b"250 2.1.0 ok\r\n")
@@ -169,6 +173,20 @@ async def test_a_354_after_no_accepted_rcpt_sends_no_message(
     assert info.value.code == 550
     assert any(r.startswith(b".\r\n") for r in script.reads)
     assert DATA not in b"".join(script.reads)
+
+
+@pytest.mark.parametrize(("reply", "temporary"), [("552 5.3.4 message too big", False),
+                                                  ("451 4.3.0 try later", True)])
+async def test_a_refused_mail_is_heard_even_when_the_server_then_hangs_up(
+        raw: tuple[Raw, SmtpUpstream], reply: str, temporary: bool) -> None:
+    """The RCPTs and DATA sent behind MAIL get no answer: the client hears MAIL's refusal,
+    not "connection lost"."""
+    script, relay = raw
+    script.mail_reply = reply
+    with pytest.raises(UpstreamError) as info:
+        await relay.send(SENDER, RCPTS, DATA)
+    assert (info.value.code, info.value.message, info.value.temporary) == (
+        int(reply[:3]), reply[4:], temporary)
 
 
 async def test_a_late_354_times_out_at_the_command_timeout() -> None:

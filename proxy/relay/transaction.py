@@ -79,7 +79,10 @@ async def _transaction(wire: Wire, sender: str, recipients: Sequence[str], data:
         raise Stale()
     if code != 250:
         if pipelined:  # the RCPTs and DATA were answered too (503): read them first
-            await _skip(wire, len(rcpts) + 1, timeout)
+            try:
+                await _skip(wire, len(rcpts) + 1, timeout)
+            except (Lost, ReplyTimeout):  # a server may hang up after a refusal:
+                wire.close()  # the client still hears that refusal
         raise await _rejected(wire, code, text, timeout)
 
     for r, line in rcpts:
@@ -94,11 +97,20 @@ async def _transaction(wire: Wire, sender: str, recipients: Sequence[str], data:
     if pipelined or accepted:
         if not pipelined:
             wire.write(b"DATA\r\n")
-        code, text = await wire.reply(timeout)
+        try:
+            code, text = await wire.reply(timeout)
+        except (Lost, ReplyTimeout):
+            if accepted:
+                raise
+            wire.close()  # every recipient was refused: those replies are the answer
+            code = 0
     if not accepted:
         if code == 354:
             # RFC 2920 §3.1: DATA should have failed (554/503); end the empty message.
-            await _skip(wire, 0, timeout, end_data=True)
+            try:
+                await _skip(wire, 0, timeout, end_data=True)
+            except (Lost, ReplyTimeout):
+                wire.close()
         codes = {c // 100 for c, _ in refused.values()}
         if len(codes) > 1:
             await _reset(wire, timeout)  # some 4xx, some 5xx: each recipient keeps its own
