@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import os
 import shutil
 import signal
 import sys
@@ -251,7 +252,9 @@ def main() -> None:
     signal.signal(signal.SIGHUP, raise_interrupt)
     atexit.register(cleanup_all)
     started = time.monotonic()
-    blocks: list[str] = []
+    print(f"command: python bench/compare.py {' '.join(sys.argv[1:])}  "
+          f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})\n", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="heed-bench-") as tmp_s:
             b = Bench(a, Path(tmp_s))
@@ -264,23 +267,23 @@ def main() -> None:
                     for name in order:
                         runs.setdefault(name, []).append(b.run(name, r))
                 runs = {k: v + [None] * (a.repeat - len(v)) for k, v in runs.items()}
-                blocks.append(tables(runs, PostfixRelay.name if not b.postfix_why else
-                                     PlainRelay.name, r, a.messages, orders))
-                blocks.append("\n".join(f"- {res.name}, run {i + 1}: {res.note}"
-                                        for rs in runs.values() for i, res in enumerate(rs)
-                                        if res is not None and res.note))
+                # Printed as each recipient count ends: a long run shows its figures early.
+                print(tables(runs, PostfixRelay.name if not b.postfix_why else
+                             PlainRelay.name, r, a.messages, orders), flush=True)
+                print("\n".join(f"- {res.name}, run {i + 1}: {res.note}"
+                                for rs in runs.values() for i, res in enumerate(rs)
+                                if res is not None and res.note) + "\n", flush=True)
             lat = {} if a.no_latency else b.latency()
     finally:
         cleanup_all()
-    report(b, blocks, lat, time.monotonic() - started)
+    report(b, lat, time.monotonic() - started)
 
 
-def report(b: Bench, blocks: list[str], lat: dict[str, tuple[list[float], list[str], str]],
+def report(b: Bench, lat: dict[str, tuple[list[float], list[str], str]],
            wall: float) -> None:
     a = b.a
     print(versions(b.redis_version, b.postfix_version)
           + (f", {b.peer_version}" if b.peer_version else ""))
-    print(f"command: python bench/compare.py {' '.join(sys.argv[1:])}")
     print(f"heed workers: {','.join(map(str, a.workers))}; load: smtp-source -d -N, "
           f"{a.sessions} sessions, {a.messages} messages of {a.size} bytes, every recipient "
           "address distinct; counted at smtp-sink (its -c counter); rate = messages / (start "
@@ -303,9 +306,6 @@ def report(b: Bench, blocks: list[str], lat: dict[str, tuple[list[float], list[s
     for c in b.policy_changes:
         print(f"  - {c}")
     print()
-    for block in blocks:
-        print(block)
-        print()
     if b.notes:
         print("heed's Redis per run (INFO commandstats / total_reads_processed deltas; latency "
               "monitor >= 5 ms):")
