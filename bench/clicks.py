@@ -1,6 +1,7 @@
 """Tracked links: ms per rewritten copy, and /c/TOKEN redirects per second (not a test).
 
-    python -m bench.clicks [--copies 300] [--seconds 5] [--concurrency 50]
+    python -m bench.clicks [--copies 300] [--seconds 5] [--concurrency 50] [--no-rewrite]
+                           [--against-one-click N]
 
 1. Per-copy cost (CPU ms, best of three runs): newsletters of 30, 55 and 80 kB of
    quoted-printable HTML with 20, 30 and 40 links (plus a text part), finished for one
@@ -8,7 +9,10 @@
    ``track_clicks`` off and on.
 2. Redirects: a private durable Redis (AOF, appendfsync always), heed's HTTP app with the
    click routes in a process of its own, an aiohttp client here; each request is a
-   distinct person's click, recorded (engagement and audit) before its 302.
+   distinct person's click: the copy's last request is recorded before its 302, its
+   engagement and audit entry written behind as `heed serve` does (``redis.write_behind``).
+   ``--against-one-click N`` alternates N rounds of one-click POST /u/ and GET /c/, so
+   both are measured in the same machine state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.oneclick import against_server, hammer
+from bench import oneclick
+from bench.oneclick import against_server, batched, hammer
 from proxy.clock import ManualClock, SystemClock
 from proxy.settings import ClickSettings, DkimKey, UnsubscribeKey
 
@@ -56,10 +61,10 @@ def rewrite_cost(copies: int) -> None:
     from proxy.policy import Stream
     from proxy.tokens import TokenSigner
 
-    work = Path(tempfile.mkdtemp(prefix="heed-bench-"))
-    path, _ = generate_key("example.com", "s1", work)
-    finisher = UnsubscribeAndSign(TokenSigner([KEY], SystemClock(), 90 * 86400),
-                                  DkimSigner([DkimKey("example.com", "s1", path)]),
+    with tempfile.TemporaryDirectory(prefix="heed-bench-") as work:
+        path, _ = generate_key("example.com", "s1", Path(work))
+        signer = DkimSigner([DkimKey("example.com", "s1", path)])  # the key is read here
+    finisher = UnsubscribeAndSign(TokenSigner([KEY], SystemClock(), 90 * 86400), signer,
                                   public_url="https://heed.example", mailto_domain="heed.example")
     for kb, links in ((30, 20), (55, 30), (80, 40)):
         data = normalise(newsletter(kb, links))
@@ -82,20 +87,18 @@ def rewrite_cost(copies: int) -> None:
 def serve(port: int, redis_url: str) -> None:
     import uvloop
 
-    from proxy.batch import GroupCommit
     from proxy.copy.links import link_id
     from proxy.http.app import make_app, start_http
     from proxy.http.clicks import ClickPages, add_clicks
     from proxy.keys import Keys
     from proxy.metrics import Metrics
-    from proxy.redisconn import connect_redis
     from proxy.signals.clicks import Clicks
     from proxy.state import State
     from proxy.tokens import TokenSigner
 
     async def main() -> None:
         clock = SystemClock()
-        redis = GroupCommit(connect_redis(redis_url))
+        redis = batched(redis_url)
         tokens = TokenSigner([KEY], clock, 90 * 86400)
         state = State(redis, Keys(), clock)
         metrics = Metrics()
@@ -133,12 +136,22 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=300, help="copies per variant")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--no-rewrite", action="store_true", help="redirects only")
+    parser.add_argument("--against-one-click", type=int, default=0, metavar="N",
+                        help="N rounds of one-click POST /u/ then GET /c/, side by side")
     args = parser.parse_args()
-    rewrite_cost(args.copies)
-    ok, bad = against_server(serve, load, args.seconds, args.concurrency)
-    print(f"GET /c/TOKEN: {ok / args.seconds:.0f} redirects/s ({ok} clicks recorded, {bad} "
-          f"failed, {args.concurrency} concurrent, {args.seconds:.0f} s, Redis appendfsync always)")
-
+    if not args.no_rewrite:
+        rewrite_cost(args.copies)
+    for n in range(args.against_one_click):
+        for what, serve_fn, load_fn in (
+                ("one-click POST /u/TOKEN", oneclick.serve, oneclick.load),
+                ("GET /c/TOKEN redirects", serve, load)):
+            served = against_server(serve_fn, load_fn, args.seconds, args.concurrency)
+            print(f"round {n + 1}: " + served.line(what, args.seconds, args.concurrency),
+                  flush=True)
+    if not args.against_one_click:
+        print(against_server(serve, load, args.seconds, args.concurrency).line(
+            "GET /c/TOKEN redirects, click recorded", args.seconds, args.concurrency))
 
 if __name__ == "__main__":
     main()

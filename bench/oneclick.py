@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -28,21 +29,31 @@ from proxy.settings import UnsubscribeKey
 KEY = UnsubscribeKey("b1", b"bench-secret-0123456789abcdef")
 
 
+def batched(redis_url: str) -> Any:
+    """The group-commit client as `heed serve` makes it: a lane of its own for records
+    written behind, and the default ``redis.write_behind``."""
+    from proxy.batch import GroupCommit
+    from proxy.redisconn import connect_redis
+    from proxy.settings import RedisSettings
+
+    return GroupCommit(connect_redis(redis_url),
+                       lane=connect_redis(redis_url, read_timeout=None),
+                       linger=RedisSettings().write_behind)
+
+
 def serve(port: int, redis_url: str) -> None:
     import uvloop
 
-    from proxy.batch import GroupCommit
     from proxy.http.app import make_app, start_http
     from proxy.keys import Keys
     from proxy.metrics import Metrics
-    from proxy.redisconn import connect_redis
     from proxy.state import State
     from proxy.tokens import TokenSigner
 
     async def main() -> None:
         clock = SystemClock()
         app = make_app(tokens=TokenSigner([KEY], clock, 90 * 86400),
-                       state=State(GroupCommit(connect_redis(redis_url)), Keys(), clock),
+                       state=State(batched(redis_url), Keys(), clock),
                        metrics=Metrics())
         await start_http(app, "127.0.0.1", port)
         await asyncio.Event().wait()
@@ -89,10 +100,33 @@ async def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
 Load = Callable[[int, float, int], Coroutine[Any, Any, tuple[int, int]]]
 
 
+class Served(NamedTuple):
+    ok: int  # requests that succeeded
+    bad: int  # that failed
+    server_ms: float  # CPU ms of heed's HTTP process per successful request
+    redis_ms: float  # CPU ms of redis-server per successful request
+
+    def line(self, what: str, seconds: float, concurrency: int) -> str:
+        return (f"{what}: {self.ok / seconds:.0f}/s ({self.ok} ok, {self.bad} failed, "
+                f"{concurrency} concurrent, {seconds:.0f} s, Redis appendfsync always); CPU per "
+                f"request {self.server_ms:.3f} ms heed + {self.redis_ms:.3f} ms redis-server")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def against_server(serve_fn: Callable[[int, str], None], load_fn: Load, seconds: float,
-                   concurrency: int) -> tuple[int, int]:
+                   concurrency: int) -> Served:
     """A durable private Redis, ``serve_fn(port, redis_url)`` in a process of its own, and
-    ``load_fn(port, seconds, concurrency)`` here: (requests that succeeded, that failed)."""
+    ``load_fn(port, seconds, concurrency)`` here: what succeeded and failed, and the CPU
+    time the server and Redis spent per request (less noisy than the rate on a shared
+    machine)."""
     with tempfile.TemporaryDirectory() as tmp:
         redis = EmbeddedRedis(Path(tmp), durable=True)
         url = redis.start()
@@ -101,7 +135,12 @@ def against_server(serve_fn: Callable[[int, str], None], load_fn: Load, seconds:
         proc.start()
         try:
             wait_port(port)
-            return asyncio.run(load_fn(port, seconds, concurrency))
+            assert proc.pid is not None and redis.process is not None
+            pids = (proc.pid, redis.process.pid)
+            before = [cpu_seconds(p) for p in pids]
+            ok, bad = asyncio.run(load_fn(port, seconds, concurrency))
+            used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
+            return Served(ok, bad, *(u * 1000 / max(ok, 1) for u in used))
         finally:
             proc.terminate()
             proc.join(5)
@@ -113,11 +152,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
-    ok, bad = against_server(serve, load, args.seconds, args.concurrency)
-    print(f"one-click POST /u/TOKEN: {ok / args.seconds:.0f} requests/s "
-          f"({ok} recorded, {bad} failed, {args.concurrency} concurrent, {args.seconds:.0f} s, "
-          "Redis appendfsync always)")
-
+    print(against_server(serve, load, args.seconds, args.concurrency).line(
+        "one-click POST /u/TOKEN", args.seconds, args.concurrency))
 
 if __name__ == "__main__":
     main()

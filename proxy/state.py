@@ -218,8 +218,14 @@ class State:
     async def _change(self, address: str, outcome: str, detail: str, at: float,
                       writes: Callable[[Any, str], None], stream: str = "",
                       event: Event | None = None,
-                      then: Callable[[Any, str], None] | None = None) -> list[Any]:
-        """Apply ``writes`` with its audit entry (and the tool's outbox ``event``, if any)."""
+                      then: Callable[[Any, str], None] | None = None,
+                      behind: bool = False) -> list[Any]:
+        """Apply ``writes`` with its audit entry (and the tool's outbox ``event``, if any).
+
+        ``behind``: the caller need not wait (a click's record); with the group-commit
+        client's write-behind (``redis.write_behind``) it rides on the next round trip
+        and this returns no replies.
+        """
         a = normalise_address(address)
         entry = AuditEntry(at=at, kind="change", recipient=a, outcome=outcome, stream=stream,
                            detail=detail)
@@ -233,6 +239,9 @@ class State:
                 note(pipe, self.keys, replace(event, address=a, at=at))
             if then is not None:  # writes recorded after this change (their own audit)
                 then(pipe, a)
+            if behind and hasattr(pipe, "execute_behind"):
+                await pipe.execute_behind(f"a change ({outcome})")
+                return []
             return list(await pipe.execute())
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
@@ -304,12 +313,14 @@ class State:
         return await rejoin(self, address, list, how)
 
     async def engage(self, address: str, *, kind: str = "click", at: float | None = None,
-                     source: str = "", why: str = "", stream: str = "") -> None:
+                     source: str = "", why: str = "", stream: str = "",
+                     behind: bool = False) -> None:
         """An answer (open, click, reply…), kept per kind: the policy says which kinds count.
 
         ``source`` is how heed heard it (tracked link, reply, webhook, api, import, …),
         ``why`` a note for people (why a click was taken for a machine's) and ``stream`` the
-        stream of the copy answered, when known: all three are audited.
+        stream of the copy answered, when known: all three are audited. ``behind``: written
+        behind the reply (see ``_change``).
         """
         if kind not in ENGAGEMENT_KINDS:
             raise ValueError(f"unknown engagement kind {kind!r}; one of "
@@ -323,7 +334,7 @@ class State:
                    k.engaged_mark(kind), ENGAGED_AT, ENGAGED_MARK)
 
         detail = kind + (f" via {source}" if source else "") + (f" ({why})" if why else "")
-        await self._change(address, "engaged", detail, at, writes, stream)
+        await self._change(address, "engaged", detail, at, writes, stream, behind=behind)
 
     # --- re-permission -----------------------------------------------------------------
     async def claim_repermission(self, address: str, stream: str, *, since: float | None,

@@ -17,11 +17,16 @@ from redis.backoff import NoBackoff
 from proxy.audit import AuditEntry
 from proxy.batch import GroupCommit
 from proxy.clock import ManualClock
+from proxy.copy.links import link_id
+from proxy.copy.personal import ClickTarget
 from proxy.embedded_redis import free_port
 from proxy.errors import ConfigError
 from proxy.keys import Keys
 from proxy.redisconn import connect_redis, warm_up
-from proxy.settings import load_settings
+from proxy.settings import ClickSettings, UnsubscribeKey, load_settings
+from proxy.signals.clicks import Clicks, Request
+from proxy.state import State
+from proxy.tokens import CLICK, TokenSigner
 from tests.conftest import Upstream
 from tests.harness import HeedThread, make_settings, policy_dir
 from tests.test_smtp_mailpath import NOON, POLICY, grant, send
@@ -201,3 +206,31 @@ async def test_a_record_behind_is_retried_then_given_up_and_counted() -> None:
     assert counts["lost"] == 1 and counts["retried"] >= 2
     assert batched.retrying == 0
     await batched.aclose()
+
+
+async def test_a_click_redirects_after_one_round_trip_its_engagement_behind(
+        redis_url: str, aredis: aioredis.Redis) -> None:
+    """GET /c/: the destination and the copy's last request before the 302; the
+    engagement and its audit entry ride on the next batch (docs/engagement.md)."""
+    clock = ManualClock(NOON)
+    keys = Keys()
+    batched = await group_commit(redis_url, LONG)
+    try:
+        tokens = TokenSigner([UnsubscribeKey("k1", b"0123456789abcdef0123")], clock, 86400)
+        clicks = Clicks(tokens, State(batched, keys, clock), batched, keys, ClickSettings(),
+                        86400)
+        url = "https://shop.example/sale"
+        await clicks.store({link_id(url): url})
+        token = tokens.make("ana@example.org", ClickTarget("marketing", "c1", link_id(url))
+                            .encode(), purpose=CLICK)
+        clock.advance(600)
+        before = batched.batches
+        click = await clicks.follow(token, Request("GET", "192.0.2.1", "Firefox"), clock.now())
+        assert (click.destination, click.kind) == (url, "click")
+        assert batched.batches == before + 1  # one round trip on the redirect's path
+        assert await aredis.hlen(keys.clicks("ana@example.org")) == 1  # the copy's request
+        assert not await aredis.exists(keys.engagement("ana@example.org"))  # still behind
+        await batched.flush()
+        assert await aredis.exists(keys.engagement("ana@example.org"))
+    finally:
+        await batched.aclose()

@@ -60,7 +60,8 @@ class ClickPages:
         if click.destination is None:  # the trap: nothing to see
             return web.Response(text="", content_type="text/plain")
         # 302 with the destination verbatim: it was the tool's own link (RFC 9110 §15.4.3).
-        raise web.HTTPFound(click.destination)
+        # Returned, not raised: aiohttp's HTTPFound builds an exception and a text body.
+        return web.Response(status=302, headers={"Location": click.destination})
 
     async def opened(self, request: web.Request) -> web.Response:
         """The 1×1 image: the open is recorded; the image comes either way (it is an image)."""

@@ -13,8 +13,8 @@ class RedisSettings:
     url: str | None = None  # None -> embedded private redis-server
     data_dir: Path = Path("var/redis")
     prefix: str = "heed"
-    # Seconds a delivery's record (sends, audit, VERP mapping) may wait to share a
-    # round trip after the reply; 0: written before the reply (proxy/batch.py).
+    # Seconds a delivery's record (sends, audit, VERP mapping), or a click's engagement,
+    # may wait to share a round trip after the reply; 0: written before it (proxy/batch.py).
     write_behind: float = 0.05
 
 

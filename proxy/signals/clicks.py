@@ -109,7 +109,7 @@ class Clicks:
         if after < self.settings.machine_after_delivery:
             return f"{max(0.0, after):.0f} s after delivery"
         try:
-            ip = ipaddress.ip_address(request.ip)
+            ip = ipaddress.ip_address(request.ip) if self._nets else None
         except ValueError:
             ip = None
         if ip is not None and any(ip in net for net in self._nets):
@@ -142,8 +142,12 @@ class Clicks:
             raise TokenError("invalid or expired link")
         reason = found.decode() if isinstance(found, bytes) else str(found or "")
         kind = MACHINE if reason else CLICKED
+        # The click's own record (the copy's last request, above) is written before the
+        # redirect; its engagement and audit entry may ride on the next round trip
+        # (``redis.write_behind``), as a delivery's confirmation does: one round trip
+        # on the redirect's path, like one-click's.
         await self.state.engage(claims.address, kind=kind, at=now, source="tracked link",
-                                why=reason, stream=target.stream)
+                                why=reason, stream=target.stream, behind=True)
         return Click(claims.address, target.stream, destination, kind, reason)
 
     async def opened(self, token: str, now: float) -> str:
