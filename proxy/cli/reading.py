@@ -16,6 +16,8 @@ def add_report(sub: Any) -> None:
     report.add_argument("--since", default="30d", metavar="DURATION",
                         help="how far back to look, e.g. 7d, 12h (default 30d)")
     report.add_argument("--format", choices=("text", "json", "html"), default="text")
+    report.add_argument("--exact", action="store_true",
+                        help="read every person for the lifecycle counts, not a sample")
 
 
 def add_bounces(sub: Any) -> None:
@@ -33,6 +35,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.keys import Keys
     from proxy.policy import load_policies
     from proxy.report import RENDERERS, build_report
+    from proxy.report.people import SAMPLE
     from proxy.state import GUARD_LOOKBACK, State
 
     window = since(args)
@@ -44,7 +47,8 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
         built = await build_report(State(redis, Keys(settings.redis.prefix), clock), policy,
                                    since=now - window, now=now, lookback=GUARD_LOOKBACK,
                                    catalog=guard.catalog, lookup=guard.lookup,
-                                   throttles=await guard.throttles())
+                                   throttles=await guard.throttles(),
+                                   sample=None if args.exact else SAMPLE)
     sys.stdout.write(RENDERERS[args.format](built))
     return 0
 
