@@ -232,6 +232,11 @@ class Keys:
         return f"{self.prefix}:{{tell}}:claimed"
 
     @property
+    def tell_claims(self) -> str:
+        """HASH outbound job id -> fencing token of the claim that holds it (one per claim)."""
+        return f"{self.prefix}:{{tell}}:claims"
+
+    @property
     def tell_dead(self) -> str:
         """ZSET outbound job id -> time it was given up (the dead-letter list)."""
         return f"{self.prefix}:{{tell}}:dead"

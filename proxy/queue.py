@@ -1,14 +1,13 @@
 """The delay queue: held copies in Redis, a ZSET by due time, claimed with leases (as arq does).
 
-Each claim carries a fencing token (kept in ``queue_claims``): its worker renews the
-lease while it still works on the copy, and ends the copy (done, retry, reschedule) only
-while the token is still its own, so a copy recovered by another worker after a lost
-lease is not completed twice."""
+Each claim carries a fencing token (proxy/lease.py, kept in ``queue_claims``): its
+worker renews the lease while it still works on the copy, and ends the copy (done,
+retry, reschedule) only while the token is still its own, so a copy recovered by
+another worker after a lost lease is not completed twice."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,52 +16,13 @@ from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys, normalise_address
-
-# Move up to ARGV[2] due ids (score <= ARGV[1]) from due to claimed, scored by
-# the lease's end (ARGV[3]), with the claim's token ARGV[4] in KEYS[3]; atomic, so two
-# workers never claim the same id.
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ARGV[3], id)
-  redis.call('HSET', KEYS[3], id, ARGV[4])
-end
-return ids
-"""
-
-# Claims whose lease ended (their worker died or stalled) go back to due, due now;
-# their tokens are void.
-_RECOVER = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], ARGV[1], id)
-  redis.call('HDEL', KEYS[3], id)
-end
-return #ids
-"""
-
-# The heartbeat: extend to ARGV[1] the leases of ids ARGV[3..] still held with token
-# ARGV[2]; returns the ids whose claim is lost.
-_RENEW = """
-local lost = {}
-for i = 3, #ARGV do
-  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[2] then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost
-"""
+from proxy.lease import HELD, Leases
 
 # Put a claimed id back in due (retry or delay again) only while this claim (token
 # ARGV[3]) still holds it: a copy recovered by another worker is not requeued twice.
-_REQUEUE = """
-if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[3] then return 0 end
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[4], ARGV[1])
+_REQUEUE = HELD + """
+if not held(KEYS[4], ARGV[1], ARGV[3]) then return 0 end
+if unclaim(KEYS[2], KEYS[4], ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1
@@ -87,24 +47,22 @@ return #KEYS - 1
 
 # Forget one copy everywhere at once: KEYS due, claimed, item, claims; ARGV[1] id;
 # with a token ARGV[2], only while that claim still holds it.
-_DONE = """
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+_DONE = HELD + """
+if ARGV[2] ~= '' and not held(KEYS[4], ARGV[1], ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[3])
-redis.call('ZREM', KEYS[2], ARGV[1])
+unclaim(KEYS[2], KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
 return 1
 """
 
 # End a held copy (KEYS[3], id ARGV[3]) and put another (KEYS[4], id ARGV[1], due
 # ARGV[2], fields from ARGV[4]) in its place, only if the first still exists: so a copy
 # given up twice (a crash between the two) is replaced once.
-_REPLACE = """
+_REPLACE = HELD + """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('HDEL', KEYS[5], ARGV[3])
+unclaim(KEYS[2], KEYS[5], ARGV[3])
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[4], unpack(fields))
@@ -157,12 +115,10 @@ class DelayQueue:
     def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._claim = redis.register_script(_CLAIM)
-        self._recover = redis.register_script(_RECOVER)
+        self.leases = Leases(redis, keys.queue_due, keys.queue_claimed, keys.queue_claims)
         self._requeue = redis.register_script(_REQUEUE)
         self._put = redis.register_script(_PUT)
         self._done = redis.register_script(_DONE)
-        self._renew = redis.register_script(_RENEW)
         self._replace = redis.register_script(_REPLACE)
 
     async def _run(self, coro: Any) -> Any:
@@ -187,11 +143,7 @@ class DelayQueue:
         comes back with this claim's fencing token in ``claim``."""
         if limit <= 0:
             return []
-        token = uuid.uuid4().hex
-        raw_ids = await self._run(self._claim(
-            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_claims],
-            args=[repr(now), limit, repr(now + lease), token]))
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+        token, ids = await self._run(self.leases.claim(now, limit, lease))
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -200,8 +152,11 @@ class DelayQueue:
         raws = await self._run(pipe.execute())
         items = [replace(HeldMail.from_hash(raw), claim=token) for raw in raws if raw]
         orphans = [i for i, raw in zip(ids, raws, strict=True) if not raw]
-        if orphans:  # an id whose data is gone: nothing to send, forget the id
-            await self._run(self.redis.zrem(self.keys.queue_claimed, *orphans))
+        if orphans:  # an id whose data is gone: nothing to send, forget the id and its claim
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(self.keys.queue_claimed, *orphans)
+            pipe.hdel(self.keys.queue_claims, *orphans)
+            await self._run(pipe.execute())
         return items
 
     async def get(self, item_id: str) -> HeldMail | None:
@@ -221,10 +176,8 @@ class DelayQueue:
         """Extend the leases of copies still being worked on; the ids whose claim was lost."""
         if not items:
             return set()
-        lost = await self._run(self._renew(
-            keys=[self.keys.queue_claimed, self.keys.queue_claims],
-            args=[repr(until), items[0].claim, *(i.id for i in items)]))
-        return {i.decode() if isinstance(i, bytes) else str(i) for i in lost}
+        return set(await self._run(
+            self.leases.renew([i.id for i in items], items[0].claim, until)))
 
     async def replace(self, item_id: str, new: HeldMail) -> bool:
         """End ``item_id`` and hold ``new`` instead, atomically; False if it had ended already."""
@@ -257,9 +210,7 @@ class DelayQueue:
 
     async def recover(self, now: float) -> int:
         """Claims whose lease ended (their worker died) go back to due; returns how many."""
-        return int(await self._run(self._recover(
-            keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_claims],
-            args=[repr(now)])))
+        return int(await self._run(self.leases.recover(now)))
 
     async def depth(self) -> int:
         """Copies held, waiting or claimed."""

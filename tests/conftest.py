@@ -16,12 +16,20 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
 
 from proxy.clock import ManualClock
 from proxy.embedded_redis import EmbeddedRedis, free_port
+from proxy.http.app import make_app
 from proxy.keys import Keys
+from proxy.metrics import Metrics
+from proxy.policy_store import PolicyStore
 from proxy.redisconn import connect_redis, warm_up
+from proxy.settings import UnsubscribeKey
+from proxy.state import State
+from proxy.tokens import TokenSigner
+from tests.dkim_keys import ed_key, keydir, opendkim, rsa_key, zone  # noqa: F401 - fixtures
 from tests.topologies import LocalCluster, LocalSentinel
 from tests.unfaked import SHIM, under_faketime
 
@@ -186,3 +194,21 @@ async def browser() -> AsyncIterator[Any]:
             pytest.fail(f"Chromium at {CHROMIUM} would not start: {exc}")
         yield b
         await b.close()
+
+
+# The HTTP side's server and what stands behind it: state, token signer, shipped policies.
+Site = tuple[TestServer, State, TokenSigner, PolicyStore]
+
+
+@pytest.fixture
+async def site(aredis: aioredis.Redis, keys: Keys, clock: ManualClock) -> AsyncIterator[Site]:
+    """heed's HTTP side (pages, preference centre) on loopback with the shipped policies."""
+    tokens = TokenSigner([UnsubscribeKey("t1", b"test-secret-0123456789abcdef")], clock,
+                         90 * 86400.0)
+    state = State(aredis, keys, clock, secret=b"browser-erase-secret-0123456789")
+    store = PolicyStore(ROOT / "policies")
+    server = TestServer(make_app(tokens=tokens, state=state, metrics=Metrics(), policies=store),
+                        host="127.0.0.1")
+    await server.start_server()
+    yield server, state, tokens, store
+    await server.close()

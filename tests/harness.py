@@ -29,6 +29,27 @@ streams:
       - {if: no_consent, then: drop}
 """
 
+# A transactional stream beside marketing, and which sender goes to which (after the streams).
+TRANSACTIONAL = """\
+  transactional:
+    kind: transactional
+classify:
+  - sender: "*@news.example.com"
+    stream: marketing
+  - sender: "*@shop.example.com"
+    stream: transactional
+"""
+
+
+def marketing_policy(stream: str = "", rules: str = "", after: str = "") -> str:
+    """A test policy whose marketing stream (list ``marketing``, relayed unsigned) drops the
+    refused and the unconsented. ``stream`` (keys of the stream), ``rules`` (rules after
+    those two) and ``after`` (more streams, classify) are YAML lines, indented as in the file."""
+    return ("version: test\ndefault_stream: marketing\nstreams:\n  marketing:\n"
+            "    list: marketing\n    unsigned: allow  # relayed without a DKIM key\n"
+            f"{stream}    rules:\n      - {{if: refused, then: drop}}\n"
+            f"      - {{if: no_consent, then: drop}}\n{rules}{after}")
+
 
 def policy_dir(parent: Path, text: str, name: str = "policies") -> Path:
     """A policies directory under ``parent`` holding ``text`` as its one policy file."""

@@ -15,26 +15,18 @@ from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.report.compute import build_report
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings, policy_dir
+from tests.harness import HeedThread, make_settings, marketing_policy, policy_dir
 
 pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
-POLICY = """
-version: test
-default_stream: marketing
-streams:
-  marketing:
-    list: marketing
-    unsigned: allow  # relayed without a DKIM key
+POLICY = marketing_policy(stream="""\
     silence:
       inactive: {sends: 2}
     repermission_text:
       en: "We have not heard from you. Still want our offers?"
-    rules:
-      - {if: refused, then: drop}
-      - {if: no_consent, then: drop}
+""", rules="""\
       - {if: lifecycle, stage: inactive, repermission: true, then: discard}
-"""
+""")
 SENDER = "offers@news.example.com"
 ASK = {"vi": "Bạn có còn muốn nhận không?",
        "en": "We have not heard from you. Still want our offers?"}

@@ -28,15 +28,7 @@ from proxy.policy import Stream
 from proxy.policy.bulk import BulkRules
 from proxy.settings import UnsubscribeKey
 from proxy.tokens import TokenSigner
-from tests.test_dkim import (  # noqa: F401 - module fixtures shared with the DKIM tests
-    Verifier,
-    dkimpy_verify,
-    ed_key,
-    keydir,
-    opendkim,
-    rsa_key,
-    zone,
-)
+from tests.dkim_keys import Verifier, dkimpy_verify
 
 MIRRORS = Path(os.environ.get("HEED_NEWSLETTER_MIRRORS", "/work/.mirror"))
 # (repository, path, whether a person sees a working unsubscribe link): labelled by

@@ -17,7 +17,7 @@ from proxy.dkim import generate_key
 from proxy.policy import load_policies
 from proxy.settings import DkimKey
 from tests.conftest import ROOT, Upstream
-from tests.harness import HeedThread, make_settings, policy_dir
+from tests.harness import TRANSACTIONAL, HeedThread, make_settings, policy_dir
 
 NOON = 1_800_000_000.0 - (1_800_000_000 % 86400) + 12 * 3600
 
@@ -30,14 +30,7 @@ streams:
     consent: not_required
     unsubscribe: replace
     {extra}
-  transactional:
-    kind: transactional
-classify:
-  - sender: "*@news.example.com"
-    stream: marketing
-  - sender: "*@shop.example.com"
-    stream: transactional
-"""
+""" + TRANSACTIONAL
 
 
 def policy(parent: Path, extra: str = "") -> Path:

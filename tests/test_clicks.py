@@ -19,26 +19,17 @@ from proxy.copy.links import link_id
 from proxy.embedded_redis import free_port
 from proxy.explain import explain
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings, policy_dir
+from tests.harness import HeedThread, make_settings, marketing_policy, policy_dir
 
 pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
-POLICY = """
-version: test
-default_stream: marketing
-streams:
-  marketing:
-    list: marketing
-    unsigned: allow  # relayed without a DKIM key
+POLICY = marketing_policy(stream="""\
     track_clicks: true
     track_clicks_exclude: ["https://shop.example/account/*"]
     silence:
       lapsing: {sends: 3}
       inactive: {sends: 6}
-    rules:
-      - {if: refused, then: drop}
-      - {if: no_consent, then: drop}
-"""
+""")
 SENDER = "offers@news.example.com"
 TRACKED = re.compile(r"http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_-]+")
 

@@ -10,16 +10,8 @@ from proxy.finish import UnsubscribeAndSign
 from proxy.message import Message
 from proxy.rewrite import split_message
 from proxy.settings import DkimKey
+from tests.dkim_keys import Verifier, dkimpy_verify
 from tests.test_copy import STREAM, corpus, signer, tracked_in
-from tests.test_dkim import (  # noqa: F401 - fixtures shared with the DKIM tests
-    Verifier,
-    dkimpy_verify,
-    ed_key,
-    keydir,
-    opendkim,
-    rsa_key,
-    zone,
-)
 
 
 def copies(key: DkimKey, name: str) -> list[bytes]:

@@ -28,9 +28,9 @@ from proxy.embedded_redis import free_port
 from proxy.policy import load_policies
 from proxy.settings import DkimKey, Settings
 from tests.conftest import ROOT, Upstream
+from tests.dkim_keys import txt_value
 from tests.dns_server import Nsd
 from tests.harness import HeedThread, make_settings, policy_dir
-from tests.test_dkim import txt_value
 
 SOA = """$TTL 60
 @ IN SOA ns1.{z}. hostmaster.{z}. 1 3600 600 86400 60

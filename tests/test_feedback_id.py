@@ -14,16 +14,8 @@ from proxy.policy import Stream, load_policies
 from proxy.policy.bulk import BulkRules
 from proxy.settings import DkimKey, UnsubscribeKey
 from proxy.tokens import TokenSigner
+from tests.dkim_keys import Verifier, dkimpy_verify
 from tests.harness import policy_dir
-from tests.test_dkim import (  # noqa: F401 - module fixtures shared with the DKIM tests
-    Verifier,
-    dkimpy_verify,
-    ed_key,
-    keydir,
-    opendkim,
-    rsa_key,
-    zone,
-)
 
 # OpenDKIM refuses a message without Date (RFC 5322 §3.6: From and Date are required).
 MESSAGE = (b"From: News <news@example.com>\r\nTo: alice@example.org\r\nSubject: Sale\r\n"

@@ -12,25 +12,18 @@ clicks), the centre after leaving, the data as a page, subscribing again.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
-from proxy.clock import ManualClock
 from proxy.http.app import make_app
 from proxy.http.data_i18n import DATA
 from proxy.http.i18n import TEXTS
-from proxy.keys import Keys
 from proxy.metrics import Metrics
 from proxy.policy_store import PolicyStore
-from proxy.settings import UnsubscribeKey
-from proxy.state import State
-from proxy.tokens import TokenSigner
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Site
 
 pytestmark = pytest.mark.skipif(os.environ.get("HEED_SKIP_BROWSER") == "1",
                                 reason="HEED_SKIP_BROWSER=1")
@@ -44,7 +37,6 @@ SCREENS = {"phone": ({"width": 390, "height": 844}, 3),
            "narrow": ({"width": 320, "height": 640}, 2),
            "zoom200": ({"width": 195, "height": 422}, 6),
            "desktop": ({"width": 1280, "height": 800}, 1)}
-Site = tuple[TestServer, State, TokenSigner, PolicyStore]
 
 # For each element keyboard focus reaches: its outline as rendered, and the colour
 # behind it (the outline is drawn outside the element, on its parent's background).
@@ -72,19 +64,6 @@ def axe_source() -> str:
         pytest.fail(f"axe-core is not at {AXE}: `npm install --prefix .ci/node axe-core@4` "
                     "(bash .ci/run does it), or set HEED_AXE, or HEED_SKIP_BROWSER=1")
     return AXE.read_text(encoding="utf-8")
-
-
-@pytest.fixture
-async def site(aredis: aioredis.Redis, keys: Keys, clock: ManualClock) -> AsyncIterator[Site]:
-    tokens = TokenSigner([UnsubscribeKey("t1", b"test-secret-0123456789abcdef")], clock,
-                         90 * 86400.0)
-    state = State(aredis, keys, clock, secret=b"browser-erase-secret-0123456789")
-    store = PolicyStore(ROOT / "policies")
-    server = TestServer(make_app(tokens=tokens, state=state, metrics=Metrics(), policies=store),
-                        host="127.0.0.1")
-    await server.start_server()
-    yield server, state, tokens, store
-    await server.close()
 
 
 async def check(page: Any, axe: str, where: str) -> None:

@@ -24,10 +24,8 @@ from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.settings import DkimKey
 from tests.conftest import Received, Upstream
+from tests.dkim_keys import Verifier, dkimpy_verify
 from tests.harness import CONSENT_POLICY, HeedThread, make_settings
-from tests.test_dkim import Verifier, dkimpy_verify, ed_key, keydir, opendkim, rsa_key, zone
-
-__all__ = ["ed_key", "keydir", "opendkim", "rsa_key", "zone"]  # the DKIM test's fixtures
 
 
 @pytest.fixture

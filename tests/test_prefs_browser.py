@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
-from aiohttp.test_utils import TestServer
 
 from proxy.clock import ManualClock
-from proxy.http.app import make_app
-from proxy.keys import Keys
-from proxy.metrics import Metrics
 from proxy.policy import decide
-from proxy.policy_store import PolicyStore
-from proxy.settings import UnsubscribeKey
-from proxy.state import State
-from proxy.tokens import PREFERENCES, TokenSigner
+from proxy.tokens import PREFERENCES
 from proxy.types import Action
-from tests.conftest import ROOT
+from tests.conftest import Site
 
 VIEWPORT = {"width": 900, "height": 900}
 DAY = 86400.0
@@ -30,7 +21,6 @@ DAY = 86400.0
 pytestmark = pytest.mark.skipif(os.environ.get("HEED_SKIP_BROWSER") == "1",
                                 reason="HEED_SKIP_BROWSER=1")
 
-Site = tuple[TestServer, State, TokenSigner, PolicyStore]
 
 # WCAG 2.x relative luminance and contrast ratio of each text element against the
 # first opaque background behind it.
@@ -49,19 +39,6 @@ CONTRAST_JS = """() => {
     const a = lum(getComputedStyle(el).color), b = lum(back(el));
     return [el.tagName + '#' + el.id, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)]; });
 }"""
-
-
-@pytest.fixture
-async def site(aredis: aioredis.Redis, keys: Keys, clock: ManualClock) -> AsyncIterator[Site]:
-    tokens = TokenSigner([UnsubscribeKey("t1", b"test-secret-0123456789abcdef")], clock,
-                         90 * DAY)
-    state = State(aredis, keys, clock, secret=b"browser-erase-secret-0123456789")
-    store = PolicyStore(ROOT / "policies")
-    server = TestServer(make_app(tokens=tokens, state=state, metrics=Metrics(), policies=store),
-                        host="127.0.0.1")
-    await server.start_server()
-    yield server, state, tokens, store
-    await server.close()
 
 
 async def open_centre(browser: Any, site: Site, address: str, lang: str = "en",

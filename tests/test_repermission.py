@@ -18,24 +18,17 @@ from proxy.repermission import claim, give_back
 from proxy.state import State
 from proxy.types import Action, DropMode
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings
+from tests.harness import HeedThread, make_settings, marketing_policy
 
 pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
-POLICY = """
-version: test
-default_stream: marketing
-streams:
-  marketing:
-    list: marketing
-    unsigned: allow  # relayed without a DKIM key
+POLICY = marketing_policy(stream="""\
     silence:
       inactive: {sends: 3}
-    rules:
-      - {if: refused, then: drop}
-      - {if: no_consent, then: drop}
+""", rules="""\
       - {if: lifecycle, stage: inactive, repermission: true, then: discard}
       - {if: quiet_hours, start: "21:00", end: "08:00", zone: UTC, then: delay}
+""", after="""\
   trial:
     list: marketing
     unsigned: allow
@@ -47,7 +40,7 @@ streams:
 classify:
   - sender: "*@news.example.com"
     stream: marketing
-"""
+""")
 ADDR = "hana@example.org"
 SENDER = "offers@news.example.com"
 

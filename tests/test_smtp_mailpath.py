@@ -17,39 +17,25 @@ from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.settings import DkimKey
 from tests.conftest import Upstream
-from tests.harness import HeedThread, make_settings, policy_dir
+from tests.harness import TRANSACTIONAL, HeedThread, make_settings, marketing_policy, policy_dir
 
 pytestmark = pytest.mark.cluster  # each Redis test runs on one server and on a Cluster
 
-POLICY = """
-version: test
-default_stream: marketing
-streams:
-  marketing:
+POLICY = marketing_policy(stream="""\
     kind: marketing
-    unsigned: allow  # relayed without a DKIM key
-    list: marketing
     drop: reject
     silence:
       lapsing: {sends: 3}
       inactive: {sends: 5}
-    rules:
-      - {if: refused, then: drop}
-      - {if: no_consent, then: drop}
+""", rules="""\
       - {if: lifecycle, stage: inactive, then: discard}
       - {if: cap, stage: lapsing, per_week: 1, then: delay}
       - {if: cap, per_day: 2, then: delay}
       - {if: quiet_hours, start: "21:00", end: "08:00", zone: UTC, then: delay}
-  transactional:
-    kind: transactional
-classify:
-  - sender: "*@news.example.com"
-    stream: marketing
-  - sender: "*@shop.example.com"
-    stream: transactional
+""", after=TRANSACTIONAL + """\
   - headers: {X-Campaign-Id: "*"}
     stream: marketing
-"""
+""")
 
 NOON = 1_800_000_000.0 - (1_800_000_000 % 86400) + 12 * 3600  # 12:00 UTC
 

@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
 from proxy.keys import Keys
+from proxy.lease import HELD, Leases, text
 
 KINDS = ("one-click", "mailto", "webhook")
 STATES = ("created", "sent", "failed", "dead")  # failed: attempts that will be retried
 DONE_KEEP = 30 * 86400  # a finished job's record stays this long: the same id is not made again
-
-# Move up to ARGV[2] due ids (score <= ARGV[1]) from due to claimed, scored by the
-# lease's end (ARGV[3]); atomic, so two workers never claim the same job. (The delay
-# queue's own claim also fences each copy with a token; a job's end and retry below
-# check the claim instead, and one sent twice is harmless: RFC 8058 one-click is
-# idempotent, a webhook carries its id.)
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ARGV[3], id)
-end
-return ids
-"""
-
-# Claims whose lease ended (their worker died) go back to due, due now.
-_RECOVER = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], ARGV[1], id)
-end
-return #ids
-"""
 
 # Make a job only if its id was never made (KEYS: due, job, stats; ARGV: id, due, kind,
 # then field/value pairs): a worker that dies after making it and before forgetting
@@ -52,10 +29,14 @@ redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':created', 1)
 return 1
 """
 
-# End a claimed job (KEYS: claimed, job, stats, dead; ARGV: id, kind, state, now, error,
-# keep): only if this worker still holds it, so a job is counted once.
-_END = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+# End a claimed job (KEYS: claimed, job, stats, dead, claims; ARGV: id, kind, state, now,
+# error, keep, token): only while this claim still holds it (proxy/lease.py), so a job a
+# stalled worker lost and another took over is counted and ended once. (Its request may
+# still go twice, which is harmless: RFC 8058 one-click is idempotent, a webhook carries
+# its id.)
+_END = HELD + """
+if not held(KEYS[5], ARGV[1], ARGV[7]) then return 0 end
+if unclaim(KEYS[1], KEYS[5], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished', ARGV[4], 'last_error', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
@@ -64,19 +45,17 @@ if ARGV[3] == 'dead' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1]) end
 return 1
 """
 
-# Try again later (KEYS: due, claimed, job, stats; ARGV: id, kind, due, error).
-_RETRY = """
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+# Try again later (KEYS: due, claimed, job, stats, claims; ARGV: id, kind, due, error,
+# token), likewise only while this claim holds the job.
+_RETRY = HELD + """
+if not held(KEYS[5], ARGV[1], ARGV[5]) then return 0 end
+if unclaim(KEYS[2], KEYS[5], ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[3], 'attempts', 1)
 redis.call('HSET', KEYS[3], 'last_error', ARGV[4])
 redis.call('HINCRBY', KEYS[4], ARGV[2] .. ':failed', 1)
 return 1
 """
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def job_id(event_id: str, kind: str, target: str) -> str:
@@ -98,6 +77,7 @@ class Job:
     body: str = ""  # the webhook payload (JSON), fixed when made: retries send the same
     attempts: int = 0
     created: float = 0.0
+    claim: str = ""  # the fencing token of the claim this job was read under (not stored)
 
     def to_hash(self) -> dict[str, str]:
         return {"id": self.id, "kind": self.kind, "target": self.target, "event": self.event,
@@ -108,7 +88,7 @@ class Job:
 
     @classmethod
     def from_hash(cls, raw: dict[Any, Any]) -> Job:
-        f = {_s(k): _s(v) for k, v in raw.items()}
+        f = {text(k): text(v) for k, v in raw.items()}
 
         def num(name: str) -> float:
             try:
@@ -132,8 +112,7 @@ class Jobs:
         self._make = redis.register_script(_MAKE)
         self._end = redis.register_script(_END)
         self._retry = redis.register_script(_RETRY)
-        self._claim = redis.register_script(_CLAIM)
-        self._recover = redis.register_script(_RECOVER)
+        self.leases = Leases(redis, keys.tell_due, keys.tell_claimed, keys.tell_claims)
 
     async def make(self, job: Job, due: float) -> bool:
         """Store ``job`` due at ``due``; False when a job of that id was made before."""
@@ -151,35 +130,38 @@ class Jobs:
         """Jobs due by ``now`` (and those whose worker died), each claimed for ``lease``."""
         k = self.keys
         try:
-            await self._recover(keys=[k.tell_due, k.tell_claimed], args=[repr(now)])
-            ids = await self._claim(keys=[k.tell_due, k.tell_claimed],
-                                    args=[repr(now), count, repr(now + lease)])
+            await self.leases.recover(now)
+            token, ids = await self.leases.claim(now, count, lease)
             if not ids:
                 return []
             pipe = self.redis.pipeline(transaction=False)
             for i in ids:
-                pipe.hgetall(k.tell_job(_s(i)))
+                pipe.hgetall(k.tell_job(i))
             raws = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        return [Job.from_hash(r) for r in raws if r]
+        return [replace(Job.from_hash(r), claim=token) for r in raws if r]
 
     async def end(self, job: Job, state: str, now: float, error: str = "") -> bool:
-        """``sent`` or ``dead``: the job leaves the queue (its record stays a while)."""
+        """``sent`` or ``dead``: the job leaves the queue (its record stays a while); False
+        when this claim no longer holds it (its lease ended and another worker took it)."""
         k = self.keys
         try:
             return bool(await self._end(
-                keys=[k.tell_claimed, k.tell_job(job.id), k.tell_stats, k.tell_dead],
-                args=[job.id, job.kind, state, repr(now), error[:500], DONE_KEEP]))
+                keys=[k.tell_claimed, k.tell_job(job.id), k.tell_stats, k.tell_dead,
+                      k.tell_claims],
+                args=[job.id, job.kind, state, repr(now), error[:500], DONE_KEEP, job.claim]))
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
 
     async def retry(self, job: Job, due: float, error: str) -> bool:
+        """Back to due after a failed attempt; False when this claim no longer holds it."""
         k = self.keys
         try:
             return bool(await self._retry(
-                keys=[k.tell_due, k.tell_claimed, k.tell_job(job.id), k.tell_stats],
-                args=[job.id, job.kind, repr(due), error[:500]]))
+                keys=[k.tell_due, k.tell_claimed, k.tell_job(job.id), k.tell_stats,
+                      k.tell_claims],
+                args=[job.id, job.kind, repr(due), error[:500], job.claim]))
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
 
@@ -191,8 +173,8 @@ class Jobs:
             raise StateUnavailable("redis unavailable") from exc
         out: dict[tuple[str, str], int] = {}
         for name, value in (raw or {}).items():
-            kind, _, state = _s(name).rpartition(":")
-            out[(kind, state)] = int(_s(value))
+            kind, _, state = text(name).rpartition(":")
+            out[(kind, state)] = int(text(value))
         for kind in KINDS:
             made = out.get((kind, "created"), 0)
             out[(kind, "pending")] = made - out.get((kind, "sent"), 0) - out.get((kind, "dead"), 0)
@@ -204,7 +186,7 @@ class Jobs:
             ids = await self.redis.zrevrange(self.keys.tell_dead, 0, count - 1)
             pipe = self.redis.pipeline(transaction=False)
             for i in ids:
-                pipe.hgetall(self.keys.tell_job(_s(i)))
+                pipe.hgetall(self.keys.tell_job(text(i)))
             raws = await pipe.execute() if ids else []
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
