@@ -355,7 +355,7 @@ class Heed:
     copies_per_recipient = True  # one copy per recipient (its own token and signature)
 
     def __init__(self, site: Path, upstream_port: int, addresses: list[str],
-                 workers: int = 1, smtp_options: str = "") -> None:
+                 workers: int = 1, smtp_options: str = "", redis_options: str = "") -> None:
         self.site = site
         self.port = free_port()
         site.mkdir()
@@ -363,19 +363,22 @@ class Heed:
         (site / "config").mkdir()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         heed = [sys.executable, "-m", "proxy"]
-        keygen = subprocess.run(heed + ["dkim", "keygen", "news.example.com", "s1", "--dir",
-                                        "keys"], cwd=site, env=env, capture_output=True,
-                                text=True, timeout=60)
-        if keygen.returncode != 0:
-            raise RuntimeError(f"heed dkim keygen failed: {keygen.stderr[-500:]}")
-        key = next((site / "keys").glob("*.pem"))
+        signers = []  # the shipped policy's streams send From both domains
+        for domain in ("news.example.com", "weekly.example.com"):
+            keygen = subprocess.run(heed + ["dkim", "keygen", domain, "s1", "--dir",
+                                            f"keys/{domain}"], cwd=site, env=env,
+                                    capture_output=True, text=True, timeout=60)
+            if keygen.returncode != 0:
+                raise RuntimeError(f"heed dkim keygen failed: {keygen.stderr[-500:]}")
+            key = next((site / "keys" / domain).glob("*.pem"))
+            signers.append(f"{{domain: {domain}, selector: s1, key_file: {key}}}")
         (site / "config" / "heed.yaml").write_text(f"""
 smtp: {{listen: "127.0.0.1:{self.port}", max_sessions: 2000{smtp_options}}}
 upstream: {{host: 127.0.0.1, port: {upstream_port}, pool_size: 32}}
-redis: {{data_dir: var/redis}}
+redis: {{data_dir: var/redis{redis_options}}}
 http: {{listen: "127.0.0.1:{free_port()}", public_url: "https://heed.bench"}}
 unsubscribe: {{mailto_domain: heed.bench}}
-dkim: [{{domain: news.example.com, selector: s1, key_file: {key}}}]
+dkim: [{", ".join(signers)}]
 policies: policies
 """)
         check = subprocess.run(heed + ["check"], cwd=site, env=env, capture_output=True,
