@@ -116,6 +116,11 @@ class RedisSettings:
     # Seconds a delivery's record (sends, audit, VERP mapping) may wait to share a
     # round trip after the reply; 0: written before the reply (proxy/batch.py).
     write_behind: float = 0.05
+    # What must be durable (delay queue, consent, refusals) on a Redis of its own with
+    # appendfsync always, the rest on one with everysec (proxy/durable/). The embedded
+    # default starts both (split); with redis.url, durable_url names the second.
+    durable_url: str | None = None
+    split: bool = True
 
 
 @dataclass(frozen=True)
@@ -452,7 +457,8 @@ def _build(raw: dict[str, Any], where: str, base: Path, source: Path | None) -> 
         RedisSettings,
         section("redis"),
         "redis",
-        {"data_dir": rel, "url": _redis_url, "write_behind": parse_duration},
+        {"data_dir": rel, "url": _redis_url, "write_behind": parse_duration,
+         "durable_url": _redis_url},
     )
     if not 0 <= redis.write_behind <= 1:
         # Longer would widen what a killed process loses without saving a round trip.
