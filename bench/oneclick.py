@@ -1,11 +1,13 @@
 """One-click endpoint throughput: POST /u/TOKEN requests per second, server and client apart.
 
-    python -m bench.oneclick [--seconds 5] [--concurrency 50]
+    python -m bench.oneclick [--seconds 5] [--concurrency 50] [--split]
 
 Starts a private durable Redis (AOF, appendfsync always), heed's HTTP app in a
 process of its own, and an aiohttp client in this one; every request records a
 real refusal for a distinct address before its 200. State is built as ``heed serve``
-builds it: concurrent requests share Redis round trips (proxy/batch.py).
+builds it: concurrent requests share Redis round trips (proxy/batch.py). ``--split``:
+as the embedded default runs, a durable Redis (always) written first, then a serving
+one (everysec) (proxy/durable/).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from proxy.settings import UnsubscribeKey
 KEY = UnsubscribeKey("b1", b"bench-secret-0123456789abcdef")
 
 
-def serve(port: int, redis_url: str) -> None:
+def serve(port: int, redis_url: str, durable_url: str | None = None) -> None:
     import uvloop
 
     from proxy.batch import GroupCommit
@@ -40,10 +42,14 @@ def serve(port: int, redis_url: str) -> None:
     from proxy.tokens import TokenSigner
 
     async def main() -> None:
+        from proxy.durable.mirror import Mirror, MirroredRedis
+
         clock = SystemClock()
+        people: Any = GroupCommit(connect_redis(redis_url))
+        if durable_url:
+            people = MirroredRedis(people, Mirror(connect_redis(durable_url), Keys()))
         app = make_app(tokens=TokenSigner([KEY], clock, 90 * 86400),
-                       state=State(GroupCommit(connect_redis(redis_url)), Keys(), clock),
-                       metrics=Metrics())
+                       state=State(people, Keys(), clock), metrics=Metrics())
         await start_http(app, "127.0.0.1", port)
         await asyncio.Event().wait()
 
@@ -89,15 +95,20 @@ async def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
 Load = Callable[[int, float, int], Coroutine[Any, Any, tuple[int, int]]]
 
 
-def against_server(serve_fn: Callable[[int, str], None], load_fn: Load, seconds: float,
-                   concurrency: int) -> tuple[int, int]:
+def against_server(serve_fn: Callable[..., None], load_fn: Load, seconds: float,
+                   concurrency: int, split: bool = False) -> tuple[int, int]:
     """A durable private Redis, ``serve_fn(port, redis_url)`` in a process of its own, and
-    ``load_fn(port, seconds, concurrency)`` here: (requests that succeeded, that failed)."""
+    ``load_fn(port, seconds, concurrency)`` here: (requests that succeeded, that failed).
+    ``split``: a serving Redis (everysec) too, ``serve_fn(port, serving_url, durable_url)``."""
     with tempfile.TemporaryDirectory() as tmp:
         redis = EmbeddedRedis(Path(tmp), durable=True)
         url = redis.start()
+        urls = [url]
+        serving = EmbeddedRedis(Path(tmp) / "serving", fsync="everysec") if split else None
+        if serving is not None:
+            urls = [serving.start(), url]
         port = free_port()
-        proc = multiprocessing.Process(target=serve_fn, args=(port, url), daemon=True)
+        proc = multiprocessing.Process(target=serve_fn, args=(port, *urls), daemon=True)
         proc.start()
         try:
             wait_port(port)
@@ -106,17 +117,22 @@ def against_server(serve_fn: Callable[[int, str], None], load_fn: Load, seconds:
             proc.terminate()
             proc.join(5)
             redis.stop()
+            if serving is not None:
+                serving.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--split", action="store_true",
+                        help="durable Redis written first, then the serving one")
     args = parser.parse_args()
-    ok, bad = against_server(serve, load, args.seconds, args.concurrency)
+    ok, bad = against_server(serve, load, args.seconds, args.concurrency, args.split)
     print(f"one-click POST /u/TOKEN: {ok / args.seconds:.0f} requests/s "
           f"({ok} recorded, {bad} failed, {args.concurrency} concurrent, {args.seconds:.0f} s, "
-          "Redis appendfsync always)")
+          + ("split: durable Redis always, serving everysec)" if args.split
+             else "Redis appendfsync always)"))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,6 @@ NOTES = {
     "upstream.timeout": "per upstream command",
     "upstream.pool_size": "pooled upstream connections",
     "redis.prefix": "the first part of every key (all built in proxy/keys.py)",
-    "redis.split": "embedded: a second Redis (appendfsync always) for what must be durable",
-    "redis.durable_url": "with redis.url: the Redis for what must be durable (none: url)",
     "redis.write_behind": "how long a delivery's record (sends, audit, VERP mapping) may wait "
                           "to share a later round trip; 0: written before the 250",
     "queue.poll_interval": "how often the scheduler looks for due held copies",
