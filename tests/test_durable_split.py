@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from proxy.clock import ManualClock
 from proxy.durable.guard import ServingGuard
-from proxy.durable.mirror import Mirror, MirroredRedis
+from proxy.durable.mirror import Mirror, MirroredRedis, durable_part
 from proxy.durable.reconcile import bring_in_step, reconcile
 from proxy.embedded_redis import EmbeddedRedis, free_port, ping, wait_port
 from proxy.errors import StateUnavailable
@@ -74,6 +74,18 @@ def state_on(serving: aioredis.Redis, durable: aioredis.Redis) -> State:
     keys = Keys()
     return State(MirroredRedis(serving, Mirror(durable, keys)), keys, ManualClock(1_800_000_000),
                  secret=b"erase-secret-0123456789abcdef")
+
+
+def test_which_commands_the_durable_redis_runs_too() -> None:
+    k = Keys()
+    assert durable_part(k, ("HSETNX", k.refusal(A), "*", "{}")) is not None
+    assert durable_part(k, ("HGETALL", k.refusal(A))) is None  # reads: serving only
+    assert durable_part(k, ("HINCRBY", k.engagement(A), "total_sends", 1)) is None
+    assert durable_part(k, ("DEL", k.consent(A), k.sends(A), k.prefs(A))) == (
+        "DEL", k.consent(A), k.prefs(A))
+    assert durable_part(k, ("EVAL", "return 1", 1, k.refusal(A), "x")) is not None
+    assert durable_part(k, ("SADD", k.suppressed, "d1")) is not None
+    assert durable_part(k, ("SADD", k.people, A)) is None
 
 
 async def test_a_refusal_is_on_the_durable_redis_and_counted_on_both(
