@@ -47,7 +47,8 @@ def serve(port: int, redis_url: str, durable_url: str | None = None) -> None:
         clock = SystemClock()
         people: Any = GroupCommit(connect_redis(redis_url))
         if durable_url:
-            people = MirroredRedis(people, Mirror(connect_redis(durable_url), Keys()))
+            people = MirroredRedis(people, Mirror(GroupCommit(connect_redis(durable_url)),
+                                                  Keys()))
         app = make_app(tokens=TokenSigner([KEY], clock, 90 * 86400),
                        state=State(people, Keys(), clock), metrics=Metrics())
         await start_http(app, "127.0.0.1", port)

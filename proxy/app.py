@@ -95,7 +95,8 @@ class Heed:
         self.audit = Audit(self.batched, self.keys, maxlen_global=settings.audit.max_entries,
                            max_age=settings.audit.max_age)
         people = (self.batched if self.durable is None
-                  else MirroredRedis(self.batched, Mirror(self.durable, self.keys)))
+                  else MirroredRedis(self.batched, Mirror(
+                      GroupCommit(self.durable, timeout=BATCH_TIMEOUT), self.keys)))
         self.state = State(people, self.keys, self.clock, secret=secret, audit=self.audit)
         self.queue = DelayQueue(self.durable or self.redis, self.keys)
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
