@@ -18,26 +18,25 @@ import math
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from proxy.audit import AuditEntry
 from proxy.errors import StateUnavailable
-from proxy.keys import Keys, domain_of
+from proxy.keys import domain_of
 from proxy.policy import Policy, lifecycle_stage
 from proxy.providers.catalog import Catalog
 from proxy.providers.guard import Throttles
 from proxy.providers.lookup import ProviderLookup
 from proxy.report.bulk import blind_domains, pauses
-from proxy.report.heard import repermission_answers, source_of
-from proxy.report.people import everyone
+from proxy.report.heard import Answers, source_of
+from proxy.report.people import SAMPLE, Population, survey
+from proxy.report.trail import Row, read_audit
 from proxy.state import State
+from proxy.types import PersonState
 
-CHUNK = 1000  # audit entries per XRANGE round trip
-SKEW = 3600.0  # stream ids carry Redis' clock, entries heed's: start an hour early, filter by `at`
 DELIVERED = ("delivered", "released")
 DROPPED = ("reject", "rejected", "discarded", "dropped-at-release")
 DELAYED = ("queued",)
@@ -49,11 +48,6 @@ DELAYED = ("queued",)
 CLICKS = {"one-click": 1, "mailto": 1, "page": 2, "preference-centre": 3}
 LINES = (0.001, 0.003)  # complaint-rate lines: 0.1 % (keep below), 0.3 % (never reach)
 _SHADOW = re.compile(r"shadow: would (\w+)\b.*?: ([a-z_][a-z0-9_-]*): ")
-
-
-def since_id(since: float) -> str:
-    """The XRANGE start id for entries recorded at ``since`` (ids are ms timestamps)."""
-    return f"{max(0, int((since - SKEW) * 1000))}-0"
 
 
 def _code(reason: str) -> str:
@@ -102,6 +96,9 @@ class Report:
     guarded: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     guard_now: dict[str, int] = field(default_factory=dict)  # domain -> complaints on record
     lifecycle: dict[str, Counter[str]] = field(default_factory=dict)
+    # Whose state the lifecycle and re-permission counts were read from: everyone, or a
+    # uniform sample (then each count is an estimate within ``people.margin``, 95 %).
+    people: Population = field(default_factory=lambda: Population(0, 0, True))
     # When the oldest entry the trail still keeps was recorded (audit.max_entries and
     # audit.max_age trim it): a window starting before it is not covered whole.
     oldest_kept: float | None = None
@@ -189,7 +186,7 @@ class _Reader:
         s = self.policy.streams.get(stream)
         return (s.list, s.marketing) if s is not None else None
 
-    def add(self, e: AuditEntry) -> None:
+    def add(self, e: Row) -> None:
         r = self.r
         r.entries += 1
         day = _day(e.at)
@@ -247,7 +244,7 @@ class _Reader:
             r.guarded[domain_of(e.recipient)]["dropped" if e.outcome in DROPPED else
                                               "held" if e.outcome in DELAYED else e.outcome] += 1
 
-    def _told(self, e: AuditEntry) -> None:
+    def _told(self, e: Row) -> None:
         """The tool heard of a tracked refusal (of this list, or of every list)."""
         for scope in (e.stream, "*"):
             since = self.refused.get((e.recipient, scope))
@@ -260,44 +257,41 @@ class _Reader:
             self.r.effect.append(max(0.0, self.last.get(key, at) - at))
 
 
+@lru_cache(maxsize=512)
+def _utc_day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+
+
 def _day(at: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(at))
+    """The UTC date of ``at`` (formatted once per day: a million entries span a few dozen)."""
+    return _utc_day(int(at // 86400))
 
 
-async def read_audit(redis: Any, keys: Keys, since: float,
-                     now: float) -> AsyncIterator[AuditEntry]:
-    """Yield trail entries recorded between ``since`` and ``now``, CHUNK per round trip."""
-    start = since_id(since)
-    while True:
-        try:
-            raw = await redis.xrange(keys.audit, start, "+", count=CHUNK)
-        except RedisError as exc:
-            raise StateUnavailable("redis unavailable") from exc
-        for _id, fields in raw:
-            entry = AuditEntry.from_fields(fields)
-            if since <= entry.at <= now:
-                yield entry
-        if len(raw) < CHUNK:
-            return
-        last = raw[-1][0]
-        start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+class _People:
+    """Folds each person read into the lifecycle and re-permission counts."""
 
+    def __init__(self, policy: Policy, now: float) -> None:
+        self.streams = [s for s in policy.streams.values() if s.marketing]
+        self.now = now
+        self.stages: dict[str, Counter[str]] = {s.name: Counter() for s in self.streams}
+        self.answers = Answers(policy)
 
-async def lifecycle(state: State, policy: Policy, now: float,
-                    batch: int = 500) -> dict[str, Counter[str]]:
-    """Stage counts per marketing stream over known people (``keys.people``) who may get it
-    (active consent to its list, or no consent needed); SSCAN and snapshots in batches."""
-    streams = [s for s in policy.streams.values() if s.marketing]
-    out: dict[str, Counter[str]] = {s.name: Counter() for s in streams}
-    async for person in everyone(state, batch):
-        for s in streams:
+    def add(self, person: PersonState) -> None:
+        """Stage per marketing stream the person may get (active consent to its list, or
+        no consent needed), or ``refused``; and their answer to a re-permission ask."""
+        for s in self.streams:
             if s.consent_required and s.list not in person.consents:
                 continue
             if any(scope in person.refusals for scope in (s.list, "*")):
-                out[s.name]["refused"] += 1
+                self.stages[s.name]["refused"] += 1
                 continue
-            out[s.name][lifecycle_stage(s, person, now)] += 1
-    return out
+            self.stages[s.name][lifecycle_stage(s, person, self.now)] += 1
+        self.answers.add(person)
+
+
+def _scaled(counts: dict[str, Counter[str]], people: Population) -> dict[str, Counter[str]]:
+    return {name: Counter({k: people.scale(v) for k, v in c.items()})
+            for name, c in counts.items()}
 
 
 async def guard_state(state: State, domains: list[str], now: float,
@@ -318,8 +312,10 @@ async def guard_state(state: State, domains: list[str], now: float,
 async def build_report(state: State, policy: Policy, *, since: float, now: float,
                        lookback: float, catalog: Catalog | None = None,
                        lookup: ProviderLookup | None = None,
-                       throttles: Throttles | None = None) -> Report:
-    """Every figure for the window [since, now]; ``lookback`` bounds the guard's count."""
+                       throttles: Throttles | None = None,
+                       sample: int | None = SAMPLE) -> Report:
+    """Every figure for the window [since, now]; ``lookback`` bounds the guard's count;
+    the lifecycle figures read ``sample`` people when there are more (None: everyone)."""
     report = Report(since=since, now=now, policy_version=policy.version)
     reader = _Reader(report, policy)
     async for entry in read_audit(state.redis, state.keys, since, now):
@@ -327,8 +323,10 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     reader.finish()
     first = await state.audit.oldest()
     report.oldest_kept = first.at if first is not None else None
-    report.lifecycle = await lifecycle(state, policy, now)
-    report.asked = await repermission_answers(state, policy)
+    folds = _People(policy, now)
+    report.people = await survey(state, folds.add, sample=sample)
+    report.lifecycle = _scaled(folds.stages, report.people)
+    report.asked = _scaled(folds.answers.counts, report.people)
     report.guard_now = await guard_state(state, sorted(set(report.complaints)
                                                        | set(report.guarded)), now, lookback)
     report.blind = await blind_domains(report.domains(), catalog or Catalog(), lookup)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from proxy.policy import Policy
-from proxy.report.people import everyone
-from proxy.state import State
+from proxy.types import PersonState
 
 # "engaged" audit details read "KIND via SOURCE (why)" (proxy/state.py engage).
 SOURCES = (("machine-click", "machine click (filtered)"), ("tracked link", "tracked click"),
@@ -27,26 +26,26 @@ def source_of(detail: str) -> str:
     return {"preference-visit": "preference centre", "manual": "manual"}.get(kind, kind)
 
 
-async def repermission_answers(state: State, policy: Policy,
-                               batch: int = 500) -> dict[str, Counter[str]]:
+class Answers:
     """Per stream that re-asks: people asked, and who said yes, no, or nothing since."""
-    streams = [s for s in policy.streams.values()
-               if any(getattr(r.condition, "repermission", False) for r in s.rules)]
-    out: dict[str, Counter[str]] = {s.name: Counter({a: 0 for a in ANSWERS}) for s in streams}
-    if not streams:
-        return out
-    async for person in everyone(state, batch):
-        for s in streams:
+
+    def __init__(self, policy: Policy) -> None:
+        self.streams = [s for s in policy.streams.values()
+                        if any(getattr(r.condition, "repermission", False) for r in s.rules)]
+        self.counts: dict[str, Counter[str]] = {
+            s.name: Counter({a: 0 for a in ANSWERS}) for s in self.streams}
+
+    def add(self, person: PersonState) -> None:
+        for s in self.streams:
             asked = person.repermission.get(s.name)
             if asked is None:
                 continue
-            out[s.name]["asked"] += 1
+            self.counts[s.name]["asked"] += 1
             yes = person.engagement.get("repermission-yes")
             no = [r for scope, r in person.refusals.items() if scope in (s.list, "*")]
             if yes is not None and yes.at >= asked:
-                out[s.name]["yes"] += 1
+                self.counts[s.name]["yes"] += 1
             elif any(r.at >= asked for r in no):
-                out[s.name]["no"] += 1
+                self.counts[s.name]["no"] += 1
             else:
-                out[s.name]["no answer"] += 1
-    return out
+                self.counts[s.name]["no answer"] += 1

@@ -19,6 +19,7 @@ from proxy.report.render_text import (
     iso,
     percent,
     rate_status,
+    sample_note,
 )
 
 _CSS = """
@@ -134,6 +135,8 @@ def render_html(r: Report) -> str:
 
     parts.append("<h2>Lifecycle</h2><p>People who may get each marketing stream, by stage "
                  "(refused: said no to it).</p>")
+    if note := sample_note(r):
+        parts.append(f'<p class="note">{escape(note[0].upper() + note[1:])}.</p>')
     order = (*STAGES, "refused")
     parts.append(svg.stacked("Lifecycle stages per stream", [
         (s, [(k, float(c[k])) for k in order if c[k]]) for s, c in r.lifecycle.items()]))

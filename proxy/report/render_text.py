@@ -26,6 +26,15 @@ def coverage_note(r: Report) -> str:
             "trimmed by audit.max_entries / audit.max_age, or never written).")
 
 
+def sample_note(r: Report) -> str:
+    """How the lifecycle and re-permission counts were made, when not from everyone."""
+    p = r.people
+    if p.exact:
+        return ""
+    return (f"estimated from a uniform sample of {p.read:,} of {p.total:,} people: each "
+            f"count within ±{p.margin:,} at 95 %; heed report --exact reads everyone")
+
+
 def duration(seconds: float) -> str:
     """A duration in the largest unit that keeps it readable."""
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
@@ -99,6 +108,8 @@ def as_dict(r: Report) -> dict[str, Any]:
                            "per_message_feedback": d not in r.blind} for d in r.domains()],
         },
         "lifecycle": {s: dict(c) for s, c in r.lifecycle.items()},
+        "people": {"total": r.people.total, "read": r.people.read, "exact": r.people.exact,
+                   "margin_95": r.people.margin},
         "engagement_by_source": dict(r.heard),
         "repermission": {s: dict(c) for s, c in r.asked.items()},
         "drops": {s: dict(c) for s, c in r.drops.items()},
@@ -163,6 +174,8 @@ def render_text(r: Report) -> str:
         out.append(f"  {d:<32} {r.complaints[d]:>6} / {r.by_domain[d]:>8}  "
                    f"{domain_rate(r, d):>18}  {domain_status(r, d)}")
     out += ["", "Lifecycle (people who may get each stream)"]
+    if note := sample_note(r):
+        out.append(f"  ({note})")
     for stream, stages in r.lifecycle.items():
         parts = ", ".join(f"{k} {n}" for k, n in stages.items()) or "nobody"
         out.append(f"  {stream:<16} {parts}")
@@ -170,6 +183,8 @@ def render_text(r: Report) -> str:
     out.append("  " + (", ".join(f"{k} {n}" for k, n in sorted(r.heard.items()))
                        or "nothing heard in this window"))
     out += ["", "Re-permission (people asked whether they still want mail, all time)"]
+    if note := sample_note(r):
+        out.append(f"  ({note})")
     for stream, answers in r.asked.items():
         out.append(f"  {stream:<16} " + ", ".join(f"{k} {n}" for k, n in answers.items()))
     if not r.asked:
