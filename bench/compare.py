@@ -363,22 +363,22 @@ class Heed:
         (site / "config").mkdir()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         heed = [sys.executable, "-m", "proxy"]
-        signers = []  # the shipped policy's streams send From both domains
+        # Every From domain of the shipped marketing streams gets a key (heed check wants one).
         for domain in ("news.example.com", "weekly.example.com"):
-            keygen = subprocess.run(heed + ["dkim", "keygen", domain, "s1", "--dir",
-                                            f"keys/{domain}"], cwd=site, env=env,
-                                    capture_output=True, text=True, timeout=60)
+            keygen = subprocess.run(heed + ["dkim", "keygen", domain, "s1", "--dir", "keys"],
+                                    cwd=site, env=env, capture_output=True, text=True,
+                                    timeout=60)
             if keygen.returncode != 0:
                 raise RuntimeError(f"heed dkim keygen failed: {keygen.stderr[-500:]}")
-            key = next((site / "keys" / domain).glob("*.pem"))
-            signers.append(f"{{domain: {domain}, selector: s1, key_file: {key}}}")
+        keys = ", ".join(f"{{domain: {p.name.split('.s1.')[0]}, selector: s1, key_file: {p}}}"
+                         for p in sorted((site / "keys").glob("*.pem")))
         (site / "config" / "heed.yaml").write_text(f"""
 smtp: {{listen: "127.0.0.1:{self.port}", max_sessions: 2000{smtp_options}}}
 upstream: {{host: 127.0.0.1, port: {upstream_port}, pool_size: 32}}
 redis: {{data_dir: var/redis{redis_options}}}
 http: {{listen: "127.0.0.1:{free_port()}", public_url: "https://heed.bench"}}
 unsubscribe: {{mailto_domain: heed.bench}}
-dkim: [{", ".join(signers)}]
+dkim: [{keys}]
 policies: policies
 """)
         check = subprocess.run(heed + ["check"], cwd=site, env=env, capture_output=True,

@@ -144,7 +144,8 @@ class Heed:
         own = (settings.smtp.hostname, settings.unsubscribe.mailto_domain, self.bounce_domain)
         boxes: list[LocalMail] = [UnsubscribeMailbox(
             self.tokens, self.state, settings.unsubscribe.mailto_domain), self.reports,
-            PostmasterMailbox(own, settings.smtp.postmaster, self.upstream)]
+            PostmasterMailbox(own, settings.smtp.postmaster, self.upstream,
+                              keep=self.reports.unread.keep)]
         if settings.replies.address:
             boxes.append(ReplyMailbox(self.state, self.batched, settings.replies.address,
                                       settings.unsubscribe.mailto_domain))

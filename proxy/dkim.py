@@ -89,13 +89,17 @@ class DkimSigner:
         found = key_domain(self._keys, domain)
         return list(self._keys[found]) if found is not None else []
 
-    def prepare(self, domain: str, body: bytes) -> PreparedBody:
-        """Hash the body once (RFC 6376 §3.7); sign each recipient's header block from it."""
+    def prepare(self, domain: str, body: bytes,
+                canonical: dict[tuple[bytes, bytes], tuple[bytes, bytes]] | None = None
+                ) -> PreparedBody:
+        """Hash the body once (RFC 6376 §3.7); sign each recipient's header block from it.
+        ``canonical``: a message's relaxed header fields, shared by its copies' bodies."""
         keys = self.for_domain(domain)
         bh = b""
         if keys:
             bh = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
-        return PreparedBody(keys, bh, self._clock, self._expire_after)
+        return PreparedBody(keys, bh, self._clock, self._expire_after,
+                            {} if canonical is None else canonical)
 
     def sign_message(self, data: bytes) -> bytes:
         """The whole message with DKIM-Signature fields prepended (for single copies and tests)."""
@@ -110,11 +114,15 @@ class PreparedBody:
     """One message body, hashed; ``sign`` costs one header hash and one private-key operation."""
 
     def __init__(self, keys: list[SigningKey], body_hash: bytes, clock: Clock,
-                 expire_after: float | None) -> None:
+                 expire_after: float | None,
+                 canonical: dict[tuple[bytes, bytes], tuple[bytes, bytes]]) -> None:
         self.keys = keys
         self.body_hash = body_hash
         self._clock = clock
         self._expire_after = expire_after
+        # field -> its relaxed form: the fields every copy shares are canonicalized once
+        # per message; only a copy's own (List-Unsubscribe, Feedback-ID) are new.
+        self._canonical = canonical
 
     def sign(self, header_block: bytes) -> bytes:
         """The ``DKIM-Signature: …\\r\\n`` fields to prepend (b"" when no key signs this domain)."""
@@ -122,8 +130,14 @@ class PreparedBody:
             return b""
         # Only the fields named in SIGNED can be selected by h=, so only they are
         # canonicalized (dkimpy canonicalizes every field, Received included).
-        canonical = [relaxed_header(name, value) for name, value in _parse(header_block)
-                     if name.lower() in SIGNED]
+        known = self._canonical
+        canonical = []
+        for field in _parse(header_block):
+            if field[0].lower() in SIGNED:
+                relaxed = known.get(field)
+                if relaxed is None:
+                    relaxed = known[field] = relaxed_header(*field)
+                canonical.append(relaxed)
         include = tuple([name for name, _ in canonical] + list(OVERSIGNED))
         now = int(self._clock.now())
         return b"".join(self._one(k, include, canonical, now) for k in self.keys)

@@ -69,7 +69,10 @@ class _Marketing:
             message = Message.parse(fit_long_lines(message.data))
         self.message = message
         self.domain = domain
-        self.dkim = signer.prepare(self.domain, message.body) if signer and self.domain else None
+        # The header fields every copy shares are canonicalized once (RFC 6376 §3.4.2).
+        self._canonical: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+        self.dkim = (signer.prepare(self.domain, message.body, self._canonical)
+                     if signer and self.domain else None)
         self._verp: dict[tuple[str, str], str] = {}  # (recipient, list) -> VERP token
         self._offer: Offer | None | bool = False  # False: not read yet
         self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
@@ -140,7 +143,7 @@ class _Marketing:
         if body is not self.message.body and dkim is not None and self.domain is not None \
                 and self.owner.signer:
             # The body changed (links, the ask, the footer): this copy gets its own body hash.
-            dkim = self.owner.signer.prepare(self.domain, body)
+            dkim = self.owner.signer.prepare(self.domain, body, self._canonical)
         if stream.name not in self._feedback:
             self._feedback[stream.name] = feedback_value(stream, self.message)
         feedback = self._feedback[stream.name]

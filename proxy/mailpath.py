@@ -14,8 +14,8 @@ from proxy.audit import Audit
 from proxy.bulk.gate import gate
 from proxy.classify import classify
 from proxy.clock import Clock
-from proxy.errors import StateUnavailable, UpstreamError
-from proxy.finish import Finisher, PreparedMessage, signed_one_click
+from proxy.errors import StateUnavailable
+from proxy.finish import Finisher, PreparedMessage
 from proxy.logs import FULL, LoggedAddress
 from proxy.message import Message
 from proxy.metrics import Metrics
@@ -24,19 +24,13 @@ from proxy.policy_store import PolicyStore
 from proxy.providers.guard import ProviderGuard
 from proxy.queue import DelayQueue, HeldMail
 from proxy.recorder import NO_INTENT, Delivery, Intent, Recorder
+from proxy.relay.copies import Upstream, relay_copies
 from proxy.repermission import claim, give_back
 from proxy.scheduler import Release, ReleaseOutcome
 from proxy.state import State
-from proxy.tell.offer import Offer
 from proxy.types import Action, Decision, DropMode, Envelope, PersonState
 
 log = logging.getLogger("heed.mailpath")
-
-
-class Upstream(Protocol):
-    async def send(
-        self, sender: str, recipients: Sequence[str], data: bytes
-    ) -> dict[str, tuple[int, str]]: ...
 
 
 class LinkStore(Protocol):
@@ -63,18 +57,6 @@ class DataOutcome:
     results: tuple[RecipientResult, ...] = ()
     detail: str = ""  # for REJECTED/TEMPFAIL: what went wrong, safe to show the client
     code: int | None = None  # the upstream's code when it refused the message
-
-
-@dataclass
-class _Copy:
-    stream: Stream
-    recipients: list[str]
-    data: bytes
-    sender: str = ""  # MAIL FROM of this copy: the tool's, or a VERP return path
-    signed: bool = False  # a marketing copy with a DKIM-covered one-click (see AuditEntry)
-    verp: str | None = None  # the VERP token in ``sender``, if it is one
-    body_link: str = ""  # marketing: "yes", "inserted" or "no" (a visible unsubscribe link)
-    offer: Offer | None = None  # the tool's own unsubscribe links it replaced
 
 
 class MailPath:
@@ -258,10 +240,10 @@ class MailPath:
         intent = asyncio.ensure_future(
             self.record.intent(envelope, message_id, correlation_id, decisions))
         try:
-            delivery = await self._deliver(prepared, envelope.sender,
-                                           [(policy.streams[d.stream], r)
-                                            for r, d in decisions.items()],
-                                           asked=asked)
+            delivery = await relay_copies(self.upstream, self.providers, prepared,
+                                          envelope.sender,
+                                          [(policy.streams[d.stream], r)
+                                           for r, d in decisions.items()], asked=asked)
         except BaseException:
             intent.cancel()
             raise
@@ -286,65 +268,6 @@ class MailPath:
         """Hold or reject the marketing copies that break a bulk-sender rule (proxy/bulk/)."""
         return {r: gate(policy.streams[d.stream], d, prepared.facts(policy.streams[d.stream]),
                         now) for r, d in decisions.items()}
-
-    async def _deliver(self, prepared: PreparedMessage, sender: str,
-                       targets: Sequence[tuple[Stream, str]], asked: set[str]) -> Delivery:
-        """Relay every copy: who got it, who was refused for good, who must wait."""
-        copies: list[_Copy] = []
-        shared: dict[str, _Copy] = {}
-        for stream, r in targets:
-            if prepared.per_recipient(stream):
-                data = prepared.build(stream, r, ask=r in asked)
-                token = prepared.verp_token(stream, r, sender)
-                copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
-                                    signed_one_click(data), token,
-                                    prepared.facts(stream).body_link,
-                                    prepared.tool_offer(stream, r)))
-            elif stream.name in shared:
-                shared[stream.name].recipients.append(r)
-            else:
-                shared[stream.name] = _Copy(stream, [r], prepared.build(stream, None), sender)
-                copies.append(shared[stream.name])
-        if len(copies) == 1:  # the common case: no task to create and schedule
-            results = [await self._send(copies[0].sender, copies[0])]
-        else:
-            results = await asyncio.gather(*(self._send(c.sender, c) for c in copies))
-        if self.providers is not None and any(e is not None or rej for rej, e in results):
-            # Transactional replies count too: the provider judges the sender, not the stream.
-            await self.providers.hear_replies(
-                [(r, f"{code} {text}") for (rej, _), c in zip(results, copies, strict=True)
-                 for r, (code, text) in rej.items()]
-                + [(r, e) for (_, e), c in zip(results, copies, strict=True) if e is not None
-                   for r in c.recipients])
-        out = Delivery()
-        for copy, (rejected, error) in zip(copies, results, strict=True):
-            for r in copy.recipients:
-                if error is not None:
-                    out.failed[r] = error
-                elif r in rejected and rejected[r][0] < 500:
-                    out.failed[r] = " ".join(map(str, rejected[r]))  # deferred: hold, retry
-                elif r in rejected:
-                    out.refused[r] = rejected[r]
-                else:
-                    out.sent.append(r)
-                    if copy.signed:
-                        out.signed.add(r)
-                    if copy.verp:
-                        out.verp[r] = (copy.verp, copy.stream.list, sender)
-                    if copy.offer:
-                        out.offers[r] = (copy.stream.list, copy.offer)
-                    if copy.body_link:
-                        out.body_link[r] = copy.body_link
-        return out
-
-    async def _send(self, sender: str, copy: _Copy
-                    ) -> tuple[dict[str, tuple[int, str]], str | None]:
-        try:
-            return await self.upstream.send(sender, copy.recipients, copy.data), None
-        except UpstreamError as exc:
-            if exc.temporary:
-                return {}, f"{exc.code} {exc.message}"
-            return {r: (exc.code, exc.message) for r in copy.recipients}, None
 
     # --- release from the delay queue ---------------------------------------------
     async def release(self, item: HeldMail) -> Release:

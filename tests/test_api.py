@@ -203,6 +203,22 @@ async def test_not_json_and_too_large(api: tuple[TestServer, State],
     assert await aredis.dbsize() == 0
 
 
+async def test_json_nested_past_the_parsers_depth_is_a_422(api: tuple[TestServer, State]) -> None:
+    # json.loads raises RecursionError (not ValueError) past its depth: it was a 500.
+    server, _ = api
+    deep = b"[" * 60_000
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(server.make_url("/api/events"), data=deep, headers=AUTH)
+        assert r.status == 422 and (await r.json())["error"] == "invalid JSON"
+        r = await s.post(server.make_url("/api/events/batch"), data=deep, headers=AUTH)
+        assert r.status == 422
+        r = await s.post(server.make_url("/api/events/batch"), headers={
+            **AUTH, "Content-Type": "application/x-ndjson"},
+            data=b'{"kind": "click", "address": "a@example.org"}\n' + deep + b"\n")
+        reply = await r.json()
+        assert r.status == 200 and (reply["accepted"], reply["failed"]) == (1, 1)
+
+
 async def test_batch_ndjson_and_array_line_by_line(api: tuple[TestServer, State]) -> None:
     server, state = api
     lines = [

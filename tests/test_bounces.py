@@ -436,3 +436,27 @@ def test_reports_that_make_no_event_are_kept_for_heed_bounces_unread(
     assert main(["bounces", "unread", "--redis", redis_url, "--show", kept[0].decode()]) == 0
     assert "Something went wrong somewhere." in capsys.readouterr().out
     assert main(["bounces", "unread", "--redis", redis_url, "--since", "soon"]) == 2
+    # A mistyped id is "no such report", not Redis's "Invalid stream ID" traceback.
+    assert main(["bounces", "unread", "--redis", redis_url, "--show", "17999x-0"]) == 1
+    assert "no kept report 17999x-0" in capsys.readouterr().err
+
+
+def test_a_bounce_built_to_make_the_readers_rescan_is_read_in_linear_time() -> None:
+    # Anyone can mail bounce@: a 1 MB line the address and host patterns rescanned from
+    # each character took ~10 minutes of the event loop (all mail stalled). Read in a
+    # child process, so a regression fails at the time limit instead of hanging the run.
+    import subprocess
+    import sys
+
+    script = """
+from proxy.providers.catalog import Catalog
+from proxy.signals.bounces import read_report
+head = b"From: MAILER-DAEMON@mx.example\\r\\nSubject: Undelivered Mail\\r\\n\\r\\n"
+for body in (b"a" * 1_000_000, b"a.a@" * 250_000, b"x@" + b"a-" * 500_000):
+    read_report(head + body)
+    Catalog().in_text("4.7.28 " + body.decode())
+print("read")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "read"

@@ -225,3 +225,22 @@ def test_cli_exits_non_zero_on_failure_and_zero_when_all_pass(
     assert bad.returncode == 1
     report = json.loads(bad.stdout)
     assert report["ok"] is False and all(c["fix"] for c in report["checks"] if not c["ok"])
+
+
+async def test_a_nameserver_that_never_answers_is_a_finding_not_a_crash(
+        redis_url: str, tmp_path: Path) -> None:
+    # The doctor is run when mail fails, DNS included: an egress host name that cannot
+    # be resolved (the nameserver is silent) is reported like every other DNS trouble.
+    settings = make_settings(redis_url=redis_url, upstream_port=9,
+                             policies=policy_dir(tmp_path, POLICY.format(domain="good.test")),
+                             http={"public_url": "http://heed.test"},
+                             dns={"nameservers": [f"127.0.0.1:{free_port()}"],
+                                  "timeout": "1s"},
+                             doctor={"egress": ["mta.good.test"]})
+    from proxy.tokens import TokenSigner
+
+    tokens = TokenSigner(list(settings.unsubscribe.keys), ManualClock(1_800_000_000.0), 9e6)
+    findings = await diagnose(settings, load_policies(settings.policies), tokens)
+    egress = [f for f in findings if f.subject == "mta.good.test"]
+    assert egress and not egress[0].ok and "DNS did not answer" in egress[0].said
+    assert not any("no egress configured" in f.said for f in findings)

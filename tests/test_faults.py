@@ -46,14 +46,11 @@ def test_redis_paused_or_down_only_451_and_nothing_unchecked(tmp_path: Path) -> 
 def test_upstream_failing_never_gets_a_250_and_held_mail_goes_out_when_back(
         tmp_path: Path) -> None:
     rows = {r["scenario"]: r for r in soak.upstream_faults(tmp_path, messages=8, sessions=4)}
-    for name in ("4xx at DATA (-r DATA)", "5xx at RCPT (-f RCPT)", "hangs up after . (-q .)"):
+    # A sink that answers DATA only after 30 s: the 354 is a command reply, awaited for
+    # upstream.timeout (3 s here); only the reply to the final dot waits data_timeout.
+    for name in ("4xx at DATA (-r DATA)", "5xx at RCPT (-f RCPT)", "hangs up after . (-q .)",
+                 "hangs at DATA (-W DATA:30)"):
         assert rows[f"upstream {name}"]["acked"] == 0, name  # no 250 the upstream did not give
-    # A sink that answers DATA after 30 s is slow, not failing: heed waits for it
-    # (upstream.data_timeout; aiosmtplib times DATA, the data and the final reply
-    # together, and RFC 5321 §4.5.3.2 allows minutes), so a client that waits as long
-    # may get a 250, but only for a copy the sink took.
-    hang = rows["upstream hangs at DATA (-W DATA:30)"]
-    assert hang["lost"] == 0 and hang["acked"] <= hang["arrived"], hang
     slow = rows["upstream slow (-W RCPT:1)"]
     assert (slow["acked"], slow["arrived"], slow["lost"]) == (8, 8, 0)
     back = rows["held mail, upstream 4xx then back"]

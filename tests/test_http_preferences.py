@@ -234,6 +234,22 @@ async def test_forms_need_the_nonce_and_a_same_site_origin(
     assert not any(k.endswith(":refusal") for k in keys)
 
 
+async def test_a_form_heed_cannot_decode_is_a_400_never_a_500(
+        centre: tuple[TestServer, State], tokens: TokenSigner, aredis: aioredis.Redis) -> None:
+    # Bad input gets a clear error: aiohttp raises LookupError for an unknown charset.
+    server, _ = centre
+    token = tokens.make(ADDRESS, "marketing", purpose=PREFERENCES)
+    async with aiohttp.ClientSession() as s:
+        nonce = nonce_of(await open_page(s, server, token))
+        r = await s.post(server.make_url(f"/p/{token}"), data=f"nonce={nonce}&action=leave",
+                         headers={"Content-Type": "application/x-www-form-urlencoded; "
+                                                  "charset=bogus"}, allow_redirects=False)
+        assert r.status == 400
+        assert "Nothing was changed" in await r.text()
+    keys = [k.decode() async for k in aredis.scan_iter("*")]
+    assert not any(k.endswith(":refusal") for k in keys)
+
+
 async def test_pause_resume_and_leave(centre: tuple[TestServer, State], tokens: TokenSigner,
                                       clock: ManualClock) -> None:
     server, state = centre

@@ -312,3 +312,29 @@ async def test_the_page_names_the_list_and_offers_leaving_everything(
         assert list((await state.snapshot("cy@example.org")).refusals) == ["weekly-digest"]
     finally:
         await server.close()
+
+
+def _multipart(headers: str, value: str = "One-Click") -> bytes:
+    return ('--zz\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n' + headers +
+            "\r\n\r\n" + value + "\r\n--zz--\r\n").encode()
+
+
+async def test_a_body_heed_cannot_decode_is_a_400_never_a_500(
+        http: tuple[TestServer, State], tokens: TokenSigner, aredis: aioredis.Redis) -> None:
+    # Bad input gets a clear error: an unknown charset or transfer encoding is the
+    # sender's mistake, not heed's (aiohttp raises LookupError/RuntimeError for them).
+    server, _ = http
+    token = tokens.make("eve@example.org", "marketing")
+    bodies = [
+        ("multipart/form-data; boundary=zz", _multipart("Content-Type: text/plain; charset=bogus")),
+        ("multipart/form-data; boundary=zz", _multipart("Content-Transfer-Encoding: bogus")),
+        ("multipart/form-data; boundary=zz", _multipart("Content-Transfer-Encoding: base64",
+                                                        "!!!")),
+    ]
+    async with aiohttp.ClientSession() as s:
+        for content_type, body in bodies:
+            r = await s.post(server.make_url(f"/u/{token}"), data=body,
+                             headers={"Content-Type": content_type})
+            assert r.status == 400, (content_type, body, r.status)
+            assert "text/html" in r.headers["Content-Type"]
+    assert await aredis.dbsize() == 0

@@ -75,3 +75,12 @@ def test_long_lines_are_re_encoded_quoted_printable_and_nothing_else_changes() -
     assert html.get_content().strip() == long_html
     short = b"From: a@example.com\r\n\r\n" + b"z" * 998 + b"\r\n"
     assert not has_long_lines(short) and fit_long_lines(short) == short
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1200), st.sampled_from([b"\r\n", b"\r", b"\n", b""])),
+                max_size=6))
+def test_has_long_lines_finds_999_octets_between_line_ends(lines: list[tuple[int, bytes]]) -> None:
+    """The definition: 999 octets without CR or LF (RFC 5321 §4.5.3.1.6), any line ends."""
+    body = b"".join(b"x" * n + end for n, end in lines)
+    assert has_long_lines(body) == (re.search(rb"[^\r\n]{999}", body) is not None)

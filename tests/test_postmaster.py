@@ -65,7 +65,7 @@ def test_postmaster_elsewhere_is_still_no_relay(heed: HeedThread, upstream: Upst
     assert upstream.received == []
 
 
-def test_without_an_address_postmaster_mail_is_accepted_and_logged(
+def test_without_an_address_postmaster_mail_is_accepted_logged_and_kept(
         redis_url: str, upstream: Upstream, policies: Path, clock: ManualClock,
         caplog: pytest.LogCaptureFixture) -> None:
     h = start(redis_url, upstream, policies, clock, None)
@@ -75,11 +75,16 @@ def test_without_an_address_postmaster_mail_is_accepted_and_logged(
             c.mail("someone@example.com")
             assert c.rcpt("postmaster@heed.test")[0] == 250
             assert c.data(NOTE)[0] == 250
+        # A 250 means kept (SPEC 5): the mail itself waits in `heed bounces unread`.
+        assert h.heed is not None
+        [kept] = h.call(h.heed.reports.unread.since(0))
     finally:
         h.stop()
     assert upstream.received == []
     [record] = [r for r in caplog.records if "postmaster" in r.getMessage()]
     assert record.subject == "your mail bounced" and record.sender == "someone@example.com"
+    assert kept.data.endswith(b"hello\r\n") and kept.subject == "your mail bounced"
+    assert "smtp.postmaster" in kept.why
 
 
 def test_a_refused_relay_is_451_so_the_sender_keeps_it(

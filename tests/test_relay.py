@@ -1,10 +1,10 @@
-"""The upstream client against a real aiosmtpd server: pooling and failure mapping."""
+"""The upstream client against real aiosmtpd servers, with and without PIPELINING."""
 
 from __future__ import annotations
 
 import asyncio
 import smtplib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,14 +41,36 @@ def client(port: int, timeout: float = 5, pool_size: int = 4) -> SmtpUpstream:
 def count_sessions(handler: CaptureHandler) -> list[int]:
     """Count EHLOs the upstream sees: one per connection."""
     ehlos = [0]
+    offer = getattr(handler, "handle_EHLO", None)
 
     async def handle_EHLO(server, session, envelope, hostname, responses):  # noqa: ANN001,ANN202,N802
         ehlos[0] += 1
+        if offer is not None:
+            responses = await offer(server, session, envelope, hostname, responses)
         session.host_name = hostname  # what aiosmtpd's own EHLO would have recorded
         return responses
 
     handler.handle_EHLO = handle_EHLO  # type: ignore[attr-defined]
     return ehlos
+
+
+class Pipelining(CaptureHandler):
+    """aiosmtpd reads pipelined commands line by line; this one also says so (RFC 2920)."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001,ANN201,N802
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+@pytest.fixture(params=["lock-step", "pipelining"])
+def upstream(request: pytest.FixtureRequest) -> Iterator[Upstream]:
+    """Every test here against an aiosmtpd that offers PIPELINING and one that does not."""
+    handler = Pipelining() if request.param == "pipelining" else CaptureHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield Upstream("127.0.0.1", port, handler)
+    controller.stop()
 
 
 @pytest.fixture

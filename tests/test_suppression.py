@@ -222,3 +222,26 @@ async def test_the_person_lifts_only_their_own_unsubscribe(aredis: aioredis.Redi
     assert "*" in (await state.snapshot("bo@example.org")).refusals
     [entry] = (await Audit(aredis, keys).recent(A, 1))
     assert entry.outcome == "re-subscribed" and "preference centre" in entry.detail
+
+
+async def test_an_unreadable_csv_row_is_reported_and_the_rows_before_it_kept(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tmp_path: Path) -> None:
+    # A field over the csv module's limit (131072 characters) raised csv.Error out of
+    # the import: a traceback, and no word on which line.
+    state = State(aredis, keys, clock)
+    text = ("email,created\n" f"{A},1799990000\n"
+            f'"{"x" * 200_000}",1799990000\n' "bo@example.org,1799990000\n")
+    (tmp_path / "sendgrid.csv").write_text(text)
+    report = await suppression.import_file(state, tmp_path / "sendgrid.csv", "sendgrid")
+    assert report.imported == 1
+    assert len(report.errors) == 1 and report.errors[0].startswith("after line 2: unreadable CSV")
+    assert (await state.snapshot(A)).refusals["*"].kind == "unsubscribe"
+
+
+async def test_json_nested_past_the_parsers_depth_is_a_reported_row(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock, tmp_path: Path) -> None:
+    state = State(aredis, keys, clock)
+    (tmp_path / "deep.jsonl").write_text('{"email": "' + A + '", "created": 1799990000}\n'
+                                         + '{"a":' + "[" * 60_000 + "\n")
+    report = await suppression.import_file(state, tmp_path / "deep.jsonl", "sendgrid")
+    assert report.imported == 1 and report.errors == ["line 2: not JSON"]

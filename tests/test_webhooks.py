@@ -373,3 +373,103 @@ async def test_unconfigured_services_are_404(aredis: aioredis.Redis, keys: Keys,
     with pytest.raises(ConfigError):
         add_webhooks(app, state=state, rules=EventRules(), clock=clock,
                      settings=WebhookSettings(sendgrid_public_key="bm90IGEga2V5"))
+
+
+async def test_mailgun_retry_after_a_503_is_recorded_not_called_a_replay(
+        aredis: aioredis.Redis, redis_url: str, keys: Keys, clock: ManualClock) -> None:
+    # Mailgun retries a failed delivery with the same signed token. When Redis took the
+    # token but not the event (a 503), that retry must be heard, or the bounce is lost.
+    # A real Redis ACL user that may only SET the nonce makes the record fail after it.
+    user, password = "hooks-review", "hooks-password-0123"
+    await aredis.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}",
+                                 f"~{keys.prefix}:nonce:*", "+@connection", "+set", "+ping")
+    limited = aioredis.Redis.from_url(redis_url, username=user, password=password)
+    state = State(limited, keys, clock)
+    tokens = TokenSigner([UnsubscribeKey("t1", b"test-secret-0123456789abcdef")], clock, 9e6)
+    app = make_app(tokens=tokens, state=state, metrics=Metrics())
+    add_webhooks(app, state=state, rules=EventRules(), clock=clock, fetch=Fetcher(),
+                 settings=WebhookSettings(mailgun_signing_key=MAILGUN_KEY))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        body = mailgun_body(clock, "r" * 50, MAILGUN_FAILED)
+        nonce = keys.webhook_nonce("mailgun", "r" * 50)
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 503  # the refusal could not be written: Mailgun will retry
+        # Not even the release could be written: the token is held briefly, not for the
+        # whole replay window, so Mailgun's retry (minutes later) is still heard.
+        assert 0 < await aredis.ttl(nonce) <= 60
+        await aredis.execute_command("ACL", "SETUSER", user, "+del")
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 401  # within those seconds: refused, as a replay would be
+        await aredis.delete(nonce)  # Redis's own clock cannot be moved: as if 60 s passed
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 503 and not await aredis.exists(nonce)  # released at once
+        await aredis.execute_command("ACL", "SETUSER", user, "allkeys", "+@all")
+        status, reply = await post(server, "/webhooks/mailgun", body)  # Mailgun's retry
+        assert (status, reply["outcomes"]) == (200, ["refused"])
+        assert (await State(aredis, keys, clock).snapshot("ida@example.org")).refusals
+        assert await aredis.ttl(nonce) > 60  # recorded: held for the whole replay window
+        status, _ = await post(server, "/webhooks/mailgun", body)
+        assert status == 401  # once recorded, the same token again is a replay
+    finally:
+        await server.close()
+        await limited.aclose()
+        await aredis.execute_command("ACL", "DELUSER", user)
+
+
+async def test_fields_of_the_wrong_type_are_skipped_never_a_500(
+        hooks: tuple[TestServer, State, Fetcher], clock: ManualClock) -> None:
+    # Signed or authenticated, a payload is still input: a list where a name belongs
+    # was a TypeError (500, retried forever); the good events beside it are kept.
+    server, state, _ = hooks
+    odd = {"email": "ivy@example.org", "event": ["bounce"], "sg_event_id": "b2Rk"}
+    body = json.dumps([odd, SENDGRID[2]]).encode()
+    status, reply = await post(server, "/webhooks/sendgrid", body,
+                               sendgrid_headers(body, str(int(clock.now()))))
+    assert (status, reply["outcomes"]) == (200, ["refused"])
+    bounce = {**SES_BOUNCE, "bounce": {**SES_BOUNCE["bounce"], "bouncedRecipients": [
+        "ana@example.org", *SES_BOUNCE["bounce"]["bouncedRecipients"]]}, "mail": []}
+    status, reply = await post(server, "/webhooks/ses", json.dumps(sns(bounce)))
+    assert (status, reply["outcomes"]) == (200, ["refused"])
+    failed = {**MAILGUN_FAILED, "delivery-status": "550 gone", "recipient": "jay@example.org"}
+    status, reply = await post(server, "/webhooks/mailgun", mailgun_body(clock, "w" * 50, failed))
+    assert (status, reply["outcomes"]) == (200, ["refused"])
+    status, reply = await post(server, "/webhooks/mailgun", mailgun_body(
+        clock, "x" * 50, {**MAILGUN_FAILED, "event": ["failed"]}))
+    assert (status, reply["outcomes"]) == (200, [])
+    for odd_postmark in ({**POSTMARK_BOUNCE, "Type": ["HardBounce"]},
+                         {"RecordType": "SubscriptionChange", "Recipient": "kay@example.org",
+                          "SuppressSending": True, "SuppressionReason": ["HardBounce"]}):
+        status, reply = await post(server, "/webhooks/postmark/s3cr3t-path",
+                                   json.dumps(odd_postmark))
+        assert (status, reply["outcomes"]) == (200, []), odd_postmark
+    assert (await state.snapshot("eve@example.org")).refusals["*"].kind == "complaint"
+    assert (await state.snapshot("jay@example.org")).refusals["*"].kind == "bounce"
+    assert (await state.snapshot("lea@example.org")).refusals == {}
+    assert (await state.snapshot("kay@example.org")).refusals == {}
+
+
+async def test_json_nested_past_the_parsers_depth_is_a_400_before_any_signature(
+        hooks: tuple[TestServer, State, Fetcher], aredis: aioredis.Redis) -> None:
+    # Anyone can POST here: a body of 100,000 "[" made json.loads raise RecursionError
+    # (a 500) before the signature was looked at.
+    server, _, _ = hooks
+    for path in ("/webhooks/mailgun", "/webhooks/ses", "/webhooks/postmark/s3cr3t-path"):
+        status, reply = await post(server, path, "[" * 100_000)
+        assert status == 400 and reply["error"] == "not JSON", (path, status)
+    assert await aredis.dbsize() == 0
+
+
+@pytest.mark.parametrize("url", [
+    "https://sns.evil.s3.amazonaws.com/cert.pem",  # "*" is one DNS label, not several
+    "https://sns.eu-west-1.amazonaws.com.evil.example/cert.pem",
+    "https://sns.eu-west-1.amazonaws.com:99999/cert.pem",  # a port out of range: no 500
+    "http://sns.eu-west-1.amazonaws.com/cert.pem",
+])
+async def test_ses_certificate_from_a_host_outside_the_allow_list_is_401(
+        hooks: tuple[TestServer, State, Fetcher], aredis: aioredis.Redis, url: str) -> None:
+    server, _, fetcher = hooks
+    status, reply = await post(server, "/webhooks/ses", json.dumps(sns(SES_BOUNCE, url=url)))
+    assert (status, reply["error"]) == (401, "signing certificate URL not allowed")
+    assert fetcher.urls == [] and await aredis.dbsize() == 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import functools
 import html
 import quopri
 import re
+from typing import NamedTuple
 
 from proxy.bulk.bodylink import body_parts
 from proxy.http.i18n import RTL
@@ -61,19 +63,37 @@ def insert_footer(data: bytes, url: str, lang: str) -> bytes:
     return data if new_body is None else head + b"\r\n" + new_body
 
 
+class _Head(NamedTuple):
+    ctype: str
+    attachment: bool
+    boundary: str | None
+    cte: str
+    charset: str
+
+
+# Each recipient's copy gets the footer with its own link: the same part headers are
+# read once per message, not once per copy (the email parser is the slow part here).
+@functools.lru_cache(maxsize=512)
+def _head(head: bytes) -> _Head:
+    msg = email.message_from_bytes(head + b"\r\n", policy=email.policy.compat32)
+    boundary = msg.get_param("boundary")
+    return _Head(msg.get_content_type(), msg.get_content_disposition() == "attachment",
+                 str(boundary) if boundary else None,
+                 str(msg.get("Content-Transfer-Encoding", "7bit")).strip().lower(),
+                 msg.get_content_charset() or "us-ascii")
+
+
 def _part(head: bytes, body: bytes, url: str, lang: str, done: set[str]) -> bytes | None:
     """The part's new body, or None when nothing in it changed."""
-    msg = email.message_from_bytes(head + b"\r\n", policy=email.policy.compat32)
-    ctype = msg.get_content_type()
-    if msg.get_content_disposition() == "attachment":
+    facts = _head(head)
+    ctype = facts.ctype
+    if facts.attachment:
         return None
     if ctype.startswith("multipart/"):
-        boundary = msg.get_param("boundary")
-        return _multipart(body, str(boundary), url, lang, done) if boundary else None
+        return _multipart(body, facts.boundary, url, lang, done) if facts.boundary else None
     if ctype not in ("text/plain", "text/html") or ctype in done:
         return None
-    new = _leaf(ctype, body, str(msg.get("Content-Transfer-Encoding", "7bit")).strip().lower(),
-                msg.get_content_charset() or "us-ascii", url, lang)
+    new = _leaf(ctype, body, facts.cte, facts.charset, url, lang)
     if new is not None:
         done.add(ctype)
     return new

@@ -128,7 +128,8 @@ async def dmarc(dns: Dns, domain: str, signing: str | None) -> Finding:
 
 async def spf(dns: Dns, domain: str, egress: list[str]) -> Finding:
     if not egress:
-        return Finding("spf", domain, False, "no egress configured to check SPF against",
+        return Finding("spf", domain, False, "no egress IP to check SPF against "
+                                             "(doctor.egress empty, or its names unresolved)",
                        "set doctor.egress to the IPs or host names your upstream MTA sends from")
     try:
         results = {ip: await check_host(dns, domain, ip) for ip in egress}

@@ -20,6 +20,8 @@ from proxy.providers.lookup import make_resolver
 from proxy.settings import Settings
 from proxy.tokens import TokenSigner
 
+DNS_FIX = "check dns.nameservers and that the zone's servers answer"
+
 
 def domains_of(settings: Settings, policy: Policy) -> list[str]:
     """Every sending domain the policy and config name, in order, once."""
@@ -31,24 +33,32 @@ async def _guarded(name: str, subject: str, work: Awaitable[list[Finding]]) -> l
     try:
         return await work
     except DnsTrouble as exc:
-        return [Finding(name, subject, False, f"DNS did not answer ({exc})",
-                        "check dns.nameservers and that the zone's servers answer")]
+        return [Finding(name, subject, False, f"DNS did not answer ({exc})", DNS_FIX)]
 
 
 async def _one(item: Awaitable[Finding]) -> list[Finding]:
     return [await item]
 
 
-async def _egress(dns: Dns, egress: tuple[str, ...]) -> list[str]:
-    """The egress as IPs (host names resolved)."""
+async def _found(findings: list[Finding]) -> list[Finding]:
+    return findings
+
+
+async def _egress(dns: Dns, egress: tuple[str, ...]) -> tuple[list[str], list[Finding]]:
+    """The egress as IPs (host names resolved), and a finding per name DNS did not answer
+    for (the doctor runs when things fail: a silent nameserver is reported, not raised)."""
     out: list[str] = []
+    trouble: list[Finding] = []
     for e in egress:
         try:
             ipaddress.ip_address(e)
             out.append(e)
         except ValueError:
-            out += await dns.addresses(e)
-    return out
+            try:
+                out += await dns.addresses(e)
+            except DnsTrouble as exc:
+                trouble.append(Finding("ptr", e, False, f"DNS did not answer ({exc})", DNS_FIX))
+    return out, trouble
 
 
 async def diagnose(settings: Settings, policy: Policy, tokens: TokenSigner, *,
@@ -59,8 +69,8 @@ async def diagnose(settings: Settings, policy: Policy, tokens: TokenSigner, *,
     signer = signer or DkimSigner(settings.dkim, SystemClock())
     domains = [only.lower()] if only else domains_of(settings, policy)
     keyed = {k.domain for k in settings.dkim}
-    egress = await _egress(dns, settings.doctor.egress)
-    work: list[Awaitable[list[Finding]]] = []
+    egress, unresolved = await _egress(dns, settings.doctor.egress)
+    work: list[Awaitable[list[Finding]]] = [_found(unresolved)]
     for d in domains:
         work += [
             _guarded("dkim", d, checks.dkim_keys(dns, signer, d)),
@@ -77,7 +87,7 @@ async def diagnose(settings: Settings, policy: Policy, tokens: TokenSigner, *,
         work.append(_guarded("spf", bounce, _one(checks.spf(dns, bounce, egress))))
     work.append(_guarded("bounce", bounce, _one(checks.bounce_route(dns, settings))))
     work += [_guarded("ptr", ip, _one(checks.ptr(dns, ip))) for ip in egress]
-    if not egress:
+    if not settings.doctor.egress:
         work.append(_one(_no_egress()))
     token = tokens.make(DRY_RUN_ADDRESS, "heed-doctor")
     work.append(_one(checks.unsubscribe(f"{settings.http.public_url}/u/{token}",

@@ -92,7 +92,7 @@ class Api:
             return problem(413, f"an event is at most {MAX_EVENT} bytes")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested past json's depth
             return problem(422, "invalid JSON", fields={"": "the body is not JSON"})
         parsed = parse_event(data, "api", self.clock.now())
         if not isinstance(parsed, Event):
@@ -198,6 +198,8 @@ def _lines(body: bytes) -> list[tuple[int, Any]] | str:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
             return f"invalid JSON array ({exc.msg} at line {exc.lineno})"
+        except RecursionError:
+            return "invalid JSON array (nested too deep)"
         return list(enumerate(items, 1))
     out: list[tuple[int, Any]] = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -207,6 +209,8 @@ def _lines(body: bytes) -> list[tuple[int, Any]] | str:
             out.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
             out.append((number, f"invalid JSON ({exc.msg})"))
+        except RecursionError:
+            out.append((number, "invalid JSON (nested too deep)"))
     return out
 
 

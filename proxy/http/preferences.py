@@ -45,6 +45,7 @@ from proxy.http.prefs_pages import (
     form_error_page,
     gone_page,
 )
+from proxy.http.unsubscribe import BAD_FORM
 from proxy.http.unsubscribe import html as _html
 from proxy.policy_store import PolicyStore
 from proxy.state import State
@@ -168,7 +169,7 @@ class PreferenceCentre:
         token = request.match_info["token"]
         try:
             form = await request.post()
-        except ValueError:
+        except BAD_FORM:  # undecodable (charset, encoding): the sender's error, not a 500
             return html(form_error_page(lang), 400)
         if not self._form_ok(request, token, str(form.get("nonce", ""))):
             return html(form_error_page(lang), 403)

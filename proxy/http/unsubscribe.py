@@ -22,6 +22,10 @@ from proxy.tokens import PREFERENCES, TokenClaims, TokenSigner, mask_address
 
 log = logging.getLogger("heed.http")
 
+# What aiohttp raises for a form it cannot decode: a malformed multipart body (ValueError),
+# an unknown charset (LookupError), an unknown transfer or content encoding (RuntimeError).
+BAD_FORM = (ValueError, LookupError, RuntimeError)
+
 
 # The address of `heed doctor`'s one-click test token: .invalid can never be a mailbox
 # (RFC 2606 §2), so no person's "no" is ever skipped by this.
@@ -43,7 +47,7 @@ async def is_one_click(request: web.Request) -> bool:
         # words is read alike, so a sloppy mailbox provider still gets the person out.
         text = (await request.read()).decode("utf-8", "replace").strip()
         return "One-Click" in parse_qs(text).get("List-Unsubscribe", [])
-    except ValueError:  # a malformed multipart body
+    except BAD_FORM:
         return False
 
 
@@ -53,7 +57,7 @@ async def _field(request: web.Request, name: str) -> object:
             return (await request.post()).get(name)
         text = (await request.read()).decode("utf-8", "replace").strip()
         return parse_qs(text).get(name, [""])[0]
-    except ValueError:
+    except BAD_FORM:
         return None
 
 

@@ -29,6 +29,7 @@ from proxy.state import State
 log = logging.getLogger("heed.webhooks")
 
 MAX_BODY = 4 * 1024 * 1024  # SendGrid batches up to thousands of events per POST
+PENDING = 60  # seconds a Mailgun token is held before its event is recorded
 
 
 def _same(given: str, wanted: str) -> bool:
@@ -79,6 +80,10 @@ class Webhooks:
         except StateUnavailable:
             self._count(service, "unavailable")
             return problem(503, "state store unavailable; try again")
+        except (TypeError, AttributeError):  # a field of a type the service never sends
+            log.warning("%s webhook payload not in the documented shape", service, exc_info=True)
+            self._count(service, "bad")
+            return problem(400, "payload not in the service's documented shape")
         return await self._record(service, events)
 
     async def ses(self, request: web.Request) -> web.Response:
@@ -115,25 +120,54 @@ class Webhooks:
         return await self._handle(request, "sendgrid", work)
 
     async def _first_use(self, token: str, ttl: float) -> bool:
+        # Taken for PENDING seconds only until the event is recorded (_keep): when Redis
+        # fails in between, Mailgun's retry (same token, minutes later) is still heard.
         try:
             return bool(await self.state.redis.set(
                 self.state.keys.webhook_nonce("mailgun", token), b"1", nx=True,
-                ex=max(1, int(ttl))))
+                ex=max(1, min(PENDING, int(ttl)))))
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
+
+    async def _keep(self, token: str, ttl: float) -> None:
+        try:
+            await self.state.redis.expire(self.state.keys.webhook_nonce("mailgun", token),
+                                          max(1, int(ttl)))
+        except RedisError:
+            log.warning("mailgun token recorded for %d s only (redis unavailable)", PENDING)
+
+    async def _forget(self, token: str) -> None:
+        try:
+            await self.state.redis.delete(self.state.keys.webhook_nonce("mailgun", token))
+        except RedisError:
+            log.warning("mailgun token not released; it expires in %d s", PENDING)
 
     async def mailgun(self, request: web.Request) -> web.Response:
         key = self.settings.mailgun_signing_key
         if not key:
             raise web.HTTPNotFound()
+        taken: list[str] = []
+
+        async def first_use(token: str, ttl: float) -> bool:
+            fresh = await self._first_use(token, ttl)
+            if fresh:
+                taken.append(token)
+            return fresh
 
         async def work(body: bytes) -> list[Event]:
             payload = mailgun.parse(body)
             await mailgun.verify(key, payload, self.clock.now(), self.settings.mailgun_max_age,
-                                 self._first_use)
+                                 first_use)
             return mailgun.events(payload, self.clock.now())
 
-        return await self._handle(request, "mailgun", work)
+        response = await self._handle(request, "mailgun", work)
+        if taken and response.status < 300:
+            await self._keep(taken[0], 2 * self.settings.mailgun_max_age)
+        elif taken:
+            # Mailgun retries with the same signed token: a token whose event was not
+            # recorded must not make that retry look like a replay (the event would be lost).
+            await self._forget(taken[0])
+        return response
 
     def _basic_ok(self, request: web.Request) -> bool:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")

@@ -33,6 +33,10 @@ class Provider:
         return any(host == s or host.endswith("." + s) for s in self.mx)
 
 
+_WORD = re.compile(r"[a-z0-9.-]+")
+_HOST = re.compile(r"[a-z0-9][a-z0-9.-]*\.[a-z]{2,}")
+
+
 def _signals(*pairs: tuple[str, str]) -> tuple[Signal, ...]:
     return tuple(Signal(re.compile(p, re.IGNORECASE), c) for p, c in pairs)
 
@@ -97,10 +101,15 @@ class Catalog:
 
     def in_text(self, text: str) -> Provider | None:
         """A provider named by a host in the text ("mta6.am0.yahoodns.net said: …")."""
-        for host in re.findall(r"[a-z0-9][a-z0-9.-]*\.[a-z]{2,}", text.lower()):
-            found = self.by_host(host)
-            if found is not None:
-                return found
+        # Word by word (linear): one regex over the whole text rescanned a long run from
+        # each of its characters, and a DSN's text is anyone's to write.
+        for word in _WORD.findall(text.lower()):
+            if len(word) > 253:  # RFC 1035 §2.3.4: longer is no host name
+                continue
+            for host in _HOST.findall(word):
+                found = self.by_host(host)
+                if found is not None:
+                    return found
         return None
 
     def signal(self, text: str, hint: Provider | None = None) -> tuple[Provider, str] | None:

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from proxy.keys import normalise_address
 from proxy.state import is_address
 
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# The lookbehind starts a match only where a run of local-part characters starts: without
+# it, a long run with no "@" (anyone can mail a bounce) is rescanned from each of its
+# characters, quadratic time on the event loop. The matches are the same.
+_ADDRESS = re.compile(r"(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])"
+                      r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # Where the returned original starts in a prose bounce (the notice is above it).
 _ORIGINAL = re.compile(
     r"^(?:[ \t]*-{2,}.*(?:original|copy of|below this line|returned|headers? of|"
@@ -39,6 +43,9 @@ _QUOTED_HEADER = re.compile(r"\s*(?:to|cc)\s*:\s*(?:[^<\n]*<)?", re.IGNORECASE)
 _MAILER = re.compile(r"^(?:mailer-daemon|postmaster|double-bounce|bounce|no-?reply|"
                      r"abuse|root)[@+]", re.IGNORECASE)
 _BLOCK_LINES = 12
+MAX_NOTICE = 1024 * 1024  # characters of a notice read as prose
+MAX_NAMED = 1000  # addresses looked at in one notice
+MAX_LINE = 4096  # characters of a line looked back over for what precedes an address
 _IN_URL = re.compile(r"[/=&%?]")  # a link's query (SNS's "&Endpoint=…"), not a recipient
 _TAG = re.compile(r"<[^>]*>|&nbsp;")
 _UNFOLD = re.compile(r"\r?\n[ \t]+")
@@ -161,7 +168,8 @@ def read(data: bytes) -> Reading:
     # An HTML notice (with its tags dropped) only when there is no plain one.
     text = "\n".join(notice or [_TAG.sub(" ", h) for h in html])
     cut = _cut(text)
-    out.notice, rest = text[:cut], text[cut:]
+    # Anyone can mail a "bounce": what is read as prose is bounded (no MTA writes more).
+    out.notice, rest = text[:min(cut, MAX_NOTICE)], text[cut:]
     out.original = "\n".join([rest, *original])
     return out
 
@@ -214,10 +222,13 @@ def _cut(text: str) -> int:
 def prose_failures(notice: str, original_from: set[str]) -> list[Failure]:
     """Failed recipients named in a notice, each with the words up to the next one."""
     found: list[tuple[int, str]] = []
-    for match in _ADDRESS.finditer(notice):
+    for n, match in enumerate(_ADDRESS.finditer(notice)):
+        if n == MAX_NAMED:
+            break  # bounded work per report: each name below costs a look back
         addr = normalise_address(match.group(0).strip(".'\""))
         before = notice[max(0, match.start() - 40):match.start()]
-        line = notice[notice.rfind("\n", 0, match.start()) + 1:match.start()]
+        lo = max(0, match.start() - MAX_LINE)  # a longer line is read from here
+        line = notice[max(lo, notice.rfind("\n", lo, match.start()) + 1):match.start()]
         if (_MAILER.match(addr) or addr in original_from or _NOT_RECIPIENT.search(before)
                 or _QUOTED_HEADER.fullmatch(line) or _IN_URL.search(addr.partition("@")[0])
                 or not is_address(addr)):
@@ -232,6 +243,7 @@ def prose_failures(notice: str, original_from: set[str]) -> list[Failure]:
         # Up to the line that names the next recipient (or the end of the notice).
         end = notice.rfind("\n", 0, found[i + 1][0]) + 1 if i + 1 < len(found) else len(notice)
         # What is said about a recipient follows it closely; further down is other text.
-        block = notice[line_start:max(end, start)].split("\n")[:_BLOCK_LINES]
+        block = notice[line_start:min(max(end, start), line_start + MAX_LINE * _BLOCK_LINES)
+                       ].split("\n")[:_BLOCK_LINES]
         out.append(Failure(addr, "failed", "", "\n".join(block)))
     return out

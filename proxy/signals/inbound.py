@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email.policy
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from email.parser import BytesParser
 from typing import Any
 
@@ -58,12 +58,15 @@ class UnsubscribeMailbox:
 
 class PostmasterMailbox:
     """``postmaster`` and ``postmaster@`` heed's own domains, accepted from anyone (RFC 5321
-    §4.5.1) and relayed to ``smtp.postmaster``; with none set, logged so it is not unseen."""
+    §4.5.1) and relayed to ``smtp.postmaster``; with none set, logged and kept with the
+    unread reports (``keep``), so the 250 it got still means kept (SPEC 5)."""
 
-    def __init__(self, domains: Iterable[str], forward_to: str | None, upstream: Any) -> None:
+    def __init__(self, domains: Iterable[str], forward_to: str | None, upstream: Any,
+                 keep: Callable[[str, bytes, str], Awaitable[None]] | None = None) -> None:
         self.domains = {d.lower() for d in domains if d}
         self.forward_to = forward_to
         self.upstream = upstream
+        self.keep = keep
 
     def accepts(self, address: str) -> bool:
         local, at, domain = normalise_address(address).rpartition("@")
@@ -79,6 +82,8 @@ class PostmasterMailbox:
                         extra={"sender": sender, "subject": str(head.get("Subject", "")),
                                "message_id": str(head.get("Message-ID", "")),
                                "size": len(data)})
+            if self.keep is not None:  # StateUnavailable: the edge answers 451
+                await self.keep(address, data, "mail to postmaster; smtp.postmaster not set")
             return
         refused = await self.upstream.send(sender, [self.forward_to], data)
         if refused:

@@ -73,7 +73,11 @@ class Unread:
         return [_report(entry_id, fields) for entry_id, fields in rows]
 
     async def get(self, report_id: str) -> UnreadReport | None:
-        rows = await self.redis.xrange(self.keys.unread, min=report_id, max=report_id)
+        """The kept report of that id; None for none, a mistyped id included."""
+        try:
+            rows = await self.redis.xrange(self.keys.unread, min=report_id, max=report_id)
+        except ResponseError:  # "Invalid stream ID": no report has it
+            return None
         return _report(*rows[0]) if rows else None
 
 

@@ -48,7 +48,7 @@ def _records(text: str, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[str, 
     if stripped.startswith(("{", "[")):
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past json's depth
             doc = None
         if doc is not None:
             items = doc if isinstance(doc, list) else next(
@@ -63,17 +63,20 @@ def _records(text: str, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[str, 
             if line.strip():
                 try:
                     item = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     yield f"line {n}: not JSON"
                     continue
                 yield (f"line {n}", item) if isinstance(item, dict) else f"line {n}: not an object"
         return
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        yield "line 1: no header row"
-        return
-    for record in reader:
-        yield f"line {reader.line_num}", {k.strip(): v for k, v in record.items() if k}
+    try:
+        if not reader.fieldnames:
+            yield "line 1: no header row"
+            return
+        for record in reader:
+            yield f"line {reader.line_num}", {k.strip(): v for k, v in record.items() if k}
+    except csv.Error as exc:  # a field over the csv limit, a stray quote: say where, stop
+        yield f"after line {reader.line_num}: unreadable CSV ({exc}); stopped here"
 
 
 def _reader(keys: tuple[str, ...], address: tuple[str, ...],

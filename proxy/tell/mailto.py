@@ -16,7 +16,10 @@ class BadMailto(ValueError):
 
 def parse_mailto(uri: str) -> tuple[str, str, str]:
     """(address, subject, body) of a mailto URI; subject/body default to "unsubscribe"."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # "mailto://[…": the tool's header is untrusted text
+        raise BadMailto(f"not a mailto URI ({exc})") from None
     if parts.scheme.lower() != "mailto":
         raise BadMailto("not a mailto URI")
     to = unquote(parts.path)

@@ -24,6 +24,11 @@ RETRY_STATUS = frozenset((408, 425, 429))  # 4xx that say "later", not "never"
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# IPv6 forms that carry an IPv4 address a gateway or relay reaches (RFC 6052 NAT64,
+# RFC 4291 §2.5.5.1 IPv4-compatible); Python calls them global whatever the IPv4 inside.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+COMPATIBLE = ipaddress.ip_network("::/96")
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: local use, never public
 
 
 class Refused(Exception):
@@ -65,11 +70,23 @@ class Allow:
         """Raise Refused for a destination that is not public and not allowed."""
         if self.host(host) or any(ip in n for n in self.networks):
             return
-        mapped = getattr(ip, "ipv4_mapped", None)
-        target = mapped if mapped is not None else ip
-        if not target.is_global or target.is_multicast:
+        target = _inner(ip)
+        if not target.is_global or target.is_multicast or ip in LOCAL_NAT64:
             # SSRF: a tool's link must not make heed reach inside its own network.
             raise Refused(f"{host} is {target}, a loopback/private address not in tell.allow")
+
+
+def _inner(ip: IpAddress) -> IpAddress:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64, compatible), else itself."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:  # RFC 3056: a 6to4 relay delivers to the IPv4 inside
+        return ip.sixtofour
+    if ip in NAT64 or (ip in COMPATIBLE and int(ip) > 1):  # ::1 and :: stay themselves
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 class GuardedResolver(AbstractResolver):
@@ -92,9 +109,15 @@ class GuardedResolver(AbstractResolver):
 
 
 def check_url(url: str, allow: Allow) -> str:
-    """The URL's host if heed may POST to it; Refused otherwise (scheme, literal IPs)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """The URL's host if heed may POST to it; Refused otherwise (scheme, literal IPs, a URL
+    that cannot be one: the tool's header is untrusted text, and a retry cannot mend it)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        host.encode("idna")  # RFC 5890: a label over 63 octets is no host name
+    except ValueError as exc:  # UnicodeError included
+        raise Refused(f"not a usable URL ({exc})") from None
     if not host:
         raise Refused("no host in the URL")
     # RFC 8058 §3.1: the one-click URI is https; plain http only to a host named in allow.
@@ -135,12 +158,17 @@ class OneClick:
                 status, location = await self._once(url)
             except Refused as exc:
                 return Outcome(False, detail=f"refused: {exc}")
+            except (aiohttp.InvalidURL, ValueError) as exc:  # the URL, not the network
+                return Outcome(False, detail=f"refused: not a usable URL ({exc})"[:300])
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 return Outcome(False, retry=True, detail=f"{type(exc).__name__}: {exc}"[:300])
             if 200 <= status < 300:
                 return Outcome(True, detail=f"HTTP {status}")
             if status in (301, 302, 303, 307, 308) and location:
-                nxt = urljoin(url, location)
+                try:
+                    nxt = urljoin(url, location)
+                except ValueError:
+                    return Outcome(False, detail=f"HTTP {status} to an unusable URL")
                 # RFC 8058 §3.1 asks for no redirect; one on the same host (a trailing
                 # slash, http -> https) is followed with the same POST, another is not.
                 if (urlsplit(nxt).hostname or "").lower() != host.lower():
@@ -159,7 +187,8 @@ class OneClick:
         headers: dict[str, Any] = {"Content-Type": CONTENT_TYPE, "User-Agent": USER_AGENT}
         async with self._client().post(url, data=BODY, headers=headers,
                                        allow_redirects=False) as response:
-            await response.read()
+            # The status is the answer; the body is never read (a tool's page may be
+            # endless: it must neither fill memory nor turn a 200 into a timeout).
             return response.status, response.headers.get("Location", "")
 
     async def close(self) -> None:

@@ -232,9 +232,17 @@ class Teller:
         jobs = await self.jobs.claim(now, BATCH, self.settings.lease)
         if not jobs:
             return 0
-        outcomes = await asyncio.gather(*(self.send(j) for j in jobs))
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            await self._finish(job, outcome)
+        # return_exceptions: one job that raises must not leave the whole batch unfinished
+        # (claimed again after the lease, raising again: every "no" behind it stalled).
+        results = await asyncio.gather(*(self.send(j) for j in jobs), return_exceptions=True)
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation
+                log.error("tell job %s (%s) raised", job.id, job.kind, exc_info=result)
+                result = Outcome(False, retry=True, detail=f"{type(result).__name__}: {result}"
+                                 [:300])
+            await self._finish(job, result)
         return len(jobs)
 
     async def lifecycle(self) -> int:
@@ -322,4 +330,7 @@ def _link(offer: Offer | None) -> tuple[str, str] | None:
 def _where(job: Job) -> str:
     if job.kind == "mailto":
         return job.target.partition("?")[0]
-    return urlsplit(job.target).hostname or "?"
+    try:
+        return urlsplit(job.target).hostname or "?"
+    except ValueError:  # the tool's link was not a URL at all
+        return "?"

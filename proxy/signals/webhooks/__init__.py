@@ -34,11 +34,26 @@ def when(value: Any, now: float) -> float | None:
         return None
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a field of the wrong type)."""
+    return value if isinstance(value, dict) else {}
+
+
+def items(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON array (anything else in it, or no array, is skipped)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def word(value: Any) -> str:
+    """A string field, or "" for any other type (a list is no event name)."""
+    return value if isinstance(value, str) else ""
+
+
 def load_json(body: bytes, kind: type, what: str) -> Any:
     """The body as JSON of the expected type, or WebhookError(400)."""
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested past json's depth
         raise WebhookError(400, "not JSON") from None
     if not isinstance(value, kind):
         raise WebhookError(400, f"expected {what}")

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy.signals.events import Event
-from proxy.signals.webhooks import WebhookError, event, load_json
+from proxy.signals.webhooks import WebhookError, event, load_json, obj, word
 
 # (token, seconds to remember it) -> True the first time it is seen.
 Nonce = Callable[[str, float], Awaitable[bool]]
@@ -53,11 +53,11 @@ def events(payload: dict[str, Any], now: float) -> list[Event]:
     data = payload.get("event-data")
     if not isinstance(data, dict):
         raise WebhookError(400, "no event-data")
-    name = data.get("event")
+    name = word(data.get("event"))
     common = {"at": data.get("timestamp"), "id": data.get("id", "")}
     found: Event | None = None
     if name == "failed":
-        status = data.get("delivery-status") or {}
+        status = obj(data.get("delivery-status"))
         how = "hard" if data.get("severity") == "permanent" else "soft"
         detail = f"{data.get('severity')}; {data.get('reason', '')}; " \
                  f"{status.get('code', '')} {status.get('message', '')}"

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from proxy.signals.events import Event
-from proxy.signals.webhooks import event, load_json
+from proxy.signals.webhooks import event, load_json, word
 
 log = logging.getLogger("heed.webhooks.postmark")
 
@@ -25,12 +25,12 @@ def events(body: bytes, now: float) -> list[Event]:
     item = load_json(body, dict, "a JSON object")
     # Postmark's bounce webhook sent no RecordType before it had other record types
     # (and some accounts' payloads still lack it): a Type and an Email make it a bounce.
-    record = item.get("RecordType") or ("Bounce" if "Type" in item and "Email" in item
-                                        else None)
+    record = word(item.get("RecordType")) or ("Bounce" if "Type" in item and "Email" in item
+                                              else None)
     found: Event | None = None
     common: dict[str, Any] = {"id": item.get("ID") or item.get("MessageID") or ""}
     if record == "Bounce":
-        kind = item.get("Type")
+        kind = word(item.get("Type"))
         detail = f"{kind}; {item.get('Details', '')}"
         if kind in HARD or kind in SOFT:
             found = event("bounce", item.get("Email"), "postmark", now, at=item.get("BouncedAt"),
@@ -46,7 +46,7 @@ def events(body: bytes, now: float) -> list[Event]:
         found = event(record.lower(), item.get("Recipient"), "postmark", now,
                       at=item.get("ReceivedAt"), **common)
     elif record == "SubscriptionChange":
-        reason = item.get("SuppressionReason")
+        reason = word(item.get("SuppressionReason"))
         if item.get("SuppressSending") is True and reason in SUPPRESSION:
             kind, how = SUPPRESSION[reason]
             found = event(kind, item.get("Recipient"), "postmark", now,

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from proxy.signals.events import Event
-from proxy.signals.webhooks import WebhookError, event, load_json
+from proxy.signals.webhooks import WebhookError, event, load_json, word
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -69,7 +69,7 @@ def events(body: bytes, now: float) -> list[Event]:
     for item in items:
         if not isinstance(item, dict):
             continue
-        name = item.get("event")
+        name = word(item.get("event"))
         common = {"at": item.get("timestamp"), "id": item.get("sg_event_id", "")}
         if name == "bounce":
             how = "soft" if item.get("type") == "blocked" else "hard"

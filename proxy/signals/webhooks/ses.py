@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from proxy.signals.events import Event
-from proxy.signals.webhooks import WebhookError, event, load_json
+from proxy.signals.webhooks import WebhookError, event, items, load_json, obj
 from proxy.state import parse_time
 
 log = logging.getLogger("heed.webhooks.ses")
@@ -60,12 +60,20 @@ def cert_url_allowed(url: str, hosts: Sequence[str]) -> bool:
     """https, an allow-listed host, a .pem path: never a certificate from anywhere else."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # ValueError for one out of range
     except ValueError:
         return False
     host = (parts.hostname or "").lower()
-    return (parts.scheme == "https" and parts.port in (None, 443) and not parts.username
-            and parts.path.endswith(".pem")
-            and any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in hosts))
+    return (parts.scheme == "https" and port in (None, 443) and not parts.username
+            and parts.path.endswith(".pem") and any(_host_matches(host, p) for p in hosts))
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    """A glob per DNS label: ``*`` is one label, never several. fnmatch alone let
+    "sns.*.amazonaws.com" take "sns.evil.s3.amazonaws.com", a host others can serve from."""
+    labels, wanted = host.split("."), pattern.lower().split(".")
+    return len(labels) == len(wanted) and all(
+        fnmatch.fnmatchcase(label, glob) for label, glob in zip(labels, wanted, strict=True))
 
 
 async def fetch_cert(url: str) -> bytes:
@@ -147,29 +155,30 @@ def check_age(message: dict[str, Any], now: float, max_age: float) -> None:
 def ses_events(notification: dict[str, Any], message_id: str, now: float) -> list[Event]:
     """Events of one SES notification (or event-publishing record)."""
     kind = notification.get("notificationType") or notification.get("eventType")
-    mail = notification.get("mail") or {}
+    mail = obj(notification.get("mail"))
     out: list[Event | None] = []
     if kind == "Bounce":
-        bounce = notification.get("bounce") or {}
+        bounce = obj(notification.get("bounce"))
         how = "hard" if bounce.get("bounceType") == "Permanent" else "soft"
-        for r in bounce.get("bouncedRecipients") or []:
+        for r in items(bounce.get("bouncedRecipients")):
             detail = (f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}; "
                       f"{r.get('status', '')} {r.get('diagnosticCode', '')}")
             out.append(event("bounce", r.get("emailAddress"), "ses", now, bounce=how,
                              at=bounce.get("timestamp"), id=f"{message_id}|{r.get('emailAddress')}",
                              detail=detail))
     elif kind == "Complaint":
-        complaint = notification.get("complaint") or {}
+        complaint = obj(notification.get("complaint"))
         feedback = complaint.get("complaintFeedbackType") or "abuse"
         if feedback != "not-spam":
             out.extend(event("complaint", r.get("emailAddress"), "ses", now,
                              at=complaint.get("timestamp"), id=message_id,
                              detail=f"feedback {feedback}")
-                       for r in complaint.get("complainedRecipients") or [])
+                       for r in items(complaint.get("complainedRecipients")))
     elif kind in ("Open", "Click"):
-        record = notification.get(kind.lower()) or {}
+        record = obj(notification.get(kind.lower()))
+        destination = mail.get("destination")
         out.extend(event(kind.lower(), r, "ses", now, at=record.get("timestamp"), id=message_id)
-                   for r in mail.get("destination") or [])
+                   for r in (destination if isinstance(destination, list) else []))
     return [e for e in out if e is not None]
 
 
