@@ -1,36 +1,46 @@
 """Latency heed adds at a fixed offered rate, heed alone (compare.py runs every target).
 
     python -m bench.latency [--rate 200] [--seconds 10] [--workers 1] [--relay]
-                            [--appendfsync always|everysec|no ...]
+                            [--design single|split ...] [--appendfsync always|everysec|no ...]
+                            [--stall-ms 150 --stall-every 2] [--repeat 3]
 
 The same client as compare.py (20 persistent sessions, one recipient and one message
 per transaction, timed from when the message was due to the DATA reply). ``--relay``
 measures the aiosmtpd pass-through too, for the added figure. Redis's latency monitor
 (stalls of Redis itself of 5 ms or more, e.g. AOF fsync) is printed with it.
-``--appendfsync everysec`` shows what the fsync before every reply costs (heed's
-embedded Redis runs ``always``: a 250 means the write is on disk).
+``--design`` picks heed's Redis layout: ``single`` (``redis.split: false``: one Redis,
+``appendfsync always``, what heed ran before the split; ``--appendfsync`` reruns it with
+another setting) and ``split`` (the default: durable Redis ``always``, serving Redis
+``everysec``, docs/architecture.md); both by default, side by side in each run.
+``--stall-ms`` makes the disk stall: every redis-server heed starts sleeps that long in
+one fsync every ``--stall-every`` seconds (bench/stall.py; this VM has no dm-delay).
+``--repeat`` runs the whole set again, the order reversed every other run, every run printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
+
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.compare import (  # noqa: E402
+    Heed,
     PlainRelay,
     Sink,
     cleanup_all,
-    heed_latency,
     latencies,
     pct,
     timed,
 )
+from bench.stall import apply_env, stalled_redis  # noqa: E402
 
 
 def main() -> None:
@@ -40,36 +50,100 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--relay", action="store_true", help="the aiosmtpd relay too")
+    p.add_argument("--design", choices=["single", "split"], action="append",
+                   help="heed on one Redis (redis.split: false) or on the split pair "
+                        "(the default); repeatable, default both")
     p.add_argument("--appendfsync", choices=["always", "everysec", "no"], action="append",
-                   help="run heed with this Redis appendfsync (repeatable; default always)")
+                   help="the one Redis's appendfsync (repeatable; default always)")
+    p.add_argument("--stall-ms", type=float, default=0.0,
+                   help="every redis-server stalls one fsync this long (bench/stall.py)")
+    p.add_argument("--stall-every", type=float, default=2.0,
+                   help="seconds between two stalled fsyncs (default 2)")
+    p.add_argument("--repeat", type=int, default=1, help="run everything this many times")
     a = p.parse_args()
-    runs: dict[str, tuple[list[float], list[str], str]] = {}
-    stalls: dict[str, str] = {}
+    print(f"{a.rate:.0f} messages/s offered for {a.seconds:.0f} s, 1 recipient, 20 sessions, "
+          f"heed workers {a.workers}" + (f"; fsync stalled {a.stall_ms:.0f} ms every "
+                                         f"{a.stall_every:g} s" if a.stall_ms else "") + ":")
     try:
         with tempfile.TemporaryDirectory(prefix="heed-lat-") as tmp_s:
             tmp = Path(tmp_s)
-            if a.relay:
-                sink = Sink(tmp)
-                relay = PlainRelay(sink.port)
-                try:
-                    runs[relay.name] = timed(latencies(relay.port, a.rate, a.seconds))
-                finally:
-                    relay.stop()
-                    sink.stop()
-            for mode in a.appendfsync or ["always"]:
-                name = f"heed, appendfsync {mode}"
-                runs[name], stalls[name], _log = heed_latency(tmp, a.rate, a.seconds,
-                                                              a.workers, mode)
+            env: dict[str, str] = {}
+            if a.stall_ms:
+                with stalled_redis(tmp / "stall", stall_ms=a.stall_ms,
+                                   every_s=a.stall_every) as made:
+                    env = made
+            for n in range(a.repeat):
+                with apply_env(env):
+                    one_round(a, tmp / f"run{n}", n)
     finally:
         cleanup_all()
-    print(f"{a.rate:.0f} messages/s offered for {a.seconds:.0f} s, 1 recipient, 20 sessions, "
-          f"heed workers {a.workers}:")
+
+
+def heed_run(a: argparse.Namespace, tmp: Path, design: str,
+             fsync: str) -> tuple[tuple[list[float], list[str], str], str]:
+    """One heed latency run into a fresh sink: (timings, Redis stalls seen meanwhile)."""
+    sink = Sink(tmp)
+    site = tmp / f"heed-{design}-{fsync}"
+    heed = Heed(site, sink.port, [f"lat{n}@example.org" for n in range(int(a.rate * a.seconds))],
+                a.workers, redis_options=", split: false" if design == "single" else "")
+    durable = None
+    try:
+        if design == "single" and fsync != "always":
+            heed.redis.config_set("appendfsync", fsync)
+        if design == "split":
+            durable = redis.Redis(unix_socket_path=str(site / "var/redis/durable/redis.sock"))
+            durable.config_set("latency-monitor-threshold", 5)
+            durable.execute_command("LATENCY", "RESET")
+        heed.redis_stalls()
+        run = timed(latencies(heed.port, a.rate, a.seconds))
+        stalls = heed.redis_stalls()
+        if durable is not None:
+            events = durable.execute_command("LATENCY", "LATEST") or []
+            stalls = (f"serving: {stalls}; durable: " + (", ".join(
+                f"{e[0].decode()} max {e[3]} ms" for e in events) or "none >= 5 ms"))
+        return run, stalls
+    finally:
+        if durable is not None:
+            durable.close()
+        heed.stop()
+        sink.stop()
+
+
+def one_round(a: argparse.Namespace, tmp: Path, n: int) -> None:
+    """The relay (with --relay) and heed in each design, the order reversed every other run."""
+    tmp.mkdir()
+    runs: dict[str, tuple[list[float], list[str], str]] = {}
+    stalls: dict[str, str] = {}
+    targets: list[tuple[str, str]] = [("relay", "")] if a.relay else []
+    for design in a.design or ["single", "split"]:
+        fsyncs = (a.appendfsync or ["always"]) if design == "single" else ["everysec"]
+        targets += [(design, f) for f in fsyncs]
+    for design, fsync in targets if n % 2 == 0 else targets[::-1]:
+        if design == "relay":
+            sink = Sink(tmp)
+            relay = PlainRelay(sink.port)
+            try:
+                runs[relay.name] = timed(latencies(relay.port, a.rate, a.seconds))
+            finally:
+                relay.stop()
+                sink.stop()
+            continue
+        name = (f"heed, one Redis ({fsync})" if design == "single"
+                else "heed, split (durable always)")
+        runs[name], stalls[name] = heed_run(a, tmp, design, fsync)
+    base = runs.get(PlainRelay.name)
+    print(f" run {n + 1}:")
     for name, (values, errors, busy) in runs.items():
+        added = ""
+        if base is not None and name != PlainRelay.name:
+            added = (f"   added p50 {pct(values, 50) - pct(base[0], 50):+.2f} ms, "
+                     f"p99 {pct(values, 99) - pct(base[0], 99):+.2f} ms")
         print(f"  {name:30s} p50 {pct(values, 50):7.2f} ms   p90 {pct(values, 90):7.2f} ms   "
               f"p99 {pct(values, 99):7.2f} ms   max {max(values, default=0) * 1000:7.2f} ms   "
-              f"({len(values)} ok, {len(errors)} errors; {busy})")
+              f"({len(values)} ok, {len(errors)} errors; {busy}){added}")
     for name, events in stalls.items():
         print(f"  Redis latency monitor, {name}: {events}")
+    print(f"  load average {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """One-click endpoint throughput: POST /u/TOKEN requests per second, server and client apart.
 
-    python -m bench.oneclick [--seconds 5] [--concurrency 50]
+    python -m bench.oneclick [--seconds 5] [--concurrency 50] [--split]
 
 Starts a private durable Redis (AOF, appendfsync always), heed's HTTP app in a
 process of its own, and an aiohttp client in this one; every request records a
 real refusal for a distinct address before its 200. State is built as ``heed serve``
-builds it: concurrent requests share Redis round trips (proxy/batch.py).
+builds it: concurrent requests share Redis round trips (proxy/batch.py). ``--split``:
+as the embedded default runs, a durable Redis (always) written first, then a serving
+one (everysec) (proxy/durable/).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def batched(redis_url: str) -> Any:
                        linger=RedisSettings().write_behind)
 
 
-def serve(port: int, redis_url: str) -> None:
+def serve(port: int, redis_url: str, durable_url: str | None = None) -> None:
     import uvloop
 
     from proxy.http.app import make_app, start_http
@@ -51,10 +53,14 @@ def serve(port: int, redis_url: str) -> None:
     from proxy.tokens import TokenSigner
 
     async def main() -> None:
+        from proxy.durable.mirror import Mirror, MirroredRedis
+
         clock = SystemClock()
+        people: Any = batched(redis_url)
+        if durable_url:
+            people = MirroredRedis(people, Mirror(batched(durable_url), Keys()))
         app = make_app(tokens=TokenSigner([KEY], clock, 90 * 86400),
-                       state=State(batched(redis_url), Keys(), clock),
-                       metrics=Metrics())
+                       state=State(people, Keys(), clock), metrics=Metrics())
         await start_http(app, "127.0.0.1", port)
         await asyncio.Event().wait()
 
@@ -121,39 +127,51 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def against_server(serve_fn: Callable[[int, str], None], load_fn: Load, seconds: float,
-                   concurrency: int) -> Served:
+def against_server(serve_fn: Callable[..., None], load_fn: Load, seconds: float,
+                   concurrency: int, split: bool = False) -> Served:
     """A durable private Redis, ``serve_fn(port, redis_url)`` in a process of its own, and
     ``load_fn(port, seconds, concurrency)`` here: what succeeded and failed, and the CPU
     time the server and Redis spent per request (less noisy than the rate on a shared
-    machine)."""
+    machine). ``split``: a serving Redis (everysec) too, ``serve_fn(port, serving_url,
+    durable_url)``."""
     with tempfile.TemporaryDirectory() as tmp:
         redis = EmbeddedRedis(Path(tmp), durable=True)
         url = redis.start()
+        urls = [url]
+        serving = EmbeddedRedis(Path(tmp) / "serving", fsync="everysec") if split else None
+        if serving is not None:
+            urls = [serving.start(), url]
         port = free_port()
-        proc = multiprocessing.Process(target=serve_fn, args=(port, url), daemon=True)
+        proc = multiprocessing.Process(target=serve_fn, args=(port, *urls), daemon=True)
         proc.start()
         try:
             wait_port(port)
             assert proc.pid is not None and redis.process is not None
-            pids = (proc.pid, redis.process.pid)
+            servers = [redis] + ([serving] if serving is not None else [])
+            pids = [proc.pid] + [s.process.pid for s in servers if s.process is not None]
             before = [cpu_seconds(p) for p in pids]
             ok, bad = asyncio.run(load_fn(port, seconds, concurrency))
             used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
-            return Served(ok, bad, *(u * 1000 / max(ok, 1) for u in used))
+            # redis-server's share: every Redis the requests wrote to (both when split)
+            return Served(ok, bad, used[0] * 1000 / max(ok, 1), sum(used[1:]) * 1000 / max(ok, 1))
         finally:
             proc.terminate()
             proc.join(5)
             redis.stop()
+            if serving is not None:
+                serving.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--split", action="store_true",
+                        help="durable Redis written first, then the serving one")
     args = parser.parse_args()
-    print(against_server(serve, load, args.seconds, args.concurrency).line(
-        "one-click POST /u/TOKEN", args.seconds, args.concurrency))
+    served = against_server(serve, load, args.seconds, args.concurrency, args.split)
+    print(served.line("one-click POST /u/TOKEN" + (" (split: durable Redis always, serving "
+                      "everysec)" if args.split else ""), args.seconds, args.concurrency))
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,8 @@ from proxy.batch import GroupCommit
 from proxy.clock import Clock, SystemClock
 from proxy.dkim import DkimSigner
 from proxy.dsn import Bounces
+from proxy.durable.guard import ServingGuard
+from proxy.durable.mirror import Mirror, MirroredRedis
 from proxy.finish import Finisher, UnsubscribeAndSign
 from proxy.http.api import add_api
 from proxy.http.app import make_app, start_http
@@ -70,12 +72,20 @@ class Heed:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.policies = policies or PolicyStore(settings.policies)
-        self.redis = connect_redis(redis_url)
         self.keys = Keys(settings.redis.prefix)
+        # With a durable Redis (docs/architecture.md): consent, refusals and erasures are
+        # written there first, the delay queue lives there; decisions read the serving
+        # one, never before it is in step with the durable one (proxy/durable/guard.py).
+        durable_url = settings.redis.durable_url
+        self.durable = connect_redis(durable_url) if durable_url else None
+        guard = (ServingGuard(redis_url, self.durable, self.keys).on_connect
+                 if self.durable is not None else None)
+        self.redis = connect_redis(redis_url, on_connect=guard)
         # Person reads and the writes after delivery of concurrent sessions share
         # round trips (group commit); the delay queue keeps the plain client.
         self.metrics = Metrics()
-        self.batched = GroupCommit(self.redis, lane=connect_redis(redis_url, read_timeout=None),
+        self.batched = GroupCommit(self.redis, lane=connect_redis(redis_url, read_timeout=None,
+                                                               on_connect=guard),
                                    timeout=BATCH_TIMEOUT, linger=settings.redis.write_behind,
                                    on_written=self.metrics.redis_seconds.labels("record").observe,
                                    on_retry=self.metrics.records_retried.inc,
@@ -84,8 +94,11 @@ class Heed:
         shown = LoggedAddress(settings.log_addresses, secret)  # addresses in log lines
         self.audit = Audit(self.batched, self.keys, maxlen_global=settings.audit.max_entries,
                            max_age=settings.audit.max_age)
-        self.state = State(self.batched, self.keys, self.clock, secret=secret, audit=self.audit)
-        self.queue = DelayQueue(self.redis, self.keys)
+        people = (self.batched if self.durable is None
+                  else MirroredRedis(self.batched, Mirror(
+                      GroupCommit(self.durable, timeout=BATCH_TIMEOUT), self.keys)))
+        self.state = State(people, self.keys, self.clock, secret=secret, audit=self.audit)
+        self.queue = DelayQueue(self.durable or self.redis, self.keys)
         self.upstream = SmtpUpstream(settings.upstream, local_hostname=settings.smtp.hostname,
                                      observe=self.metrics.upstream_seconds.observe)
         self.tokens = TokenSigner(unsubscribe_keys(settings), self.clock,
@@ -158,6 +171,8 @@ class Heed:
                     before_listen: Callable[[], Awaitable[None]] | None = None) -> None:
         await warm_up(self.redis)
         await warm_up(self.batched.lane)
+        if self.durable is not None:
+            await warm_up(self.durable)
         if before_listen is not None:
             await before_listen()  # --workers: every worker starts listening together
         handler = Handler(self.mailpath, self.access,
@@ -202,6 +217,8 @@ class Heed:
         upstream is down, so it stays ready: a load balancer must not pull a working heed."""
         try:
             redis_ok = bool(await self.redis.ping())
+            if self.durable is not None:
+                redis_ok = redis_ok and bool(await self.durable.ping())
         except Exception:  # noqa: BLE001 - any failure means not ready
             redis_ok = False
         upstream_ok = await self.upstream.ping()
@@ -241,3 +258,5 @@ class Heed:
         await self.teller.close()
         await self.upstream.close()
         await self.batched.aclose()
+        if self.durable is not None:
+            await self.durable.aclose()

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from proxy.errors import ConfigError
 
@@ -136,13 +137,26 @@ def _shut_down(where: Path, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def embedded_pair(settings_redis: Any) -> tuple[EmbeddedRedis, EmbeddedRedis | None]:
+    """The embedded Redis for these ``redis`` settings: serving, and durable when split.
+
+    Split: the durable one (appendfsync always) in ``data_dir/durable``, the serving one
+    (everysec) in ``data_dir`` where a single one always was (docs/architecture.md)."""
+    data_dir = settings_redis.data_dir
+    if not settings_redis.split:
+        return EmbeddedRedis(data_dir, unix=True), None
+    return (EmbeddedRedis(data_dir, unix=True, fsync="everysec"),
+            EmbeddedRedis(data_dir / "durable", unix=True))
+
+
 class EmbeddedRedis:
     """Start and stop a redis-server bound to 127.0.0.1, with its files in ``data_dir``."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True,
-                 unix: bool = False) -> None:
+                 unix: bool = False, fsync: str = "always") -> None:
         self.data_dir = data_dir
         self.durable = durable
+        self.fsync = fsync  # appendfsync when durable: "always", or "everysec" (serving)
         # A unix socket in the data folder lets `heed consent …` find the Redis
         # that `heed serve` started, with no port to configure or collide.
         self.socket = (data_dir / "redis.sock").resolve() if unix else None
@@ -173,8 +187,9 @@ class EmbeddedRedis:
             args += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         if self.durable:
             # The delay queue's 250 promises durability: every write is fsynced
-            # before Redis answers (Redis 7.0 has no WAITAOF).
-            args += ["--appendonly", "yes", "--appendfsync", "always", "--save", "300 1"]
+            # before Redis answers (Redis 7.0 has no WAITAOF). A serving Redis beside
+            # a durable one fsyncs once a second, in a background thread.
+            args += ["--appendonly", "yes", "--appendfsync", self.fsync, "--save", "300 1"]
         else:
             args += ["--appendonly", "no", "--save", ""]
         return args

@@ -3,6 +3,13 @@
 Keys of one person share the hash tag ``{address}`` so that one pipeline or
 script touches one Redis Cluster slot. The delay queue's keys share the tag
 ``{queue}`` so its claim script is atomic on one slot.
+
+Which Redis holds a key, when a durable Redis is split off (embedded default, or
+``redis.durable_url``; docs/architecture.md "Durable and serving Redis"): the delay
+queue's keys (``queue_*``) live on the durable Redis only; the keys ``is_durable``
+names (consent, refusal, prefs, suppressed, erasures) and ``durable_seq`` on both,
+written there first (proxy/durable/mirror.py), read from the serving Redis; every
+other key (``serving_run`` too) on the serving Redis only. Without a split, all on the one Redis.
 """
 
 from __future__ import annotations
@@ -130,6 +137,27 @@ class Keys:
                 self.sends(address), self.prefs(address), self.soft_bounces(address),
                 self.person_audit(address), self.clicks(address), self.tool_offers(address),
                 self.tool_told(address))
+
+    _DURABLE_PARTS = (":consent", ":refusal", ":prefs")
+
+    def is_durable(self, key: str) -> bool:
+        """A key a reply promises is on disk: consent, refusals, the person's own choices,
+        erasures. Written to the durable Redis first when there is one (proxy/durable/)."""
+        if key.startswith(f"{self.prefix}:p:"):
+            return key.endswith(self._DURABLE_PARTS)
+        return key in (self.suppressed, self.erasures)
+
+    @property
+    def durable_seq(self) -> str:
+        """STRING count of durable changes, on both Redis: unequal after a start when the
+        serving Redis lost some (then it is restored from the durable one)."""
+        return f"{self.prefix}:durable:seq"
+
+    @property
+    def serving_run(self) -> str:
+        """STRING run_id of the serving Redis server last brought in step with the durable
+        one (proxy/durable/guard.py); serving Redis only."""
+        return f"{self.prefix}:durable:serving-run"
 
     # --- one receiving domain (hash tag = the domain) -------------------------
     def domain_complaints(self, domain: str) -> str:

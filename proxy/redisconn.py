@@ -140,12 +140,14 @@ class _SentinelRedis(aioredis.Redis):
             await client.aclose()
 
 
-def connect_redis(url: str, *, read_timeout: float | None = 3.0) -> Any:
+def connect_redis(url: str, *, read_timeout: float | None = 3.0,
+                  on_connect: Any = None) -> Any:
     """A client for any URL form that fails fast: a paused Redis must become a 451, not a hang.
 
     ``read_timeout=None`` is for a caller that bounds whole round trips itself
     (proxy/batch.py): redis-py's own timeout is armed once per reply, which costs
-    about a third of its CPU time per command.
+    about a third of its CPU time per command. ``on_connect`` runs on every new
+    connection of a single or Sentinel-watched server (proxy/durable/guard.py).
     """
     target = parse_redis_url(url)
     timeouts: dict[str, Any] = {"socket_timeout": read_timeout, "socket_connect_timeout": 3.0}
@@ -154,6 +156,8 @@ def connect_redis(url: str, *, read_timeout: float | None = 3.0) -> Any:
     fast: dict[str, Any] = {**timeouts, "health_check_interval": 30,
                             "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1)}
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    if on_connect is not None and target.kind != "cluster":
+        fast["redis_connect_func"] = on_connect
     if target.kind == "cluster":
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
                             **auth, **fast)

@@ -10,9 +10,10 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
-from proxy.embedded_redis import EmbeddedRedis
+from proxy.embedded_redis import EmbeddedRedis, embedded_pair
 from proxy.locate import forget, remember
 from proxy.logs import setup_logging
 from proxy.policy_store import PolicyStore
@@ -123,6 +124,21 @@ def _warn_if_upstream_unreachable(settings: Settings) -> None:
                     extra={"upstream_host": host, "upstream_port": port, "error": problem})
 
 
+async def bring_in_step(settings: Settings, url: str) -> str:
+    """Reconcile the serving Redis at ``url`` with the durable one (proxy/durable/reconcile.py)."""
+    from proxy.durable.reconcile import bring_in_step as reconcile_and_mark
+    from proxy.keys import Keys
+    from proxy.redisconn import connect_redis
+
+    assert settings.redis.durable_url is not None
+    serving, durable = connect_redis(url), connect_redis(settings.redis.durable_url)
+    try:
+        return await reconcile_and_mark(serving, durable, Keys(settings.redis.prefix))
+    finally:
+        await serving.aclose()
+        await durable.aclose()
+
+
 def _stop_while_starting(sig: int, _frame: object) -> None:
     # Until the event loop takes SIGTERM over, stop through the finally below, so the
     # embedded redis-server is not left running on its own.
@@ -141,27 +157,37 @@ def serve(settings: Settings, workers: int = 1) -> int:
     PolicyStore(settings.policies)
     signal.signal(signal.SIGTERM, _stop_while_starting)
     signal.signal(signal.SIGHUP, _reload_while_starting)
-    embedded: EmbeddedRedis | None = None
+    embedded: list[EmbeddedRedis] = []
     try:
         url = settings.redis.url
         if url is None:
             # Locked to this process (a second heed on the same folder stops here with a
             # clear error) and ended with it, even by kill -9 (proxy/embedded_redis.py).
             # Made before start(): a SIGTERM within it still stops it.
-            embedded = EmbeddedRedis(settings.redis.data_dir, unix=True)
-            url = embedded.start()
+            serving, durable = embedded_pair(settings.redis)
+            embedded.append(serving)
+            url = serving.start()
+            if durable is not None:
+                embedded.append(durable)
+                settings = replace(settings, redis=replace(settings.redis,
+                                                           durable_url=durable.start()))
             log.info("embedded redis-server started", extra={"data_dir": str(
-                settings.redis.data_dir), "appendfsync": "always"})
+                settings.redis.data_dir), "appendfsync": serving.fsync,
+                "durable": "appendfsync always" if durable else "none"})
             # So that `heed consent …` run from any directory finds this Redis.
             remember(os.environ, config=settings.source, data_dir=settings.redis.data_dir,
                      policies=settings.policies)
         _warn_if_upstream_unreachable(settings)
+        if settings.redis.durable_url:
+            # Before any worker reads a decision from the serving Redis.
+            log.info("serving Redis checked against the durable one: %s",
+                     asyncio.run(bring_in_step(settings, url)))
         if workers > 1:
             supervise(settings, url, workers)
         else:
             _run_loop(settings, url, False)
     finally:
         forget(os.environ)
-        if embedded is not None:
-            embedded.stop()
+        for server in reversed(embedded):
+            server.stop()
     return 0

@@ -16,6 +16,7 @@ from proxy.audit import Audit, AuditEntry
 from proxy.clock import Clock
 from proxy.consent_csv import ImportReport, proof_text, read_rows, write_grants
 from proxy.consent_csv import parse_time as parse_time  # re-exported: events, webhooks
+from proxy.durable.mirror import MirroredRedis
 from proxy.errors import StateUnavailable
 from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
@@ -132,6 +133,8 @@ class State:
         """``secret`` keys the suppression digests of erased addresses (see proxy/privacy.py);
         ``audit`` is where changes are recorded (default: the trail's default retention)."""
         self.redis = redis
+        # Snapshots only read: past the durable mirror, straight to the serving Redis.
+        self.reads = redis.inner if isinstance(redis, MirroredRedis) else redis
         self.keys = keys
         self.clock = clock
         self.secret = secret
@@ -158,7 +161,7 @@ class State:
         norm = [normalise_address(a) for a in addresses]
         k = self.keys
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.reads.pipeline(transaction=False)
             for a in norm:
                 pipe.hgetall(k.consent(a))
                 pipe.hgetall(k.refusal(a))

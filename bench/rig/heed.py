@@ -63,14 +63,15 @@ def stream_domains(policies: Path) -> list[str]:
 
 
 class Heed:
-    """`heed serve` in a temp site: embedded Redis (appendfsync always), the shipped
+    """`heed serve` in a temp site: embedded Redis as shipped (split: serving everysec,
+    durable always; ``redis_options=", split: false"``: one Redis, always), the shipped
     policies made bench-safe, consent imported for every address, an RSA-2048 DKIM key."""
 
     name = "heed, everything on"
     copies_per_recipient = True  # one copy per recipient (its own token and signature)
 
     def __init__(self, site: Path, upstream_port: int, addresses: list[str],
-                 workers: int = 1, smtp_options: str = "") -> None:
+                 workers: int = 1, smtp_options: str = "", redis_options: str = "") -> None:
         self.site = site
         self.port = free_port()
         site.mkdir()
@@ -92,7 +93,7 @@ class Heed:
         (site / "config" / "heed.yaml").write_text(f"""
 smtp: {{listen: "127.0.0.1:{self.port}", max_sessions: 2000{smtp_options}}}
 upstream: {{host: 127.0.0.1, port: {upstream_port}, pool_size: 32}}
-redis: {{data_dir: var/redis}}
+redis: {{data_dir: var/redis{redis_options}}}
 http: {{listen: "127.0.0.1:{free_port()}", public_url: "https://heed.bench"}}
 unsubscribe: {{mailto_domain: heed.bench}}
 dkim: [{", ".join(keys)}]
@@ -129,7 +130,8 @@ policies: policies
             self._stop()
             raise RuntimeError(f"heed did not listen: {self.log_tail()}") from None
         self.redis = redis.Redis(unix_socket_path=str(site / "var" / "redis" / "redis.sock"))
-        # Redis's own latency monitor: how long its fsync (appendfsync always) blocked it.
+        # Redis's own latency monitor (the serving Redis, the one every decision reads):
+        # how long an fsync blocked it.
         self.redis.config_set("latency-monitor-threshold", 5)
 
     def redis_stalls(self) -> str:
@@ -172,8 +174,9 @@ def heed_latency(tmp: Path, rate: float, seconds: float, workers: int,
                  ) -> tuple[tuple[list[float], list[str], str], str, str]:
     """heed's latency run into a fresh sink: (timings, Redis stalls, heed's log tail).
 
-    ``appendfsync`` changes the embedded Redis's setting for the run (CONFIG SET), to
-    show what the fsync of every write costs; heed's default stays ``always``.
+    ``appendfsync`` changes the serving Redis's setting for the run (CONFIG SET), to
+    show what an fsync of every write there would cost (bench/latency.py compares the
+    designs: one Redis, or the shipped durable + serving pair).
     ``prepare(heed)``, if given, runs just before the timed load: the place for a
     fault in heed's Redis (e.g. an injected fsync stall) that the run should meet.
     """

@@ -67,31 +67,50 @@ def since(args: argparse.Namespace) -> float:
 
 @contextlib.asynccontextmanager
 async def redis_for(settings: Settings) -> AsyncIterator[Any]:
-    """A client for the configured Redis, or for the embedded one (started if not running)."""
-    from proxy.embedded_redis import EmbeddedRedis, ping
+    """A client for the configured Redis, or for the embedded one (started if not running).
+
+    With a durable Redis (embedded split, or redis.durable_url) the client writes durable
+    keys there first, and its ``durable`` attribute is that Redis (the delay queue's)."""
+    from proxy.durable.mirror import Mirror, MirroredRedis
+    from proxy.embedded_redis import EmbeddedRedis, embedded_pair, ping
+    from proxy.keys import Keys
     from proxy.redisconn import connect_redis, warm_up
 
-    embedded = None
-    url = settings.redis.url
-    if url is None:
-        candidate = EmbeddedRedis(settings.redis.data_dir, unix=True)
+    started: list[EmbeddedRedis] = []
+    url, durable_url = settings.redis.url, settings.redis.durable_url
+
+    def embedded(candidate: EmbeddedRedis) -> str:
         if candidate.socket is not None and ping(candidate.socket):
-            url = candidate.url  # `heed serve` is running: use its Redis
-        else:
-            embedded = candidate
-            # Started from this thread: the server is tied to the thread that forked it
-            # (PR_SET_PDEATHSIG), and a pool thread may end before the command does.
-            url = embedded.start()
-            print(f"note: no heed serve runs on {settings.redis.data_dir.resolve()}; its Redis "
-                  "was started for this command", file=sys.stderr)
-    client = connect_redis(url)
-    await warm_up(client)
+            return candidate.url  # `heed serve` is running: use its Redis
+        started.append(candidate)
+        # Started from this thread: the server is tied to the thread that forked it
+        # (PR_SET_PDEATHSIG), and a pool thread may end before the command does.
+        return candidate.start()
+
     try:
-        yield client
+        if url is None:
+            serving, durable = embedded_pair(settings.redis)
+            url = embedded(serving)
+            durable_url = embedded(durable) if durable is not None else None
+            if started:
+                print(f"note: no heed serve runs on {settings.redis.data_dir.resolve()}; its "
+                      "Redis was started for this command", file=sys.stderr)
+        client = connect_redis(url)
+        await warm_up(client)
+        if durable_url is not None:
+            from proxy.durable.reconcile import reconcile
+
+            durable_client, keys = connect_redis(durable_url), Keys(settings.redis.prefix)
+            await reconcile(client, durable_client, keys, restore=not settings.redis.url
+                            and len(started) == 2)  # restored only when no heed serve runs
+            client = MirroredRedis(client, Mirror(durable_client, keys))
+        try:
+            yield client
+        finally:
+            await client.aclose()
     finally:
-        await client.aclose()
-        if embedded is not None:
-            embedded.stop()
+        for server in reversed(started):
+            server.stop()
 
 
 def provider_guard(settings: Settings, redis: Any, clock: Any) -> Any:

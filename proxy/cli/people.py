@@ -131,7 +131,8 @@ async def _explain(args: argparse.Namespace, settings: Settings, redis: Any, sta
 
     keys = Keys(settings.redis.prefix)
     policy = PolicyStore(settings.policies).current
-    held = await DelayQueue(redis, keys).items_for(args.address)
+    held = await DelayQueue(getattr(redis, "durable", redis), keys).items_for(
+        args.address)
     guard = provider_guard(settings, redis, clock)
     provider = await guard.lookup.provider_of(args.address.rpartition("@")[2])
     print(await explain(state, Audit(redis, keys), args.address, now=clock.now(),

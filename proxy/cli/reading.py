@@ -41,7 +41,9 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
     window = since(args)
     policy = load_policies(settings.policies)
     clock = SystemClock()
-    async with redis_for(settings) as redis:
+    async with redis_for(settings) as client:
+        # A report only reads: the serving Redis's own client (the trail's fast read).
+        redis = getattr(client, "inner", client)
         now = clock.now()
         guard = provider_guard(settings, redis, clock)
         built = await build_report(State(redis, Keys(settings.redis.prefix), clock), policy,

@@ -16,6 +16,11 @@ class RedisSettings:
     # Seconds a delivery's record (sends, audit, VERP mapping), or a click's engagement,
     # may wait to share a round trip after the reply; 0: written before it (proxy/batch.py).
     write_behind: float = 0.05
+    # What must be durable (delay queue, consent, refusals) on a Redis of its own with
+    # appendfsync always, the rest on one with everysec (proxy/durable/). The embedded
+    # default starts both (split); with redis.url, durable_url names the second.
+    durable_url: str | None = None
+    split: bool = True
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class AuditSettings:
 
 def redis(r: Reader) -> RedisSettings:
     out = r.take(RedisSettings, "redis", {
-        "data_dir": r.rel, "url": redis_url, "write_behind": parse_duration})
+        "data_dir": r.rel, "url": redis_url, "write_behind": parse_duration,
+        "durable_url": redis_url})
     if not 0 <= out.write_behind <= 1:
         # Longer would widen what a killed process loses without saving a round trip.
         r.error("'redis.write_behind' must be between 0s and 1s")
