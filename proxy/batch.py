@@ -35,7 +35,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from redis.commands.core import CoreCommands
 from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
@@ -58,25 +58,34 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterDown
 Stack = list[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
-class BatchPipeline(CoreCommands):
+class CommandRecorder:
+    """Records ``(args, options)`` the way redis-py's pipeline does, for a class that also
+    takes redis-py's command mixin (its methods call ``execute_command``); shared by the
+    group-commit pipeline here and the durable mirror's (proxy/durable/mirror.py)."""
+
+    _event_dispatcher: Any = None  # declared by redis-py's command protocol; never used here
+
+    def __init__(self) -> None:
+        self.command_stack: Stack = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Self:
+        self.command_stack.append((args, options))
+        return self
+
+    def __len__(self) -> int:
+        return len(self.command_stack)
+
+
+class BatchPipeline(CommandRecorder, CoreCommands):
     """Records ``(args, options)`` the way redis-py's pipeline does; ``execute`` joins a batch.
 
     The command methods (hgetall, xadd, …) come from redis-py's own command mixin, so
     argument checks fail in the caller, at the call, exactly as with a real pipeline.
     """
 
-    _event_dispatcher: Any = None  # declared by redis-py's command protocol; never used here
-
     def __init__(self, owner: GroupCommit) -> None:
+        super().__init__()
         self._owner = owner
-        self.command_stack: Stack = []
-
-    def execute_command(self, *args: Any, **options: Any) -> BatchPipeline:
-        self.command_stack.append((args, options))
-        return self
-
-    def __len__(self) -> int:
-        return len(self.command_stack)
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """This pipeline's replies, in order, once its batch has been answered."""

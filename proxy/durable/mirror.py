@@ -15,9 +15,8 @@ from typing import Any
 
 from redis.commands.core import AsyncCoreCommands
 
+from proxy.batch import CommandRecorder, Stack
 from proxy.keys import Keys
-
-Stack = list[tuple[tuple[Any, ...], dict[str, Any]]]
 
 # Commands that change a key, and where their keys are: (first key, last key) as
 # argument positions (-1: to the end). Reads are never mirrored.
@@ -79,21 +78,12 @@ class Mirror:
         await pipe.execute()
 
 
-class _MirroredPipeline(AsyncCoreCommands):  # type: ignore[misc]
+class _MirroredPipeline(CommandRecorder, AsyncCoreCommands):  # type: ignore[misc]
     """Records commands like a pipeline; ``execute`` writes the durable part first."""
 
-    _event_dispatcher: Any = None
-
     def __init__(self, owner: MirroredRedis, transaction: bool, shard_hint: Any) -> None:
+        super().__init__()
         self._owner, self._transaction, self._hint = owner, transaction, shard_hint
-        self.command_stack: Stack = []
-
-    def execute_command(self, *args: Any, **options: Any) -> _MirroredPipeline:
-        self.command_stack.append((args, options))
-        return self
-
-    def __len__(self) -> int:
-        return len(self.command_stack)
 
     async def __aenter__(self) -> _MirroredPipeline:
         return self
