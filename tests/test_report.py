@@ -21,7 +21,7 @@ from proxy.cli import main
 from proxy.clock import ManualClock
 from proxy.embedded_redis import free_port
 from proxy.keys import Keys
-from proxy.report.trail import CHUNK, read_audit
+from proxy.report.trail import CHUNK, pages
 from proxy.settings import DkimKey
 from tests.conftest import ROOT, Upstream
 from tests.harness import HeedThread, make_settings, policy_dir
@@ -252,8 +252,10 @@ async def test_the_trail_is_read_in_chunks_from_the_window_start(aredis: aioredi
     entries = [AuditEntry(at=now - 30, kind="decision", recipient=f"p{i}@x.org",
                           outcome="delivered") for i in range(2345)]
     await audit.record([early, *entries])
-    seen = [e.recipient async for e in read_audit(aredis, keys, since, now, chunk=1000)]
-    assert seen == [e.recipient for e in entries]
+    got = [page async for page in pages(aredis, keys, since, chunk=1000)]
+    assert [len(page) for page in got] == [1000, 1000, 346]  # the early one is read...
+    seen = [f[5].decode() for page in got for _id, f in page if since <= float(f[1]) <= now]
+    assert seen == [e.recipient for e in entries]  # ...and left out by its time
     assert CHUNK >= 1000
 
 

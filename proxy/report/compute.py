@@ -15,43 +15,26 @@ Definitions (also in docs/report.md):
 from __future__ import annotations
 
 import math
-import re
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from proxy.errors import StateUnavailable
-from proxy.keys import domain_of
 from proxy.policy import Policy, lifecycle_stage
 from proxy.providers.catalog import Catalog
 from proxy.providers.guard import Throttles
 from proxy.providers.lookup import ProviderLookup
 from proxy.report.bulk import blind_domains, pauses
-from proxy.report.heard import Answers, source_of
+from proxy.report.fold import Fold, Violation
+from proxy.report.heard import Answers
 from proxy.report.people import SAMPLE, Population, survey
-from proxy.report.trail import Row, read_audit
+from proxy.report.trail import pages
 from proxy.state import State
 from proxy.types import PersonState
 
-DELIVERED = ("delivered", "released")
-DROPPED = ("reject", "rejected", "discarded", "dropped-at-release")
-DELAYED = ("queued",)
-# How many actions leaving takes, by the channel the refusal came through: the mail
-# client's button posts once (RFC 8058); a mailto is one send; the link's page is
-# open + press, for its list or for all marketing alike; the preference centre is
-# only reached from that page (no mail carries its link), so its "leave everything"
-# is open the link + "choose what you receive" + press: three.
-CLICKS = {"one-click": 1, "mailto": 1, "page": 2, "preference-centre": 3}
 LINES = (0.001, 0.003)  # complaint-rate lines: 0.1 % (keep below), 0.3 % (never reach)
-_SHADOW = re.compile(r"shadow: would (\w+)\b.*?: ([a-z_][a-z0-9_-]*): ")
-
-
-def _code(reason: str) -> str:
-    return reason.split(":", 1)[0].strip() or "none"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -60,16 +43,6 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-@dataclass
-class Violation:
-    address: str
-    scope: str
-    refused_at: float
-    delivered_at: float
-    stream: str
-    shadow: bool
 
 
 @dataclass
@@ -171,102 +144,6 @@ class Report:
         return sorted(names, key=lambda d: (-self.complaints[d], -self.by_domain[d], d))
 
 
-class _Reader:
-    """Folds audit entries into a Report, one at a time (the trail is never held whole)."""
-
-    def __init__(self, report: Report, policy: Policy) -> None:
-        self.r = report
-        self.policy = policy
-        self.refused: dict[tuple[str, str], float] = {}  # (address, scope) -> first time
-        self.last: dict[tuple[str, str], float] = {}  # -> last delivery after it
-        self.complainers: set[str] = set()
-
-    def _list(self, stream: str) -> tuple[str, bool] | None:
-        """(list, marketing) of a stream, or None for a stream not in the policy."""
-        s = self.policy.streams.get(stream)
-        return (s.list, s.marketing) if s is not None else None
-
-    def add(self, e: Row) -> None:
-        r = self.r
-        r.entries += 1
-        day = _day(e.at)
-        if e.kind == "change" and e.outcome == "engaged":
-            r.heard[source_of(e.detail)] += 1
-            return
-        if e.kind == "change" and e.outcome == "refused":
-            kind = e.detail.split(" ", 1)[0] or "manual"
-            channel = e.detail.rsplit(" via ", 1)[1] if " via " in e.detail else "-"
-            r.refusals[kind] += 1
-            r.daily[day]["refusals"] += 1
-            if kind == "complaint" and e.recipient not in self.complainers:
-                self.complainers.add(e.recipient)  # one complaint per person, however reported
-                r.complaints[domain_of(e.recipient)] += 1
-                r.daily[day]["complaints"] += 1
-            key = (e.recipient, e.stream or "*")
-            if key in self.refused:
-                return  # a repeat: the first one is the one that counts
-            self.refused[key] = e.at
-            r.tracked += 1
-            r.channels[channel] += 1
-            if kind == "unsubscribe" and channel in CLICKS:
-                r.clicks[CLICKS[channel]] += 1
-            return
-        if e.kind == "change" and e.outcome == "tool-told":
-            self._told(e)
-        if e.kind != "decision":
-            return
-        code = _code(e.reasons[0]) if e.reasons else "none"
-        known = self._list(e.stream)
-        marketing = known[1] if known else bool(e.one_click)
-        lst = known[0] if known else e.stream
-        if e.outcome in DELIVERED and marketing:
-            r.delivered[e.stream] += 1
-            r.by_domain[domain_of(e.recipient)] += 1
-            r.daily[day]["delivered"] += 1
-            r.signed += e.one_click == "signed"
-            r.body_links[e.body_link or "not checked"] += 1
-            for scope in (lst, "*"):
-                since = self.refused.get((e.recipient, scope))
-                if since is not None and e.at >= since:
-                    r.violations.append(Violation(e.recipient, scope, since, e.at, e.stream,
-                                                  code == "shadow"))
-                    self.last[(e.recipient, scope)] = e.at
-        if code == "shadow" and e.reasons:
-            m = _SHADOW.match(e.reasons[0])
-            r.shadow[e.stream][f"would {m.group(1)}: {m.group(2)}" if m else "would deliver"] += 1
-            r.shadow_delivered[e.stream] += e.outcome in DELIVERED
-        elif e.outcome in DROPPED:
-            r.drops[e.stream][code] += 1
-            r.stopped += code == "refused"
-        elif e.outcome in DELAYED:
-            r.delays[e.stream][code if code != "none" else "upstream retry"] += 1
-        if code == "domain_guard":
-            r.guarded[domain_of(e.recipient)]["dropped" if e.outcome in DROPPED else
-                                              "held" if e.outcome in DELAYED else e.outcome] += 1
-
-    def _told(self, e: Row) -> None:
-        """The tool heard of a tracked refusal (of this list, or of every list)."""
-        for scope in (e.stream, "*"):
-            since = self.refused.get((e.recipient, scope))
-            if since is not None and (e.recipient, scope) not in self.r.told:
-                self.r.told[(e.recipient, scope)] = max(0.0, e.at - since)
-                return
-
-    def finish(self) -> None:
-        for key, at in self.refused.items():
-            self.r.effect.append(max(0.0, self.last.get(key, at) - at))
-
-
-@lru_cache(maxsize=512)
-def _utc_day(day: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
-
-
-def _day(at: float) -> str:
-    """The UTC date of ``at`` (formatted once per day: a million entries span a few dozen)."""
-    return _utc_day(int(at // 86400))
-
-
 class _People:
     """Folds each person read into the lifecycle and re-permission counts."""
 
@@ -317,10 +194,10 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     """Every figure for the window [since, now]; ``lookback`` bounds the guard's count;
     the lifecycle figures read ``sample`` people when there are more (None: everyone)."""
     report = Report(since=since, now=now, policy_version=policy.version)
-    reader = _Reader(report, policy)
-    async for entry in read_audit(state.redis, state.keys, since, now):
-        reader.add(entry)
-    reader.finish()
+    fold = Fold(report, policy, since, now)
+    async for page in pages(state.redis, state.keys, since):
+        fold.page(page)
+    fold.finish()
     first = await state.audit.oldest()
     report.oldest_kept = first.at if first is not None else None
     folds = _People(policy, now)

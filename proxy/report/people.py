@@ -50,10 +50,14 @@ class Population:
         return math.ceil(Z95 * big * math.sqrt(0.25 / n * (big - n) / (big - 1)))
 
 
-def _picked(address: bytes, threshold: int) -> bool:
-    """A fixed, uniform choice: the address's hash below the threshold (of 2**64)."""
-    digest = hashlib.blake2b(address, digest_size=8).digest()
-    return int.from_bytes(digest, "big") < threshold
+def _picked(members: list[Any], threshold: int | None) -> list[str]:
+    """The addresses chosen, fixed and uniform: those whose hash is below the threshold (of
+    2**64; None: every one). The digest's 8 bytes compared as they are, big-endian."""
+    found = [m if isinstance(m, bytes) else str(m).encode() for m in members]
+    if threshold is None:
+        return [b.decode() for b in found]
+    limit, blake2b = threshold.to_bytes(8, "big"), hashlib.blake2b
+    return [b.decode() for b in found if blake2b(b, digest_size=8).digest() < limit]
 
 
 async def everyone(state: State, batch: int = BATCH) -> AsyncIterator[PersonState]:
@@ -72,10 +76,7 @@ async def _scan(state: State, threshold: int | None,
                 state.keys.people, cursor, count=batch if threshold is None else SCAN)
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        for m in members:
-            b = m if isinstance(m, bytes) else str(m).encode()
-            if threshold is None or _picked(b, threshold):
-                pending.append(b.decode())
+        pending += _picked(members, threshold)
         done = int(cursor) == 0
         while len(pending) >= batch or (done and pending):
             for person in await state.snapshots(pending[:batch]):
