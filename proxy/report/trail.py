@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,36 +51,57 @@ def ordered(fields: Any) -> list[Any]:
     return out
 
 
-async def _page(redis: Any, key: str, start: str, chunk: int) -> Any:
-    if not isinstance(redis, aioredis.Redis):  # a Cluster's client, or one wrapping a client
-        return await redis.xrange(key, start, "+", count=chunk)
-    # The command name as bytes matches none of redis-py's reply callbacks (keyed by str):
-    # the reply stays hiredis's nested lists, without a dict built per entry in Python.
-    return await redis.execute_command(b"XRANGE", key, start, "+", b"COUNT", chunk)
+async def _pages(redis: Any, key: str, start: str, chunk: int) -> AsyncIterator[Any]:
+    """XRANGE pages on a connection of its own, the next one asked for before a page is
+    given out: Redis builds it while heed folds this one (on the other core), instead of
+    one waiting for the other. The command name as bytes and the connection's own read
+    leave the reply as hiredis parsed it, nested lists, no dict built per entry."""
+    try:
+        conn = await redis.connection_pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants the command's name
+        conn = await redis.connection_pool.get_connection("XRANGE")
+    done = False
+    try:
+        await conn.send_command(b"XRANGE", key, start, "+", b"COUNT", chunk)
+        while True:
+            raw = await conn.read_response()
+            if len(raw) == chunk:  # sent before the caller folds this page
+                await conn.send_command(b"XRANGE", key, "(" + _str(raw[-1][0]), "+",
+                                        b"COUNT", chunk)
+            else:
+                done = True
+            if raw:
+                yield raw
+            if done:
+                return
+    finally:
+        if not done:  # stopped early, or failed: a reply may still be coming on it
+            await conn.disconnect()
+        await redis.connection_pool.release(conn)
+
+
+async def _paged(redis: Any, key: str, start: str, chunk: int) -> AsyncIterator[Any]:
+    """XRANGE pages through any client (a Cluster's, or one wrapping a client)."""
+    while True:
+        raw = await redis.xrange(key, start, "+", count=chunk)
+        if raw:
+            yield raw
+        if len(raw) < chunk:
+            return
+        start = "(" + _str(raw[-1][0])
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def pages(redis: Any, keys: Keys, since: float,
                 chunk: int = CHUNK) -> AsyncIterator[list[Any]]:
     """Yield the trail from the window's first stream id on, ``chunk`` entries per round
-    trip, as the reply's [id, fields] pairs (entries are filtered by their own ``at`` later).
-
-    The next page is asked for before this one is folded: Redis answers while heed
-    folds, on the other core, instead of one waiting for the other."""
-    async def fetch(start: str) -> Any:
-        try:
-            return await _page(redis, keys.audit, start, chunk)
-        except RedisError as exc:
-            raise StateUnavailable("redis unavailable") from exc
-
-    pending: asyncio.Task[Any] | None = asyncio.ensure_future(fetch(since_id(since)))
+    trip, as the reply's [id, fields] pairs (entries are filtered by their own ``at`` later)."""
+    read = _pages if isinstance(redis, aioredis.Redis) else _paged
     try:
-        while pending is not None:
-            raw = await pending
-            last = raw[-1][0] if raw else b""
-            pending = (asyncio.ensure_future(fetch("(" + (last.decode() if isinstance(
-                last, bytes) else str(last)))) if len(raw) == chunk else None)
-            if raw:
-                yield raw
-    finally:
-        if pending is not None:
-            pending.cancel()
+        async for raw in read(redis, keys.audit, since_id(since), chunk):
+            yield raw
+    except RedisError as exc:
+        raise StateUnavailable("redis unavailable") from exc
