@@ -7,7 +7,8 @@ No SMTP and no signing: ``--sessions`` tasks each take recipients one at a time 
 what the mail path does with Redis for a delivered 1-recipient message (State.snapshots
 with the shipped policy's domain guard, the engine's decision, Recorder.intent, then
 Recorder.message written behind), on heed's group-commit client (50 ms write-behind)
-against a fresh redis-server on a unix socket (no persistence). Printed per run: this
+against a fresh redis-server on a unix socket (no persistence), through heed's own
+clients (``connect_redis``). Printed per run: this
 process's CPU ms per recipient, redis-server's, and Redis commands per recipient.
 Each ``--source`` (a checkout of heed; default this one) runs in a subprocess of its
 own, ``--rounds`` times, interleaved (A B A B …), so old and new meet the same machine.
@@ -57,8 +58,6 @@ def main() -> None:
 
 
 async def _child(n: int, sessions: int) -> dict[str, object]:
-    import redis.asyncio as aioredis
-
     from proxy.audit import Audit
     from proxy.batch import GroupCommit
     from proxy.clock import SystemClock
@@ -67,6 +66,7 @@ async def _child(n: int, sessions: int) -> dict[str, object]:
     from proxy.policy import decide
     from proxy.policy_store import PolicyStore
     from proxy.recorder import Delivery, Recorder
+    from proxy.redisconn import connect_redis
     from proxy.state import State
     from proxy.types import Envelope
 
@@ -78,8 +78,9 @@ async def _child(n: int, sessions: int) -> dict[str, object]:
     try:
         while not sock.exists():
             await asyncio.sleep(0.02)
-        raw = aioredis.Redis(unix_socket_path=str(sock))
-        lane = aioredis.Redis(unix_socket_path=str(sock))
+        # heed's own clients (hiredis packing; no per-reply timeout on the batch lane).
+        raw = connect_redis(f"unix://{sock}")
+        lane = connect_redis(f"unix://{sock}", read_timeout=None)
         batched = GroupCommit(raw, lane=lane, linger=0.05)
         keys, clock = Keys("heed"), SystemClock()
         audit = Audit(batched, keys)

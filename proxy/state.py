@@ -75,6 +75,8 @@ class State:
         now = self.clock.now()
         since, guard_since = now - SEND_WINDOW, now - GUARD_LOOKBACK
         norm = [normalise_address(a) for a in addresses]
+        # Each receiving domain's complaints once, however many of its people are here.
+        doms = list(dict.fromkeys(domain_of(a) for a in norm)) if domains else []
         k = self.keys
         try:
             pipe = self.reads.pipeline(transaction=False)
@@ -83,18 +85,21 @@ class State:
                 # and parse here instead of five (proxy/scripts.py).
                 pipe.eval(READ_PERSON, READ_PERSON_KEYS, k.consent(a), k.refusal(a),
                           k.engagement(a), k.prefs(a), k.sends(a), repr(since))
-                if domains:
-                    pipe.zrangebyscore(k.domain_complaints(domain_of(a)), guard_since, "+inf",
-                                       withscores=True)
+            for d in doms:
+                pipe.zrangebyscore(k.domain_complaints(d), guard_since, "+inf", withscores=True)
             # Erased addresses: one command for the whole batch, in the same round trip.
             pipe.smismember(k.suppressed, [self.suppression_id(a) for a in norm])
             raw = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        n = 1 + domains
-        flags = raw[-1]
-        return [person(a, *raw[i * n], *raw[i * n + 1:(i + 1) * n], suppressed=flags[i])
-                for i, a in enumerate(norm)]
+        people, flags = raw[:len(norm)], raw[-1]
+        complaints = dict(zip(doms, raw[len(norm):-1], strict=True))
+        out = []
+        for a, (consent, refusal, engage, prefs, sends), flag in zip(norm, people, flags,
+                                                                     strict=True):
+            out.append(person(a, consent, refusal, engage, prefs, sends,
+                              complaints.get(domain_of(a)), suppressed=flag))
+        return out
 
     def suppression_id(self, address: str) -> str:
         """The digest an erased ``address`` is kept under in the suppression set."""
