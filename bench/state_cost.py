@@ -53,7 +53,8 @@ def main() -> None:
                                  capture_output=True, text=True).stdout
             res = json.loads(out.strip().splitlines()[-1])
             print(f"round {r + 1} {res['source']:30s} heed {res['heed_ms']:.3f} ms/recipient, "
-                  f"redis-server {res['redis_ms']:.3f} ms, {res['commands']:.2f} commands/recipient, "
+                  f"redis-server {res['redis_ms']:.3f} ms, "
+                  f"{res['commands']:.2f} commands/recipient, "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
@@ -118,7 +119,8 @@ async def _child(n: int, sessions: int) -> dict[str, object]:
                     if not k.startswith(("cmdstat_info", "cmdstat_config")))
         await batched.aclose()
         import proxy
-        return {"source": str(Path(proxy.__file__).parent.parent), "heed_ms": (cpu1 - cpu0) * 1000 / n, "redis_ms": (rcpu1 - rcpu0) * 1000 / n,
+        return {"source": str(Path(proxy.__file__).parent.parent),
+                "heed_ms": (cpu1 - cpu0) * 1000 / n, "redis_ms": (rcpu1 - rcpu0) * 1000 / n,
                 "commands": calls / n}
     finally:
         server.terminate()
