@@ -201,3 +201,23 @@ def test_the_trail_reader_knows_the_order_entries_are_written_in() -> None:
     assert ordered(flat[2:] + flat[:2]) == flat
     assert ordered([b"kind", b"change"]) == [b for name in ORDER for b in (
         name, b"change" if name == b"kind" else b"")]
+
+
+def test_reasons_with_a_time_in_them_keep_the_counted_combinations_few(policy: Policy) -> None:
+    """Each drop's reason is unique (a refusal's time): counted by its code, not its text,
+    so what the fold holds does not grow with the trail."""
+    from proxy.report.fold import KEPT
+
+    entries = [AuditEntry(at=NOW - i, kind="decision", recipient=f"p{i}@x.org",
+                          outcome="reject", stream="marketing",
+                          reasons=(f"refused: unsubscribe from marketing on {i}",))
+               for i in range(KEPT + 1000)]
+    page = [[b"%d-0" % i, [b for k, v in e.to_fields().items() for b in (k.encode(), v.encode())]]
+            for i, e in enumerate(entries)]
+    r = Report(since=NOW - DAY, now=NOW, policy_version=policy.version)
+    fold = Fold(r, policy, NOW - DAY, NOW)
+    fold.page(page)
+    fold.finish()
+    assert r.entries == len(entries) and r.stopped == len(entries)
+    assert r.drops == {"marketing": {"refused": len(entries)}}
+    assert len(fold.decided) <= 2 and len(fold.because) <= KEPT  # two UTC days at most

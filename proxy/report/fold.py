@@ -1,8 +1,10 @@
 """The audit trail folded into the report's figures, a page of raw entries at a time.
 
-Most of what a decision adds depends only on its outcome, stream, reasons, one-click and
-body-link fields and its day: those are counted per distinct combination while the trail
-is read (a month has a few thousand) and turned into figures once, at the end. Per entry
+Most of what a decision adds depends only on its outcome, stream, first reason's code,
+one-click and body-link fields and its day: those are counted per distinct combination
+while the trail is read (a month has a few thousand) and turned into figures once, at the
+end. Reasons carry per-person detail (a refusal's time, a local hour), so they are read
+down to what a figure uses before they are counted: the combinations stay few. Per entry
 only what depends on the person is looked at: the recipient's domain, and for the few
 recipients with a refusal, whether a delivery broke it. Refusals and tool-told entries
 (a few in a hundred) are read whole. The definitions are compute.py's (docs/report.md).
@@ -48,13 +50,20 @@ class Violation:
     shadow: bool
 
 
+# Reasons as far as a figure reads them: the first one's code, and for a shadow
+# decision what it would have done ("would drop: no_consent"), else None.
+Because = tuple[str, str | None]
+NO_REASON: Because = ("none", None)
+KEPT = 4096  # reasons remembered as read (most repeat; ones with a time in them do not)
+
+
 class _Plan(NamedTuple):
     """What a decision with these fields adds, whoever it went to."""
 
     outcome: str
     stream: str
-    reasons: tuple[str, ...]
     code: str  # the first reason's code, "none" without one
+    would: str | None  # a shadow decision's would-be action, else None
     scope: str  # the list a refusal of which it breaks
     one_click: str
     body_link: str
@@ -76,8 +85,16 @@ def _reasons(raw: bytes) -> tuple[str, ...]:
         return (text,)
 
 
-def _code(reason: str) -> str:
-    return reason.split(":", 1)[0].strip() or "none"
+def _because(raw: bytes) -> Because:
+    """What the figures read of an entry's reasons (the JSON list as recorded)."""
+    reasons = _reasons(raw)
+    if not reasons:
+        return NO_REASON
+    code = reasons[0].split(":", 1)[0].strip() or "none"
+    if code != "shadow":
+        return code, None
+    m = _SHADOW.match(reasons[0])
+    return code, f"would {m.group(1)}: {m.group(2)}" if m else "would deliver"
 
 
 @lru_cache(maxsize=512)
@@ -109,13 +126,14 @@ class Fold:
         self.decided: dict[tuple[Any, ...], list[Any]] = {}
         self.domains: dict[bytes, int] = {}  # delivered marketing by _domain_key
         self.guarded: dict[tuple[bytes, str], int] = {}
-        self.engaged: dict[bytes, int] = {}  # by the entry's detail
+        self.because: dict[bytes, Because] = {}  # reasons as recorded -> as read
+        self.sources: dict[bytes, str] = {}  # an engagement's detail -> how it was heard
         self.delivery_days: set[int] = set()
 
     def page(self, raw: list[Any]) -> None:
         """Fold one XRANGE reply ([id, fields] pairs); entries outside the window skipped."""
         since, now, decided, domains = self.since, self.now, self.decided, self.domains
-        refusers, engaged, days = self.refusers, self.engaged, self.delivery_days
+        refusers, days, because = self.refusers, self.delivery_days, self.because
         n = 0
         for _id, f in raw:
             if type(f) is not list or f[0::2] != ORDER:
@@ -129,7 +147,12 @@ class Fold:
             n += 1
             kind = f[3]
             if kind == b"decision":
-                key = (f[7], f[9], f[25], f[21], f[23], int(at // DAY))
+                why = because.get(f[25])
+                if why is None:
+                    if len(because) >= KEPT:
+                        because.clear()
+                    why = because[f[25]] = _because(f[25])
+                key = (f[7], f[9], why, f[21], f[23], int(at // DAY))
                 slot = decided.get(key)
                 if slot is None:
                     slot = decided[key] = [self._plan(key), 0]
@@ -147,7 +170,7 @@ class Fold:
             elif kind == b"change":
                 outcome = f[7]
                 if outcome == b"engaged":
-                    engaged[f[19]] = engaged.get(f[19], 0) + 1
+                    self._engaged(f[19])
                 elif outcome == b"refused":
                     self._refusal(_text(f[5]), _text(f[9]), _text(f[19]), at)
                 elif outcome == b"tool-told":
@@ -158,19 +181,27 @@ class Fold:
         found = self.plans.get(key[:5])
         if found is not None:
             return found
-        outcome, stream, reasons = _text(key[0]), _text(key[1]), _reasons(key[2])
+        outcome, stream, (code, would) = _text(key[0]), _text(key[1]), key[2]
         one_click, body_link = _text(key[3]), _text(key[4])
-        code = _code(reasons[0]) if reasons else "none"
         known = self.policy.streams.get(stream)
         marketing = known.marketing if known is not None else bool(one_click)
         guard = None
         if code == "domain_guard":
             guard = ("dropped" if outcome in DROPPED else "held" if outcome in DELAYED
                      else outcome)
-        plan = _Plan(outcome, stream, reasons, code, known.list if known else stream,
+        plan = _Plan(outcome, stream, code, would, known.list if known else stream,
                      one_click, body_link, outcome in DELIVERED and marketing, guard)
         self.plans[key[:5]] = plan
         return plan
+
+    def _engaged(self, detail: bytes) -> None:
+        """Engagement by how heed heard it, counted as it comes (the detail can be unique)."""
+        source = self.sources.get(detail)
+        if source is None:
+            if len(self.sources) >= KEPT:
+                self.sources.clear()
+            source = self.sources[detail] = source_of(_text(detail))
+        self.r.heard[source] += 1
 
     def _refusal(self, address: str, stream: str, detail: str, at: float) -> None:
         r = self.r
@@ -223,10 +254,8 @@ class Fold:
                 r.daily[_utc_day(combo[5])]["delivered"] += n
                 r.signed += n * (p.one_click == "signed")
                 r.body_links[p.body_link or "not checked"] += n
-            if p.code == "shadow" and p.reasons:
-                m = _SHADOW.match(p.reasons[0])
-                would = f"would {m.group(1)}: {m.group(2)}" if m else "would deliver"
-                r.shadow[p.stream][would] += n
+            if p.would is not None:
+                r.shadow[p.stream][p.would] += n
                 r.shadow_delivered[p.stream] += n * (p.outcome in DELIVERED)
             elif p.outcome in DROPPED:
                 r.drops[p.stream][p.code] += n
@@ -237,5 +266,3 @@ class Fold:
             r.by_domain[domain_of(_text(dom))] += n
         for (dom, label), n in self.guarded.items():
             r.guarded[domain_of(_text(dom))][label] += n
-        for detail, n in self.engaged.items():
-            r.heard[source_of(_text(detail))] += n
