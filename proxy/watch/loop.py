@@ -48,6 +48,8 @@ class GcPauses:
     total: float = 0.0
     longest: float = 0.0
     over: int = 0  # pauses over the threshold
+    cpu_longest: float = 0.0  # the main thread's CPU time in the longest-by-CPU pause
+    cpu_over: int = 0  # pauses over the threshold in CPU time (not a wait for a core)
 
 
 class LoopWatch:
@@ -66,7 +68,7 @@ class LoopWatch:
         self._due = 0.0
         self._beats = 0  # timer beats so far: one between two looks ends the step
         self.looks = 0  # looks at the main thread's stack so far
-        self._gc_start = 0.0
+        self._gc_start = self._gc_cpu = 0.0
         self._running = False
         self._handle: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
@@ -138,19 +140,22 @@ class LoopWatch:
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._gc_start = time.perf_counter()
+            self._gc_start, self._gc_cpu = time.perf_counter(), time.thread_time()
             return
-        took = time.perf_counter() - self._gc_start
+        took, cpu = time.perf_counter() - self._gc_start, time.thread_time() - self._gc_cpu
         g = self.gc[min(int(info.get("generation", 0)), 2)]
         g.count += 1
         g.total += took
         g.longest = max(g.longest, took)
         g.over += took > self.threshold
+        g.cpu_longest = max(g.cpu_longest, cpu)
+        g.cpu_over += cpu > self.threshold
 
     def summary(self) -> str:
         ms = self.threshold * 1000
         gcs = "; ".join(f"gen{n} {g.count} (total {g.total * 1000:.0f} ms, longest "
-                        f"{g.longest * 1000:.1f} ms, {g.over} over {ms:g} ms)"
+                        f"{g.longest * 1000:.1f} ms, {g.over} over {ms:g} ms; by CPU: longest "
+                        f"{g.cpu_longest * 1000:.1f} ms, {g.cpu_over} over {ms:g} ms)"
                         for n, g in enumerate(self.gc))
         longest = " | ".join(f"{s.seconds * 1000:.1f} ms (cpu {s.cpu * 1000:.1f}) at {s.where}"
                              for s in self.steps)
