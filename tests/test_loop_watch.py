@@ -6,6 +6,10 @@ import asyncio
 import gc
 import sys
 
+import pytest
+
+from proxy.errors import ConfigError
+from proxy.settings import load_settings
 from proxy.watch.loop import LOOK, LoopWatch
 
 
@@ -51,3 +55,10 @@ async def test_the_watch_stops_looking_and_timing_when_stopped() -> None:
     gc.collect()
     await asyncio.sleep(LOOK * 5)
     assert watch.looks == looks and watch.gc[2].count == 0
+
+
+def test_loop_watch_ms_is_a_setting_checked_at_start() -> None:
+    assert load_settings(env={"HEED_LOOP_WATCH_MS": "5"}).loop_watch_ms == 5.0
+    assert load_settings(env={}).loop_watch_ms == 0.0  # off unless asked for
+    with pytest.raises(ConfigError, match="'loop_watch_ms' must be a number"):
+        load_settings(env={"HEED_LOOP_WATCH_MS": "-1"})
