@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from proxy.embedded_redis import EmbeddedRedis, embedded_pair
+from proxy.errors import HeedError
 from proxy.locate import forget, remember
 from proxy.logs import setup_logging
 from proxy.policy_store import PolicyStore
@@ -145,7 +146,14 @@ def supervise(settings: Settings, url: str, workers: int) -> None:
     procs: list[multiprocessing.process.BaseProcess] = []
     stopping = False
     host, port = settings.smtp.listen
-    sockets = [smtp_socket(host, port) for _ in range(workers)]
+    sockets: list[socket.socket | None] = []
+    try:
+        sockets.extend(smtp_socket(host, port) for _ in range(workers))
+    except OSError as exc:
+        for sock in sockets:
+            if sock is not None:
+                sock.close()
+        raise HeedError(f"cannot listen for SMTP on {host}:{port}: {exc.strerror}") from None
     # Only if the parent could not open the sockets: the first workers listen together.
     together = ctx.Barrier(workers) if None in sockets else None
 
