@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from proxy.bulk.bodylink import has_unsubscribe_link, unsubscribe_urls
+from proxy.bulk.bodylink import Readable, has_unsubscribe_link, readable, unsubscribe_urls
 from proxy.bulk.feedback import feedback_value, set_feedback_id
 from proxy.bulk.footer import insert_footer, language
 from proxy.bulk.gate import CopyFacts
 from proxy.copy.personal import PersonalBody
 from proxy.dkim import DkimSigner, from_domain
-from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
+from proxy.message import Message, fit_long_lines, has_long_lines, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
 from proxy.tell.offer import Offer, personal, read_offer
@@ -78,6 +79,7 @@ class _Marketing:
         self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
         self._link: bool | None = None
         self._lang: str | None = None
+        self._readable: Readable | None = None  # the text parts, decoded once for both
         self._personal: PersonalBody | None = None  # the body cut once, when a copy changes it
 
     @property
@@ -87,6 +89,13 @@ class _Marketing:
             if self._personal.unparsed:
                 self.owner.unparsed(self._personal.unparsed)
         return self._personal
+
+    @property
+    def readable(self) -> Readable:
+        """The text parts as the link check and the footer's language read them (parsed once)."""
+        if self._readable is None:
+            self._readable = readable(self.message.data)
+        return self._readable
 
     def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -103,7 +112,7 @@ class _Marketing:
         if self._link is None:
             known = [f"{self.owner.public_url}/u/",
                      *unsubscribe_urls(self.message.get_all("List-Unsubscribe"))]
-            self._link = has_unsubscribe_link(self.message.data, known)
+            self._link = has_unsubscribe_link(self.readable, known)
         return self._link
 
     def facts(self, stream: Stream) -> CopyFacts:
@@ -137,7 +146,7 @@ class _Marketing:
             if self._inserts(stream):
                 # heed's own unsubscribe footer, after the tracked links (it is never tracked).
                 if self._lang is None:
-                    self._lang = language(self.message.data)
+                    self._lang = language(self.readable)
                 body = split(insert_footer(self.message.header_block + b"\r\n" + body, url,
                                            self._lang))[1]
         if body is not self.message.body and dkim is not None and self.domain is not None \
@@ -220,8 +229,13 @@ class UnsubscribeAndSign:
         return _Marketing(self, message)
 
 
-# The fields signed_one_click reads (only these are decoded, once per copy sent).
-_ONE_CLICK_FIELDS = frozenset((b"list-unsubscribe", b"list-unsubscribe-post", b"dkim-signature"))
+# The fields signed_one_click reads, found by one regex pass over the header block: a
+# field begins after a CRLF not followed by WSP (RFC 5322 §2.2.3: that CRLF is no fold)
+# and runs to the next such CRLF; the same fields parse_fields(only=…) picks out, without
+# splitting and decoding every other field of every copy sent.
+_ONE_CLICK_FIELD = re.compile(
+    rb"(?:\A|(?<=\r\n))(list-unsubscribe-post|list-unsubscribe|dkim-signature)[ \t]*:"
+    rb"(.*?)(?=\r\n(?![ \t])|\Z)", re.IGNORECASE | re.DOTALL)
 
 
 def signed_one_click(data: bytes) -> bool:
@@ -230,8 +244,10 @@ def signed_one_click(data: bytes) -> bool:
     signature whose h= covers both fields (RFC 8058 §4). Read from the bytes that go out."""
     values: dict[str, list[str]] = {"list-unsubscribe": [], "list-unsubscribe-post": [],
                                     "dkim-signature": []}
-    for name, value in parse_fields(split(data)[0], only=_ONE_CLICK_FIELDS):
-        values[name.lower()].append(value)
+    for found in _ONE_CLICK_FIELD.finditer(split(data)[0].rstrip(b"\r\n")):
+        name, value = found.groups()
+        text = value.replace(b"\r\n", b"").strip().decode("utf-8", errors="replace")
+        values[name.lower().decode("ascii")].append(text)
     if not any("<https://" in v for v in values["list-unsubscribe"]):
         return False
     if "List-Unsubscribe=One-Click" not in [v.strip() for v in values["list-unsubscribe-post"]]:
