@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -12,7 +11,7 @@ from proxy.bulk.footer import insert_footer, language
 from proxy.bulk.gate import CopyFacts
 from proxy.copy.personal import PersonalBody
 from proxy.dkim import DkimSigner, from_domain
-from proxy.message import Message, fit_long_lines, has_long_lines, split
+from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
 from proxy.policy import Stream
 from proxy.rewrite import add_unsubscribe
 from proxy.tell.offer import Offer, personal, read_offer
@@ -229,13 +228,8 @@ class UnsubscribeAndSign:
         return _Marketing(self, message)
 
 
-# The fields signed_one_click reads, found by one regex pass over the header block: a
-# field begins after a CRLF not followed by WSP (RFC 5322 §2.2.3: that CRLF is no fold)
-# and runs to the next such CRLF; the same fields parse_fields(only=…) picks out, without
-# splitting and decoding every other field of every copy sent.
-_ONE_CLICK_FIELD = re.compile(
-    rb"(?:\A|(?<=\r\n))(list-unsubscribe-post|list-unsubscribe|dkim-signature)[ \t]*:"
-    rb"(.*?)(?=\r\n(?![ \t])|\Z)", re.IGNORECASE | re.DOTALL)
+# The fields signed_one_click reads (only these are decoded, once per copy sent).
+_ONE_CLICK_FIELDS = frozenset((b"list-unsubscribe", b"list-unsubscribe-post", b"dkim-signature"))
 
 
 def signed_one_click(data: bytes) -> bool:
@@ -244,10 +238,8 @@ def signed_one_click(data: bytes) -> bool:
     signature whose h= covers both fields (RFC 8058 §4). Read from the bytes that go out."""
     values: dict[str, list[str]] = {"list-unsubscribe": [], "list-unsubscribe-post": [],
                                     "dkim-signature": []}
-    for found in _ONE_CLICK_FIELD.finditer(split(data)[0].rstrip(b"\r\n")):
-        name, value = found.groups()
-        text = value.replace(b"\r\n", b"").strip().decode("utf-8", errors="replace")
-        values[name.lower().decode("ascii")].append(text)
+    for name, value in parse_fields(split(data)[0], only=_ONE_CLICK_FIELDS):
+        values[name.lower()].append(value)
     if not any("<https://" in v for v in values["list-unsubscribe"]):
         return False
     if "List-Unsubscribe=One-Click" not in [v.strip() for v in values["list-unsubscribe-post"]]:
