@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
+import subprocess
+import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.app import Heed
 from proxy.clock import Clock
-from proxy.embedded_redis import free_port
+from proxy.embedded_redis import free_port, wait_port
 from proxy.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -57,6 +60,27 @@ def policy_dir(parent: Path, text: str, name: str = "policies") -> Path:
     d.mkdir()
     (d / "policy.yaml").write_text(text)
     return d
+
+
+def serve_process(tmp: Path, name: str, *, policy: str, redis_url: str, upstream_port: int,
+                  env: Mapping[str, str], args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """`heed serve` as its own process on a free port, logging to ``tmp/NAME.log``, once it
+    listens. ``policy`` is written to ``tmp/policies`` the first time; ``env`` adds to the
+    environment (HTTP off unless it says otherwise)."""
+    policies = tmp / "policies"
+    if not policies.exists():
+        policies.mkdir()
+        (policies / "policy.yaml").write_text(policy)
+    port = free_port()
+    full = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+                HEED_HTTP__LISTEN="", HEED_LOG_LEVEL="WARNING", **env)
+    with (tmp / f"{name}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
+             "--upstream", f"127.0.0.1:{upstream_port}", "--redis", redis_url,
+             "--policies", str(policies), *args], cwd=tmp, env=full, stdout=log, stderr=log)
+    wait_port(port)
+    return proc
 
 
 def make_settings(*, redis_url: str, upstream_port: int, policies: Path,

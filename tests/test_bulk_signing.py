@@ -170,3 +170,12 @@ def test_dkim_rotate_prints_the_dns_steps(tmp_path: Path) -> None:
     assert "v=DKIM1; p=" in out and "selector: s2" in out
     again = heed_cmd("dkim", "rotate", "example.com", "s1", "--config", str(cfg), cwd=tmp_path)
     assert again.returncode != 0 and "already in use" in again.stderr
+
+
+def test_dkim_rotate_with_a_bad_grace_is_a_usage_error_and_writes_no_key(tmp_path: Path) -> None:
+    done = heed_cmd("dkim", "rotate", "example.com", "s2", "--dir", str(tmp_path / "keys"),
+                    "--grace", "bad", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "argument --grace: expected a duration" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "keys").exists()

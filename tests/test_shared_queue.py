@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,13 +26,13 @@ from aiosmtpd.controller import Controller
 
 from proxy.app import unsubscribe_keys
 from proxy.clock import SystemClock
-from proxy.embedded_redis import free_port, wait_port
+from proxy.embedded_redis import free_port
 from proxy.keys import Keys
 from proxy.queue import DelayQueue, HeldMail
 from proxy.redisconn import connect_redis, warm_up
 from proxy.settings import Settings, UnsubscribeKey, load_settings
 from proxy.state import State
-from tests.conftest import ROOT
+from tests.harness import serve_process
 
 pytestmark = pytest.mark.cluster
 
@@ -86,24 +85,12 @@ def slow_upstream() -> Iterator[tuple[SlowCapture, int]]:
 def serve(tmp: Path, name: str, redis_url: str, upstream_port: int,
           workers: int = 1) -> subprocess.Popen[bytes]:
     """`heed serve` as its own process, named by its EHLO to the upstream."""
-    policies = tmp / "policies"
-    if not policies.exists():
-        policies.mkdir()
-        (policies / "policy.yaml").write_text(POLICY)
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HEED_SMTP__HOSTNAME=name, HEED_HTTP__LISTEN="",
-               HEED_QUEUE__POLL_INTERVAL="0.2s", HEED_QUEUE__BATCH=str(BATCH),
-               HEED_QUEUE__LEASE="3s", HEED_LOG_LEVEL="WARNING",
-               HEED_UNSUBSCRIBE__KEYS="[{id: t1, secret: test-secret-0123456789abcdef}]")
-    log = (tmp / f"{name}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
-         "--upstream", f"127.0.0.1:{upstream_port}", "--redis", redis_url,
-         "--policies", str(policies), "--workers", str(workers)],
-        cwd=tmp, env=env, stdout=log, stderr=log)
-    log.close()
-    wait_port(port)
-    return proc
+    return serve_process(
+        tmp, name, policy=POLICY, redis_url=redis_url, upstream_port=upstream_port,
+        env={"HEED_SMTP__HOSTNAME": name, "HEED_QUEUE__POLL_INTERVAL": "0.2s",
+             "HEED_QUEUE__BATCH": str(BATCH), "HEED_QUEUE__LEASE": "3s",
+             "HEED_UNSUBSCRIBE__KEYS": "[{id: t1, secret: test-secret-0123456789abcdef}]"},
+        args=["--workers", str(workers)])
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

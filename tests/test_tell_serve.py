@@ -6,39 +6,25 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from proxy.clock import SystemClock
-from proxy.embedded_redis import free_port, wait_port
+from proxy.embedded_redis import free_port
 from proxy.keys import Keys
 from proxy.redisconn import connect_redis, warm_up
 from proxy.state import State
 from proxy.tell.offer import Offer
-from tests.conftest import ROOT
-from tests.harness import CONSENT_POLICY
+from tests.harness import CONSENT_POLICY, serve_process
 from tests.tool_standin import ToolStandIn
 
 
 def serve(tmp: Path, redis_url: str, name: str) -> subprocess.Popen[bytes]:
-    policies = tmp / "policies"
-    if not policies.exists():
-        policies.mkdir()
-        (policies / "policy.yaml").write_text(CONSENT_POLICY)
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HEED_HTTP__LISTEN="", HEED_LOG_LEVEL="WARNING",
-               HEED_TELL__ALLOW="[127.0.0.1]", HEED_TELL__BACKOFF="[1s]",
-               HEED_TELL__POLL_INTERVAL="0.2s", HEED_TELL__LEASE="1s",
-               HEED_UNSUBSCRIBE__KEYS="[{id: t1, secret: test-secret-0123456789abcdef}]")
-    log = (tmp / f"{name}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}",
-         "--upstream", f"127.0.0.1:{free_port()}", "--redis", redis_url,
-         "--policies", str(policies)], cwd=tmp, env=env, stdout=log, stderr=log)
-    log.close()
-    wait_port(port)
-    return proc
+    return serve_process(
+        tmp, name, policy=CONSENT_POLICY, redis_url=redis_url, upstream_port=free_port(),
+        env={"HEED_TELL__ALLOW": "[127.0.0.1]", "HEED_TELL__BACKOFF": "[1s]",
+             "HEED_TELL__POLL_INTERVAL": "0.2s", "HEED_TELL__LEASE": "1s",
+             "HEED_UNSUBSCRIBE__KEYS": "[{id: t1, secret: test-secret-0123456789abcdef}]"})
 
 
 async def refuse(redis_url: str, address: str, url: str) -> None:

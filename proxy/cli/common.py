@@ -57,6 +57,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(path, overrides=overrides)
 
 
+def duration_arg(text: str) -> float:
+    """An argparse ``type=`` for a duration flag: a bad one is a usage error, not a traceback."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def since(args: argparse.Namespace) -> float:
     """``--since`` in seconds; a bad duration is a config error naming the flag."""
     try:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proxy.cli.common import add_common
-from proxy.settings import Settings, parse_duration
+from proxy.cli.common import add_common, duration_arg
+from proxy.settings import Settings
 
 
 def add_dkim(sub: Any) -> None:
@@ -25,7 +25,7 @@ def add_dkim(sub: Any) -> None:
     rotate.add_argument("domain")
     rotate.add_argument("selector", help="the new selector, e.g. s202612")
     _key_flags(rotate)
-    rotate.add_argument("--grace", default="7d", metavar="DURATION",
+    rotate.add_argument("--grace", default="7d", type=duration_arg, metavar="DURATION",
                         help="how long the old key stays published (default 7d)")
 
 
@@ -60,7 +60,7 @@ def rotate(args: argparse.Namespace, settings: Settings) -> int:
 
     sys.stdout.write(rotate_key(settings, args.domain, args.selector, args.dir,
                                 algorithm=args.algorithm, bits=args.bits,
-                                grace=parse_duration(args.grace)))
+                                grace=args.grace))
     return 0
 
 
