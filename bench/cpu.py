@@ -111,6 +111,11 @@ def main() -> None:
     print(f"  CPU net          {net:6.3f} ms/message, {net / a.rcpts:.3f} ms per copy")
     print(f"  Redis: {calls / delivered:.2f} commands and "
           f"{(reads1 - reads0 - 1) / delivered:.2f} read events (round trips) per recipient")
+    # Per command; Redis counts each redis.call inside a script as well as the EVAL.
+    per = {k: (v - cmds0.get(k, 0)) / delivered for k, v in cmds1.items()
+           if not k.startswith(("info", "latency", "config"))}
+    print("  Redis commands per recipient: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.01))
     if not res.ok:
         print(f"  NOT OK: smtp-source exit {res.source_rc} {res.source_err[-400:]} {res.note}")
         sys.exit(1)

@@ -15,11 +15,17 @@ another setting) and ``split`` (the default: durable Redis ``always``, serving R
 ``--stall-ms`` makes the disk stall: every redis-server heed starts sleeps that long in
 one fsync every ``--stall-every`` seconds (bench/stall.py; this VM has no dm-delay).
 ``--repeat`` runs the whole set again, the order reversed every other run, every run printed.
+``--watch-ms`` (default 5) has each heed worker watch its own event loop (``loop_watch_ms``,
+proxy/watch/loop.py) and print, per run: how often the loop was held longer than that, how
+many of those holds were heed's own work (CPU over half the hold) rather than waiting for
+a core, the garbage collector's pauses per generation, and the longest holds with the
+stack they were caught in. 0 turns it off.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -60,6 +66,9 @@ def main() -> None:
     p.add_argument("--stall-every", type=float, default=2.0,
                    help="seconds between two stalled fsyncs (default 2)")
     p.add_argument("--repeat", type=int, default=1, help="run everything this many times")
+    p.add_argument("--watch-ms", type=float, default=5.0,
+                   help="print heed's event-loop holds longer than this, with where, and its "
+                        "GC pauses (loop_watch_ms); 0: off")
     a = p.parse_args()
     print(f"{a.rate:.0f} messages/s offered for {a.seconds:.0f} s, 1 recipient, 20 sessions, "
           f"heed workers {a.workers}" + (f"; fsync stalled {a.stall_ms:.0f} ms every "
@@ -72,6 +81,7 @@ def main() -> None:
                 with stalled_redis(tmp / "stall", stall_ms=a.stall_ms,
                                    every_s=a.stall_every) as made:
                     env = made
+            env = dict(env, HEED_LOOP_WATCH_MS=f"{a.watch_ms:g}")
             for n in range(a.repeat):
                 with apply_env(env):
                     one_round(a, tmp / f"run{n}", n)
@@ -79,9 +89,23 @@ def main() -> None:
         cleanup_all()
 
 
+def loop_watch(log: Path) -> str:
+    """What each heed worker's loop watch said when it stopped (proxy/watch/loop.py)."""
+    said = []
+    for line in log.read_text(errors="replace").splitlines():
+        if "loop watch: " in line:
+            try:
+                line = json.loads(line).get("msg", line)
+            except ValueError:
+                pass
+            said.append(line.split("loop watch: ", 1)[1])
+    return "\n".join(f"    worker {n + 1}: {text}" for n, text in enumerate(said))
+
+
 def heed_run(a: argparse.Namespace, tmp: Path, design: str,
              fsync: str) -> tuple[tuple[list[float], list[str], str], str]:
-    """One heed latency run into a fresh sink: (timings, Redis stalls seen meanwhile)."""
+    """One heed latency run into a fresh sink: (timings, Redis stalls seen meanwhile, and
+    what heed's loop watch saw)."""
     sink = Sink(tmp)
     site = tmp / f"heed-{design}-{fsync}"
     heed = Heed(site, sink.port, [f"lat{n}@example.org" for n in range(int(a.rate * a.seconds))],
@@ -101,12 +125,13 @@ def heed_run(a: argparse.Namespace, tmp: Path, design: str,
             events = durable.execute_command("LATENCY", "LATEST") or []
             stalls = (f"serving: {stalls}; durable: " + (", ".join(
                 f"{e[0].decode()} max {e[3]} ms" for e in events) or "none >= 5 ms"))
-        return run, stalls
     finally:
         if durable is not None:
             durable.close()
         heed.stop()
         sink.stop()
+    watched = loop_watch(heed.log_path) if a.watch_ms else ""
+    return run, stalls + (f"\n   heed's event loop:\n{watched}" if watched else "")
 
 
 def one_round(a: argparse.Namespace, tmp: Path, n: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -168,6 +169,7 @@ class Heed:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, run_scheduler: bool = True, reuse_port: bool = False,
+                    smtp_socket: socket.socket | None = None,
                     before_listen: Callable[[], Awaitable[None]] | None = None) -> None:
         await warm_up(self.redis)
         await warm_up(self.batched.lane)
@@ -179,7 +181,7 @@ class Heed:
                           max_recipients=self.settings.smtp.max_recipients, local=self.local,
                           metrics=self.metrics)
         self._smtp = await start_smtp(handler, self.settings.smtp, self.access,
-                                      reuse_port=reuse_port)
+                                      reuse_port=reuse_port, sock=smtp_socket)
         if self.settings.http.listen is not None:
             app = make_app(tokens=self.tokens, state=self.state, metrics=self.metrics,
                            ready=self.ready, policies=self.policies,

@@ -14,6 +14,9 @@ from proxy.keys import Keys, normalise_address
 
 AUDIT_KINDS = ("decision", "intent", "change", "release", "expire", "upstream", "event")
 _PAGE = 500  # entries read per round trip when tail() filters by time
+# What json.dumps(ensure_ascii=False) builds on every call, built once (an entry's
+# reasons are encoded once or twice per recipient).
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _text(value: Any) -> str:
@@ -65,7 +68,7 @@ class AuditEntry:
             "policy_version": str(self.policy_version),
             "correlation_id": str(self.correlation_id), "detail": str(self.detail),
             "one_click": str(self.one_click), "body_link": str(self.body_link),
-            "reasons": json.dumps(list(self.reasons), ensure_ascii=False),
+            "reasons": _ENCODER.encode(list(self.reasons)),
         }
 
     @classmethod
@@ -103,13 +106,15 @@ class Audit:
 
     def add(self, pipe: Any, entries: Sequence[AuditEntry]) -> None:
         """Queue XADDs on the caller's pipeline (executed with the caller's other writes)."""
+        # XADD's arguments built once per entry for both streams (what redis-py's xadd
+        # builds: approximate trimming, MAXLEN ~ lets Redis drop whole nodes, O(1)).
+        tail = ("~", str(self.maxlen_global), "*")
         for entry in entries:
-            data = entry.to_fields()
-            # Approximate trimming (MAXLEN ~) lets Redis drop whole nodes: O(1), not O(n).
-            pipe.xadd(self.keys.audit, data, maxlen=self.maxlen_global, approximate=True)
+            fields_ = [x for pair in entry.to_fields().items() for x in pair]
+            pipe.execute_command("XADD", self.keys.audit, "MAXLEN", *tail, *fields_)
             if entry.recipient:
-                pipe.xadd(self.keys.person_audit(entry.recipient), data,
-                          maxlen=self.maxlen_person, approximate=True)
+                pipe.execute_command("XADD", self.keys.person_audit(entry.recipient), "MAXLEN",
+                                     "~", str(self.maxlen_person), "*", *fields_)
         if self.max_age > 0 and entries:
             # Stream ids are milliseconds of Redis's clock; heed's stands in for it here.
             oldest = int((max(e.at for e in entries) - self.max_age) * 1000)

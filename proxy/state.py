@@ -20,109 +20,25 @@ from proxy.durable.mirror import MirroredRedis
 from proxy.errors import StateUnavailable
 from proxy.keys import ENGAGED_AT, ENGAGED_MARK, Keys, domain_of, normalise_address, suppression_id
 from proxy.keys import is_address as is_address  # re-exported: events, API, bounces
-from proxy.signals.engagement import CLAIM, ENGAGE, UNCLAIM, asked, engagement
+from proxy.person import json_record, person, text_of
+from proxy.scripts import COUNT_SEND, READ_PERSON, READ_PERSON_KEYS
+from proxy.signals.engagement import CLAIM, ENGAGE, UNCLAIM
 from proxy.tell.comeback import lift, rejoin, resubscribe, unsubscribe_to_lift
 from proxy.tell.outbox import Event, note
 from proxy.types import (
     ENGAGEMENT_KINDS,
     GLOBAL_SCOPE,
     REFUSAL_KINDS,
-    Consent,
     PersonState,
-    Preferences,
-    Refusal,
 )
 
 SEND_WINDOW = 35 * 86400.0  # caps look back at most a month (31 days); the rest is margin
 CSV_BATCH = 500  # rows per Redis round trip
 FREQUENCIES = (None, "weekly", "monthly")
-_READS = 5  # commands per person in a snapshot pipeline (6 with domain complaints)
 # The domain guard's longest window plus pause (proxy/policy/conditions.py); complaints
 # older than this are trimmed from a domain's set.
 GUARD_LOOKBACK = 62 * 86400.0
 _UNSET: Any = object()
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _hash(raw: Any) -> dict[str, str]:
-    return {_s(k): _s(v) for k, v in (raw or {}).items()}
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _json(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _consents(raw: Any) -> dict[str, Consent]:
-    out = {}
-    for lst, text in _hash(raw).items():
-        rec = _json(text)
-        granted = rec.get("granted_at")
-        # Revoked records stay in Redis as proof, but they are not consent.
-        if rec.get("revoked_at") is None and isinstance(granted, int | float):
-            out[lst] = Consent(lst, float(granted), str(rec.get("source", "")),
-                               str(rec.get("ip", "")), str(rec.get("text", "")))
-    return out
-
-
-def _refusals(raw: Any) -> dict[str, Refusal]:
-    out = {}
-    for scope, text in _hash(raw).items():
-        rec = _json(text)
-        # An unreadable record still says no: failing closed beats mailing someone who left.
-        at = rec.get("at")
-        out[scope] = Refusal(scope, str(rec.get("kind", "manual")),
-                             float(at) if isinstance(at, int | float) else 0.0,
-                             str(rec.get("channel", "")))
-    return out
-
-
-def _prefs(raw: Any) -> Preferences:
-    pr = _hash(raw)
-    try:
-        off = json.loads(pr.get("off", "[]"))
-    except ValueError:
-        off = []
-    if not isinstance(off, list):
-        off = []
-    return Preferences(paused_until=_float(pr.get("paused_until")),
-                       timezone=pr.get("timezone") or None,
-                       off=frozenset(o for o in off if isinstance(o, str)),
-                       frequency=pr.get("frequency") or None)
-
-
-def _person(address: str, consent: Any, refusal: Any, engage: Any, prefs: Any,
-            sends: Any, complaints: Any = None, *, suppressed: Any = False) -> PersonState:
-    eng = _hash(engage)
-    by_stream: dict[str, list[float]] = {}
-    for member, score in sends or []:
-        by_stream.setdefault(_s(member).split("|", 1)[0], []).append(float(score))
-    last = _float(eng.get("last_engaged"))
-    since = int(_float(eng.get("sends_since")) or 0)
-    total = int(_float(eng.get("total_sends")) or 0)
-    return PersonState(
-        address=address, consents=_consents(consent), refusals=_refusals(refusal),
-        last_engaged=last, sends_since_engagement=since,
-        first_send=_float(eng.get("first_send")),
-        sends={s: tuple(sorted(t)) for s, t in by_stream.items()},
-        prefs=_prefs(prefs), engagement=engagement(eng, last, since, total),
-        total_sends=total, repermission=asked(eng),
-        domain_complaints=tuple(sorted(float(score) for _, score in complaints or [])),
-        suppressed=bool(suppressed),
-    )
 
 
 class State:
@@ -159,27 +75,31 @@ class State:
         now = self.clock.now()
         since, guard_since = now - SEND_WINDOW, now - GUARD_LOOKBACK
         norm = [normalise_address(a) for a in addresses]
+        # Each receiving domain's complaints once, however many of its people are here.
+        doms = list(dict.fromkeys(domain_of(a) for a in norm)) if domains else []
         k = self.keys
         try:
             pipe = self.reads.pipeline(transaction=False)
             for a in norm:
-                pipe.hgetall(k.consent(a))
-                pipe.hgetall(k.refusal(a))
-                pipe.hgetall(k.engagement(a))
-                pipe.hgetall(k.prefs(a))
-                pipe.zrangebyscore(k.sends(a), since, "+inf", withscores=True)
-                if domains:
-                    pipe.zrangebyscore(k.domain_complaints(domain_of(a)), guard_since, "+inf",
-                                       withscores=True)
+                # One script for the person's five keys (one slot): one command to pack
+                # and parse here instead of five (proxy/scripts.py).
+                pipe.eval(READ_PERSON, READ_PERSON_KEYS, k.consent(a), k.refusal(a),
+                          k.engagement(a), k.prefs(a), k.sends(a), repr(since))
+            for d in doms:
+                pipe.zrangebyscore(k.domain_complaints(d), guard_since, "+inf", withscores=True)
             # Erased addresses: one command for the whole batch, in the same round trip.
             pipe.smismember(k.suppressed, [self.suppression_id(a) for a in norm])
             raw = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        n = _READS + domains
-        flags = raw[-1]
-        return [_person(a, *raw[i * n:(i + 1) * n], suppressed=flags[i])
-                for i, a in enumerate(norm)]
+        people, flags = raw[:len(norm)], raw[-1]
+        complaints = dict(zip(doms, raw[len(norm):-1], strict=True))
+        out = []
+        for a, (consent, refusal, engage, prefs, sends), flag in zip(norm, people, flags,
+                                                                     strict=True):
+            out.append(person(a, consent, refusal, engage, prefs, sends,
+                              complaints.get(domain_of(a)), suppressed=flag))
+        return out
 
     def suppression_id(self, address: str) -> str:
         """The digest an erased ``address`` is kept under in the suppression set."""
@@ -194,19 +114,18 @@ class State:
         k = self.keys
         first, window = repr(at), f"({at - SEND_WINDOW!r}"
         members: dict[str, str] = {}
+        people = []
         for address in addresses:
             a = normalise_address(address)
-            engagement, sends = k.engagement(a), k.sends(a)
-            pipe.hincrby(engagement, "sends_since", 1)
-            pipe.hincrby(engagement, "total_sends", 1)
-            pipe.hsetnx(engagement, "first_send", first)
             # One ZSET for every stream: a snapshot reads all caps with one command.
             # 48 random bits keep two sends of one instant apart (a uuid4's first 12
             # hex digits, without building the UUID).
             members[address] = member = f"{stream}|{os.urandom(6).hex()}"
-            pipe.zadd(sends, {member: at})
-            pipe.zremrangebyscore(sends, "-inf", window)
-            pipe.sadd(k.people, a)
+            # Counters, first send and the send history in one script (proxy/scripts.py).
+            pipe.eval(COUNT_SEND, 2, k.engagement(a), k.sends(a), first, member, window)
+            people.append(a)
+        if people:
+            pipe.sadd(k.people, *people)
         return members
 
     def unrecord_sends(self, pipe: Any, members: dict[str, str]) -> None:
@@ -269,7 +188,8 @@ class State:
         """Withdraw consent; the grant's proof stays, marked revoked, as proof of both."""
         at = self.clock.now() if at is None else at
         try:
-            old = _json(_s(await self.redis.hget(self.keys.consent(address), list) or "{}"))
+            raw = await self.redis.hget(self.keys.consent(address), list)
+            old = json_record(text_of(raw or "{}"))
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
         if old.get("revoked_at") is not None:

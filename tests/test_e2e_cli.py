@@ -171,8 +171,9 @@ def sessions_per_process(port: int, pids: list[int]) -> collections.Counter[int]
 
 def test_sessions_opened_as_soon_as_heed_listens_reach_every_worker(
         site: Path, upstream: Upstream) -> None:
-    """The workers start listening together: a tool that connects the moment the port
-    opens (a restart in the middle of a campaign) does not land on the first alone."""
+    """Every worker's socket listens before the port answers: a tool that connects the
+    moment the port opens (a restart in the middle of a campaign) does not land on the
+    first worker alone."""
     port = free_port()
     # An HTTP port of its own: on the shared default (8025) a worker could meet another
     # heed still holding it, fail, and leave every session to the other worker.
@@ -184,13 +185,16 @@ def test_sessions_opened_as_soon_as_heed_listens_reach_every_worker(
     clients: list[socket.socket] = []
     try:
         deadline = time.monotonic() + 60
+        # The port answers once the parent has opened every worker's socket; a session
+        # then waits in its worker's queue until that worker has started (slow on a
+        # busy machine), so the greeting may take a while.
         while not clients:
             try:
-                clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=60))
             except ConnectionRefusedError:
                 assert time.monotonic() < deadline, "heed did not listen"
                 time.sleep(0.01)
-        clients += [socket.create_connection(("127.0.0.1", port), timeout=10)
+        clients += [socket.create_connection(("127.0.0.1", port), timeout=60)
                     for _ in range(19)]
         for c in clients:
             assert c.recv(512).startswith(b"220")  # accepted by a worker, greeted

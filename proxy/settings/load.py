@@ -59,6 +59,8 @@ class Settings:
     log_format: str = "json"  # or "text"
     # How addresses appear in log lines: full, hash (keyed with the erase secret) or domain.
     log_addresses: str = "full"
+    # Log the event loop's holds longer than this (ms), with where, and GC pauses; 0: off.
+    loop_watch_ms: float = 0.0
     source: Path | None = None  # the config file these came from
 
 
@@ -136,6 +138,11 @@ def _build(r: Reader, source: Path | None) -> Settings:
     log_addresses = str(r.raw.get("log_addresses", "full"))
     if log_addresses not in ("full", "hash", "domain"):
         r.error("'log_addresses' must be full, hash or domain")
+    loop_watch_ms = r.raw.get("loop_watch_ms", 0)
+    if isinstance(loop_watch_ms, bool) or not isinstance(loop_watch_ms, int | float) \
+            or loop_watch_ms < 0:
+        r.error("'loop_watch_ms' must be a number of milliseconds, 0 or more")
+        loop_watch_ms = 0
     if r.errors:
         raise ConfigError(r.errors)
     return Settings(
@@ -160,5 +167,6 @@ def _build(r: Reader, source: Path | None) -> Settings:
         log_level=str(r.raw.get("log_level", "INFO")).upper(),
         log_format=str(r.raw.get("log_format", "json")),
         log_addresses=log_addresses,
+        loop_watch_ms=float(loop_watch_ms),
         source=source,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from typing import Any
 
@@ -269,15 +270,23 @@ def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
 
 
 async def start_smtp(handler: Any, settings: SmtpSettings, access: Access, *,
-                     reuse_port: bool = False) -> asyncio.Server:
-    """Listen for SMTP on the configured address, in the running loop."""
+                     reuse_port: bool = False, sock: socket.socket | None = None
+                     ) -> asyncio.Server:
+    """Listen for SMTP on the configured address (or on ``sock``, opened for this worker by
+    ``heed serve --workers``), in the running loop."""
     loop = asyncio.get_running_loop()
     sessions = SessionCounter(settings.max_sessions, settings.max_sessions_per_client)
     context = tls_context(settings)
     host, port = settings.listen
+
+    def session() -> HeedSMTP:
+        return HeedSMTP(handler, settings=settings, sessions=sessions, tls_context=context,
+                        access=access, loop=loop)
+
+    if sock is not None:
+        return await loop.create_server(session, sock=sock)
     return await loop.create_server(
-        lambda: HeedSMTP(handler, settings=settings, sessions=sessions, tls_context=context,
-                         access=access, loop=loop),
+        session,
         host=host,
         port=port,
         reuse_address=True,

@@ -23,9 +23,11 @@ from proxy.tell.outbox import Event, note
 # pages. The pass shares the event loop and the group-commit Redis client with the
 # mail path: pages of 500 snapshots held the loop (and rode in the mail path's batches)
 # long enough to delay the replies of that moment by up to ~170 ms (bench.latency, 200
-# messages/s, 3 Dec 2026: max 151-178 ms, none over 25 ms with the pass off). An
-# hourly pass can take its time: 1M people in 20,000 pages is ~3.5 minutes of pauses.
-SCAN = 50
+# messages/s, 3 Dec 2026: max 151-178 ms, none over 25 ms with the pass off); pages
+# of 50 still made steps of up to 9-11 ms of CPU on a busy machine (bench.latency
+# --watch-ms, 3 Dec 2026). An hourly pass can take its time: 1M people in 50,000
+# pages is ~8 minutes of pauses.
+SCAN = 20
 PAUSE = 0.01  # seconds between pages
 STAGE = "stage:"  # stage:<stream> -> "inactive" | "active" in the person's told hash
 
