@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from proxy.bulk.bodylink import has_unsubscribe_link, unsubscribe_urls
+from proxy.bulk.bodylink import Readable, has_unsubscribe_link, readable, unsubscribe_urls
 from proxy.bulk.feedback import feedback_value, set_feedback_id
 from proxy.bulk.footer import insert_footer, language
 from proxy.bulk.gate import CopyFacts
@@ -78,6 +78,7 @@ class _Marketing:
         self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
         self._link: bool | None = None
         self._lang: str | None = None
+        self._readable: Readable | None = None  # the text parts, decoded once for both
         self._personal: PersonalBody | None = None  # the body cut once, when a copy changes it
 
     @property
@@ -87,6 +88,13 @@ class _Marketing:
             if self._personal.unparsed:
                 self.owner.unparsed(self._personal.unparsed)
         return self._personal
+
+    @property
+    def readable(self) -> Readable:
+        """The text parts as the link check and the footer's language read them (parsed once)."""
+        if self._readable is None:
+            self._readable = readable(self.message.data)
+        return self._readable
 
     def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -103,7 +111,7 @@ class _Marketing:
         if self._link is None:
             known = [f"{self.owner.public_url}/u/",
                      *unsubscribe_urls(self.message.get_all("List-Unsubscribe"))]
-            self._link = has_unsubscribe_link(self.message.data, known)
+            self._link = has_unsubscribe_link(self.readable, known)
         return self._link
 
     def facts(self, stream: Stream) -> CopyFacts:
@@ -137,7 +145,7 @@ class _Marketing:
             if self._inserts(stream):
                 # heed's own unsubscribe footer, after the tracked links (it is never tracked).
                 if self._lang is None:
-                    self._lang = language(self.message.data)
+                    self._lang = language(self.readable)
                 body = split(insert_footer(self.message.header_block + b"\r\n" + body, url,
                                            self._lang))[1]
         if body is not self.message.body and dkim is not None and self.domain is not None \

@@ -247,3 +247,16 @@ def test_field_parse_is_dkimpys(header_block: bytes) -> None:
             heed_dkim._parse(header_block)
         return
     assert heed_dkim._parse(header_block) == expected
+
+
+_NAMES = st.sampled_from([b"from", b"to", b"subject", b"list-unsubscribe", b"x"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_NAMES, st.sampled_from([b" a\r\n", b" b\r\n", b" c\r\n"])),
+                max_size=8),
+       st.lists(_NAMES, max_size=10))
+def test_field_selection_is_dkimpys(headers: list[tuple[bytes, bytes]],
+                                    include: list[bytes]) -> None:
+    # Each h= name takes the last instance not yet taken, bottom up (RFC 6376 §5.4.2).
+    assert heed_dkim._select(headers, tuple(include)) == dkim.select_headers(headers, include)

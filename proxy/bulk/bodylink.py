@@ -7,6 +7,7 @@ import email.policy
 import html
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from email.message import Message
 
 # The words an unsubscribe link is written with, in the languages heed's pages speak
@@ -58,13 +59,28 @@ def body_parts(message: Message) -> Iterator[tuple[str, str]]:
         yield part.get_content_subtype(), text
 
 
-def has_unsubscribe_link(data: bytes, known: Sequence[str] = ()) -> bool:
+@dataclass(frozen=True)
+class Readable:
+    """What a person reads of a message: its text parts decoded, and its Content-Language."""
+
+    parts: tuple[tuple[str, str], ...]  # (subtype, text), as body_parts yields them
+    content_language: str
+
+
+def readable(data: bytes) -> Readable:
+    """The message read once by the email package (the costly step: the link check and the
+    footer's language both read this, not the bytes again)."""
+    # compat32: the modern policy parses every header field, a third of the time here.
+    message = email.message_from_bytes(data, policy=email.policy.compat32)
+    return Readable(tuple(body_parts(message)), str(message.get("Content-Language", "")))
+
+
+def has_unsubscribe_link(data: bytes | Readable, known: Sequence[str] = ()) -> bool:
     """Whether a person reading the message sees a link to leave: a visible HTML anchor or
     a URL in the text whose words (or URL) say unsubscribe, or that is one of ``known``
     (the tool's own List-Unsubscribe URLs, heed's /u/ base)."""
-    # compat32: the modern policy parses every header field, a third of the time here.
-    message = email.message_from_bytes(data, policy=email.policy.compat32)
-    for subtype, text in body_parts(message):
+    read = data if isinstance(data, Readable) else readable(data)
+    for subtype, text in read.parts:
         if subtype == "html" and _html_has_link(text, known):
             return True
         if subtype == "plain" and _text_has_link(text, known):
@@ -81,8 +97,15 @@ def _counts(url: str, words: str, known: Sequence[str]) -> bool:
 
 
 def _text_has_link(text: str, known: Sequence[str]) -> bool:
+    # Every URL _URL matches has a colon in it ("://", "mailto:") and stays on its line
+    # (it stops at \s, which every line end splitlines() knows is): text and lines
+    # without a colon are skipped, not scanned at each offset by the case-blind regex.
+    if ":" not in text:
+        return False
     lines = text.splitlines()
     for i, line in enumerate(lines):
+        if ":" not in line:
+            continue
         for url in _URL.findall(line):
             # The words may stand on the line before: "To unsubscribe, visit:\n<url>".
             before = next((p for p in reversed(lines[max(0, i - 2):i]) if p.strip()), "")

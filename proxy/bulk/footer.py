@@ -11,7 +11,7 @@ import quopri
 import re
 from typing import NamedTuple
 
-from proxy.bulk.bodylink import body_parts
+from proxy.bulk.bodylink import Readable, readable
 from proxy.http.i18n import RTL
 from proxy.message import split
 
@@ -28,11 +28,11 @@ _HTML_LANG = re.compile(r"<html[^>]*?\blang\s*=\s*[\"']?([a-zA-Z]{2,3})", re.IGN
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 
 
-def language(data: bytes) -> str:
+def language(data: bytes | Readable) -> str:
     """The message's language, when heed speaks it: Content-Language (RFC 3282), <html lang>."""
-    msg = email.message_from_bytes(data, policy=email.policy.compat32)
-    tags = [str(msg.get("Content-Language", ""))]
-    for subtype, text in body_parts(msg):
+    read = data if isinstance(data, Readable) else readable(data)
+    tags = [read.content_language]
+    for subtype, text in read.parts:
         found = _HTML_LANG.search(text[:65536]) if subtype == "html" else None
         if found:
             tags.append(found.group(1))

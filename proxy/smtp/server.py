@@ -8,11 +8,12 @@ import socket
 import ssl
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from proxy.settings import SmtpSettings
 from proxy.smtp.access import Access
 from proxy.smtp.address import plain_path
+from proxy.smtp.data import BulkData
 
 log = logging.getLogger("heed.smtp")
 
@@ -28,13 +29,13 @@ DATA_TIMEOUT = "421 4.4.2 DATA took too long, closing connection"
 _BAD_LINE_COMMAND = "\x00BAD-LINE"
 
 
-class CommandLines(asyncio.StreamReader):
+class CommandLines(BulkData):
     """The session's reader: a command line ends at CRLF only (RFC 5321 §2.3.8).
 
     aiosmtpd reads commands with ``readuntil()``, which splits on a bare LF, so
     ``RCPT TO:<a@x>\\nRCPT TO:<b@x>\\r\\n`` became two commands. Here that call reads up
     to CRLF, and a line with CR, LF or NUL inside is replaced whole by a marker
-    that HeedSMTP answers with 501. DATA reads with an explicit CRLF and is untouched.
+    that HeedSMTP answers with 501. DATA is read in bulk (proxy/smtp/data.py).
     """
 
     async def readuntil(self, separator: Any = b"\n") -> bytes:
@@ -168,9 +169,42 @@ class HeedSMTP(SMTP):
             self.settings.data_timeout, self._data_timed_out
         )
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             self._cancel_data_deadline()
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's DATA (its checks, replies and hook, decode_data off), the content read
+        in bulk instead of a line at a time (proxy/smtp/data.py)."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        reader: Any = self._reader
+        assert isinstance(reader, BulkData)
+        try:
+            content, refusal = await reader.read_data(self.line_length_limit,
+                                                      self.data_size_limit)
+        except asyncio.CancelledError:
+            log.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if refusal is not None:
+            await self.push(refusal)  # only after the final "." (RFC 5321 §4.2.5)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def stop_data_deadline(self) -> None:
         """The whole message has arrived: processing time is not the client's to pay for."""
