@@ -15,11 +15,13 @@ another setting) and ``split`` (the default: durable Redis ``always``, serving R
 ``--stall-ms`` makes the disk stall: every redis-server heed starts sleeps that long in
 one fsync every ``--stall-every`` seconds (bench/stall.py; this VM has no dm-delay).
 ``--repeat`` runs the whole set again, the order reversed every other run, every run printed.
-``--watch-ms`` (default 5) has each heed worker watch its own event loop (``loop_watch_ms``,
+``--watch-ms 5`` (off by default: the watch's thread looks at the main thread's stack every
+millisecond and takes the GIL to do it, which itself adds latency) has each heed worker
+watch its own event loop (``loop_watch_ms``,
 proxy/watch/loop.py) and print, per run: how often the loop was held longer than that, how
 many of those holds were heed's own work (CPU over half the hold) rather than waiting for
 a core, the garbage collector's pauses per generation, and the longest holds with the
-stack they were caught in. 0 turns it off.
+stack they were caught in. A figure of latency is a run without it; a run with it says why.
 """
 
 from __future__ import annotations
@@ -66,9 +68,10 @@ def main() -> None:
     p.add_argument("--stall-every", type=float, default=2.0,
                    help="seconds between two stalled fsyncs (default 2)")
     p.add_argument("--repeat", type=int, default=1, help="run everything this many times")
-    p.add_argument("--watch-ms", type=float, default=5.0,
+    p.add_argument("--watch-ms", type=float, default=0.0,
                    help="print heed's event-loop holds longer than this, with where, and its "
-                        "GC pauses (loop_watch_ms); 0: off")
+                        "GC pauses (loop_watch_ms); default 0: off, since watching costs "
+                        "latency itself")
     a = p.parse_args()
     print(f"{a.rate:.0f} messages/s offered for {a.seconds:.0f} s, 1 recipient, 20 sessions, "
           f"heed workers {a.workers}" + (f"; fsync stalled {a.stall_ms:.0f} ms every "
