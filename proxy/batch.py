@@ -31,16 +31,19 @@ real client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 from redis.commands.core import CoreCommands
 from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from proxy.redisconn import LeanPipeline
 
 log = logging.getLogger("heed.redis")
 
@@ -148,6 +151,11 @@ class GroupCommit:
         # The client batches go out on (default: ``redis``). heed gives one without a
         # per-reply read timeout and bounds each batch's round trip with ``timeout``.
         self.lane = lane if lane is not None else redis
+        # One server or a Sentinel's master: replies read by hiredis straight
+        # (proxy/redisconn.py); else redis-py's pipeline.
+        self._send: Callable[[Stack], Awaitable[list[Any]]] = (
+            LeanPipeline(self.lane).execute if LeanPipeline.fits(self.lane)
+            else functools.partial(_pipeline, self.lane))
         self.timeout = timeout
         self.max_commands = max_commands
         self.linger = linger
@@ -300,15 +308,12 @@ class GroupCommit:
         self.batches += 1
         self.requests += len(batch)
         try:
-            pipe = self.lane.pipeline(transaction=False)
-            for request in batch:
-                for args, options in request.stack:
-                    pipe.execute_command(*args, **options)
+            stack = [command for request in batch for command in request.stack]
             try:
-                # Cancelled by the timeout, redis-py drops the connection mid-reply
-                # rather than reuse it out of step.
+                # Cancelled by the timeout, the connection is dropped mid-reply rather
+                # than reused out of step.
                 async with asyncio.timeout(self.timeout):
-                    replies = await pipe.execute(raise_on_error=False)
+                    replies = await self._send(stack)
             except TimeoutError:
                 raise RedisTimeoutError("redis did not answer in time") from None
         except BaseException as exc:
@@ -332,6 +337,14 @@ class GroupCommit:
             if not request.reply.done():
                 request.reply.set_result(list(replies[start:end]))
             start = end
+
+
+async def _pipeline(client: Any, stack: Stack) -> list[Any]:
+    """redis-py's own non-transactional pipeline (a Cluster's routes by slot)."""
+    pipe = client.pipeline(transaction=False)
+    for args, options in stack:
+        pipe.execute_command(*args, **options)
+    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
 
 def _to_retry(stack: Stack, replies: list[Any] | BaseException, what: str) -> Stack:
