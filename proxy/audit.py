@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -17,6 +18,15 @@ _PAGE = 500  # entries read per round trip when tail() filters by time
 # What json.dumps(ensure_ascii=False) builds on every call, built once (an entry's
 # reasons are encoded once or twice per recipient).
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def _json_strings(values: tuple[str, ...]) -> str:
+    """``json.dumps(list(values), ensure_ascii=False)``, byte for byte, a third of its cost
+    for the usual case (every value a string: the encoder's own string escaping)."""
+    try:
+        return "[" + ", ".join(map(encode_basestring, values)) + "]"
+    except TypeError:  # not all strings: the encoder says how
+        return _ENCODER.encode(list(values))
 
 
 def _text(value: Any) -> str:
@@ -60,16 +70,22 @@ class AuditEntry:
 
     def to_fields(self) -> dict[str, str]:
         """The flat field map XADD stores."""
-        return {
-            "at": repr(float(self.at)),  # repr keeps every digit of the float
-            "kind": str(self.kind), "recipient": str(self.recipient),
-            "outcome": str(self.outcome), "stream": str(self.stream),
-            "message_id": str(self.message_id), "sender": str(self.sender),
-            "policy_version": str(self.policy_version),
-            "correlation_id": str(self.correlation_id), "detail": str(self.detail),
-            "one_click": str(self.one_click), "body_link": str(self.body_link),
-            "reasons": _ENCODER.encode(list(self.reasons)),
-        }
+        flat = iter(self.flat_fields())
+        return dict(zip(flat, flat, strict=True))
+
+    def flat_fields(self) -> list[str]:
+        """XADD's field/value arguments, ``to_fields`` as one list (what the audit writes:
+        no dict to build and take apart again, twice per recipient)."""
+        return [
+            "at", repr(float(self.at)),  # repr keeps every digit of the float
+            "kind", str(self.kind), "recipient", str(self.recipient),
+            "outcome", str(self.outcome), "stream", str(self.stream),
+            "message_id", str(self.message_id), "sender", str(self.sender),
+            "policy_version", str(self.policy_version),
+            "correlation_id", str(self.correlation_id), "detail", str(self.detail),
+            "one_click", str(self.one_click), "body_link", str(self.body_link),
+            "reasons", _json_strings(self.reasons),
+        ]
 
     @classmethod
     def from_fields(cls, raw: Mapping[Any, Any]) -> AuditEntry:
@@ -108,13 +124,14 @@ class Audit:
         """Queue XADDs on the caller's pipeline (executed with the caller's other writes)."""
         # XADD's arguments built once per entry for both streams (what redis-py's xadd
         # builds: approximate trimming, MAXLEN ~ lets Redis drop whole nodes, O(1)).
-        tail = ("~", str(self.maxlen_global), "*")
+        audit, most, most_person = self.keys.audit, str(self.maxlen_global), \
+            str(self.maxlen_person)
         for entry in entries:
-            fields_ = [x for pair in entry.to_fields().items() for x in pair]
-            pipe.execute_command("XADD", self.keys.audit, "MAXLEN", *tail, *fields_)
+            fields_ = entry.flat_fields()
+            pipe.execute_command("XADD", audit, "MAXLEN", "~", most, "*", *fields_)
             if entry.recipient:
                 pipe.execute_command("XADD", self.keys.person_audit(entry.recipient), "MAXLEN",
-                                     "~", str(self.maxlen_person), "*", *fields_)
+                                     "~", most_person, "*", *fields_)
         if self.max_age > 0 and entries:
             # Stream ids are milliseconds of Redis's clock; heed's stands in for it here.
             oldest = int((max(e.at for e in entries) - self.max_age) * 1000)

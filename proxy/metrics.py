@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -20,6 +21,24 @@ def reply_class(reply: str) -> str:
     """"2xx", "4xx" or "5xx" for an SMTP reply line (RFC 5321 §4.2.1: the first digit)."""
     head = reply[:1]
     return f"{head}xx" if head in ("2", "3", "4", "5") else "other"
+
+
+class Timer:
+    """What ``Histogram.time()`` gives as a context manager (the same clock, never
+    negative), in fewer steps: the mail path times a round trip or two per message."""
+
+    __slots__ = ("observe", "start")
+
+    def __init__(self, observe: Callable[[float], None]) -> None:
+        self.observe = observe
+        self.start = 0.0
+
+    def __enter__(self) -> Timer:
+        self.start = perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.observe(max(perf_counter() - self.start, 0))
 
 
 class Metrics:
@@ -112,9 +131,9 @@ class Metrics:
         """Count one recipient decision."""
         self.child(self.recipients, stream, outcome, reason).inc()
 
-    def redis_timer(self, op: str) -> Any:
+    def redis_timer(self, op: str) -> Timer:
         """A context manager timing one Redis round trip of ``op`` (see REDIS_OPS)."""
-        return self.child(self.redis_seconds, op).time()
+        return Timer(self.child(self.redis_seconds, op).observe)
 
     def set_queue(self, depth: int, oldest_age: float) -> None:
         """Update the queue gauges (the scheduler's watcher calls this)."""

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -119,12 +120,17 @@ class _HiredisPacking:
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):  # "CLIENT SETNAME" is two arguments (as redis-py does)
-            args = (*args[0].encode().split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:
-            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+        return [pack(args, super().pack_command)]  # type: ignore[misc]
+
+
+def pack(args: tuple[Any, ...], fallback: Callable[..., list[bytes]]) -> bytes:
+    """One command in RESP, by hiredis; what it refuses goes to ``fallback`` (redis-py's)."""
+    if type(args[0]) is str and " " in args[0]:  # "CLIENT SETNAME" is two arguments
+        args = (*args[0].split(), *args[1:])
+    try:
+        return hiredis.pack_command(args)  # type: ignore[no-any-return]
+    except TypeError:
+        return b"".join(fallback(*args))
 
 
 @functools.cache
@@ -251,8 +257,8 @@ class LeanPipeline:
             await pool.release(conn)
 
     async def _exchange(self, conn: Any, stack: Stack) -> list[Any]:
-        pack = conn.pack_command
-        await conn.send_packed_command([part for args, _ in stack for part in pack(*args)])
+        fallback = conn.pack_command
+        await conn.send_packed_command(b"".join([pack(args, fallback) for args, _ in stack]))
         parser = conn._parser
         reader = parser._reader
         demoted = getattr(getattr(conn, "connection_pool", None), "is_master", False)
