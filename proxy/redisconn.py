@@ -38,6 +38,7 @@ from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SENTINEL = "redis+sentinel"
 CLUSTER = "redis+cluster"
@@ -262,12 +263,17 @@ class LeanPipeline:
         parser = conn._parser
         reader = parser._reader
         demoted = getattr(getattr(conn, "connection_pool", None), "is_master", False)
+        wait = conn.socket_timeout  # as redis-py: each wait for a reply bounded by it
         out: list[Any] = []
         try:
             for args, options in stack:
                 reply = reader.gets()
                 while reply is NOT_ENOUGH_DATA:
-                    await parser.read_from_socket()
+                    if wait:
+                        async with asyncio.timeout(wait):
+                            await parser.read_from_socket()
+                    else:
+                        await parser.read_from_socket()
                     reply = reader.gets()
                 if isinstance(reply, ResponseError):
                     if demoted and isinstance(reply, ReadOnlyError):
@@ -291,6 +297,9 @@ class LeanPipeline:
                     if inspect.isawaitable(reply):
                         reply = await reply
                 out.append(reply)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout reading from redis") from None
         except OSError as exc:
             await conn.disconnect(nowait=True)
             raise RedisConnectionError(f"Error while reading from redis: {exc.args}") from exc

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
+from proxy.batch import BatchPipeline, _pipeline
 from proxy.clock import ManualClock
 from proxy.errors import ConfigError
 from proxy.keys import Keys
-from proxy.redisconn import RedisTarget, _HiredisPacking, connect_redis, parse_redis_url
+from proxy.redisconn import (
+    LeanPipeline,
+    RedisTarget,
+    _HiredisPacking,
+    connect_redis,
+    parse_redis_url,
+)
 from proxy.settings import load_settings
 from tests.conftest import Upstream
 from tests.harness import CONSENT_POLICY, HeedThread, make_settings
@@ -79,6 +87,68 @@ async def test_commands_packed_by_hiredis_reach_redis_as_redis_py_packs_them(
         pipe.hgetall("h")
         assert (await pipe.execute())[1] == {"ünï".encode(): "✓".encode(), b"n": b"2.5"}
     finally:
+        await client.aclose()
+
+
+def _stack(build: Any) -> Any:
+    """The commands ``build`` records on a group-commit pipeline, as a batch carries them."""
+    pipe = BatchPipeline(None)  # type: ignore[arg-type]  # only records here
+    build(pipe)
+    return pipe.command_stack
+
+
+def _same(a: Any, b: Any) -> Any:
+    return (type(a), str(a)) if isinstance(a, Exception) else a
+
+
+async def test_lean_pipeline_replies_as_redis_pys_pipeline(redis_url: str) -> None:
+    """Every reply shaped by redis-py's callbacks, an error reply in its place, the rest run."""
+    client = connect_redis(redis_url)
+    try:
+        assert LeanPipeline.fits(client)
+
+        def build(p: Any) -> None:
+            p.set("s", "x", ex=60)
+            p.hset("h", mapping={"ünï": "✓", "n": 2})
+            p.hincrby("s", "n", 1)  # WRONGTYPE: an error reply, the others still run
+            p.hgetall("h")
+            p.zadd("z", {"a": 1.5, "b": 2})
+            p.zrangebyscore("z", 0, "+inf", withscores=True)
+            p.smismember("missing", ["a", "b"])
+            p.eval("return {1, 'two', {3}}", 0)
+            p.xadd("x", {"f": "v"}, maxlen=10)
+            p.xlen("x")
+            p.get("nothing")
+            p.expire("h", 60)
+
+        lean = await LeanPipeline(client).execute(_stack(build))
+        await client.flushall()
+        plain = await _pipeline(client, _stack(build))
+        assert lean[-2] is None and isinstance(lean[2], redis.ResponseError)
+        lean[8] = plain[8] = b"id"  # stream ids differ by time
+        assert [_same(r, 0) for r in lean] == [_same(r, 0) for r in plain]
+        assert lean[3] == {"ünï".encode(): "✓".encode(), b"n": b"2"}
+        assert lean[5] == [(b"a", 1.5), (b"b", 2.0)]
+        assert lean[6] == [False, False] and lean[0] is True
+    finally:
+        await client.aclose()
+
+
+async def test_lean_pipeline_drops_a_connection_out_of_step(redis_server: Any) -> None:
+    """A reply that does not come in time fails the round trip and its connection goes;
+    a connection Redis dropped between batches is replaced (redis-py's one retry)."""
+    client = connect_redis(redis_server.url, read_timeout=0.2)
+    other = redis.asyncio.Redis.from_url(redis_server.url)
+    lean = LeanPipeline(client)
+    try:
+        # BLPOP with no timeout on an empty list: Redis never answers (certain, not slow).
+        with pytest.raises(redis.TimeoutError):
+            await lean.execute([(("SET", "k", "1"), {}), (("BLPOP", "never", 0), {})])
+        assert await lean.execute(_stack(lambda p: p.get("k"))) == [b"1"]
+        await other.client_kill_filter(_type="normal", skipme=True)
+        assert await lean.execute(_stack(lambda p: (p.incr("k"), p.get("k")))) == [2, b"2"]
+    finally:
+        await other.aclose()
         await client.aclose()
 
 
