@@ -31,11 +31,10 @@ real client.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Self
 
 from redis.commands.core import CoreCommands
@@ -151,11 +150,6 @@ class GroupCommit:
         # The client batches go out on (default: ``redis``). heed gives one without a
         # per-reply read timeout and bounds each batch's round trip with ``timeout``.
         self.lane = lane if lane is not None else redis
-        # One server or a Sentinel's master: replies read by hiredis straight
-        # (proxy/redisconn.py); else redis-py's pipeline.
-        self._send: Callable[[Stack], Awaitable[list[Any]]] = (
-            LeanPipeline(self.lane).execute if LeanPipeline.fits(self.lane)
-            else functools.partial(_pipeline, self.lane))
         self.timeout = timeout
         self.max_commands = max_commands
         self.linger = linger
@@ -313,7 +307,7 @@ class GroupCommit:
                 # Cancelled by the timeout, the connection is dropped mid-reply rather
                 # than reused out of step.
                 async with asyncio.timeout(self.timeout):
-                    replies = await self._send(stack)
+                    replies = await _pipeline(self.lane, stack)
             except TimeoutError:
                 raise RedisTimeoutError("redis did not answer in time") from None
         except BaseException as exc:
@@ -340,10 +334,13 @@ class GroupCommit:
 
 
 async def _pipeline(client: Any, stack: Stack) -> list[Any]:
-    """redis-py's own non-transactional pipeline (a Cluster's routes by slot)."""
+    """The replies of ``stack`` as one non-transactional pipeline of ``client``."""
     pipe = client.pipeline(transaction=False)
-    for args, options in stack:
-        pipe.execute_command(*args, **options)
+    if isinstance(pipe, LeanPipeline):  # queues (args, options) as recorded: handed over whole
+        pipe.command_stack.extend(stack)
+    else:  # a Cluster's pipeline routes each command by slot
+        for args, options in stack:
+            pipe.execute_command(*args, **options)
     return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
 

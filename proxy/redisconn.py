@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from redis._parsers import _AsyncHiredisParser
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import DefaultParser, parse_url
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -145,17 +145,6 @@ def _pack_with_hiredis(client: Any) -> Any:
     return client
 
 
-class _SentinelRedis(aioredis.Redis):
-    """The master's client; closing it also closes the connections to the Sentinels."""
-
-    watchers: Sentinel | None = None  # not `sentinel`: that is the SENTINEL command
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await super().aclose(close_connection_pool)
-        for client in self.watchers.sentinels if self.watchers else ():
-            await client.aclose()
-
-
 # CLIENT SETINFO's LIB-NAME and LIB-VER, as redis-py sends them, known once: left to
 # redis-py, every new pooled connection read the version from the installed package's
 # metadata (importlib.metadata, 1-5 ms of the event loop each; 24 ms seen on a busy
@@ -193,7 +182,7 @@ def connect_redis(url: str, *, read_timeout: float | None = 3.0,
                                      **auth, **fast)
         client.watchers = sentinel
         return _pack_with_hiredis(client)
-    return _pack_with_hiredis(aioredis.Redis.from_url(url, **fast))
+    return _pack_with_hiredis(_Redis.from_url(url, **fast))
 
 
 async def warm_up(client: Any) -> None:
@@ -212,102 +201,112 @@ async def warm_up(client: Any) -> None:
                     type(exc).__name__)
 
 
-# --- the group-commit batch's round trip ------------------------------------------
-Stack = list[tuple[tuple[Any, ...], dict[str, Any]]]
-_MISSING = object()
-_NOT_FOR_CALLBACKS = ("keys", NEVER_DECODE, EMPTY_RESPONSE)
+# --- replies read straight from hiredis -----------------------------------------
+class LeanPipeline(aioredis.client.Pipeline):
+    """redis-py's pipeline, its non-transactional replies read straight from hiredis.
 
-
-class LeanPipeline:
-    """``client.pipeline(transaction=False)`` and ``execute(raise_on_error=False)`` for a
-    whole stack, without redis-py's per-reply machinery (proxy/batch.py's round trip).
-
-    redis-py's rules, kept: one pooled connection; the commands in one write; a
-    connection error or timeout drops the connection and the whole stack is sent again
-    as the client's Retry says; a command's error reply stands in its place; a reply
-    that makes the connection unusable (LOADING; READONLY from a Sentinel master,
-    i.e. demoted) drops it and fails the round trip; redis-py's response callbacks
-    shape each reply. The replies are read straight from the connection's hiredis
-    Reader: redis-py spent three Python calls and a case-insensitive lookup per reply.
+    Everything around the round trip stays redis-py's (the pooled connection, Retry
+    sending the whole stack again on a new connection, scripts loaded first,
+    ``raise_on_error``, MULTI); only the reading of the replies is shorter: redis-py
+    spent three Python calls, a timeout context and two case-insensitive lookups
+    per reply, which with some fifteen commands per recipient was a tenth of heed's
+    Redis client time. The rules of ``read_response`` are kept (``_replies``).
     """
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._callbacks: dict[Any, Any] = {}  # plain dict, filled as names are met
+    async def _execute_pipeline(self, connection: Any, commands: Any,
+                                raise_on_error: bool) -> list[Any]:
+        if (not isinstance(connection._parser, _AsyncHiredisParser)
+                or connection.protocol not in (2, "2", None)
+                or any(args[0] == "HIMPORT" for args, _ in commands)):
+            return await super()._execute_pipeline(  # type: ignore[no-any-return]
+                connection, commands, raise_on_error)
+        fallback = connection.pack_command
+        await connection.send_packed_command(
+            b"".join([pack(args, fallback) for args, _ in commands]))
+        response = await _replies(connection, commands, self.response_callbacks)
+        if raise_on_error:
+            self.raise_first_error(commands, response)
+        return response
 
-    @staticmethod
-    def fits(client: Any) -> bool:
-        """One server or a Sentinel-watched master, RESP2 read by hiredis (a Cluster
-        routes by slot and keeps its own pipeline)."""
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-        return (isinstance(client, aioredis.Redis) and not client.single_connection_client
-                and kwargs.get("parser_class", DefaultParser) is _AsyncHiredisParser
-                and kwargs.get("protocol", 2) in (2, "2", None))
 
-    async def execute(self, stack: Stack) -> list[Any]:
-        pool = self.client.connection_pool
-        conn = await pool.get_connection()
+class _LeanPipelines:
+    """A client whose ``pipeline()`` is a LeanPipeline."""
 
-        async def dropped(error: Exception, failures: int) -> None:
-            await conn.disconnect()
+    connection_pool: Any
+    response_callbacks: Any
 
-        try:
-            return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
-                lambda: self._exchange(conn, stack), dropped, with_failure_count=True)
-        finally:
-            await pool.release(conn)
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> LeanPipeline:
+        return LeanPipeline(self.connection_pool, self.response_callbacks, transaction,
+                            shard_hint)
 
-    async def _exchange(self, conn: Any, stack: Stack) -> list[Any]:
-        fallback = conn.pack_command
-        await conn.send_packed_command(b"".join([pack(args, fallback) for args, _ in stack]))
-        parser = conn._parser
-        reader = parser._reader
-        demoted = getattr(getattr(conn, "connection_pool", None), "is_master", False)
-        wait = conn.socket_timeout  # as redis-py: each wait for a reply bounded by it
-        out: list[Any] = []
-        try:
-            for args, options in stack:
-                reply = reader.gets()
-                while reply is NOT_ENOUGH_DATA:
-                    if wait:
-                        async with asyncio.timeout(wait):
-                            await parser.read_from_socket()
-                    else:
+
+class _Redis(_LeanPipelines, aioredis.Redis):  # type: ignore[misc]  # redis-py's own mixins
+    """One server's client."""
+
+
+class _SentinelRedis(_LeanPipelines, aioredis.Redis):  # type: ignore[misc]
+    """The master's client; closing it also closes the connections to the Sentinels."""
+
+    watchers: Sentinel | None = None  # not `sentinel`: that is the SENTINEL command
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.watchers.sentinels if self.watchers else ():
+            await client.aclose()
+
+
+async def _replies(conn: Any, commands: Any, callbacks: Any) -> list[Any]:
+    """Each command's reply, as ``Redis.parse_response`` over ``conn.read_response`` gives
+    it: an error reply in its place (or the command's EMPTY_RESPONSE), a reply that makes
+    the connection unusable (LOADING, a Sentinel master demoted: READONLY) raised with
+    the connection dropped, each wait bounded by the socket timeout, then the callback."""
+    parser = conn._parser
+    reader = parser._reader
+    demoted = getattr(getattr(conn, "connection_pool", None), "is_master", False)
+    wait = conn.socket_timeout
+    out: list[Any] = []
+    try:
+        for args, options in commands:
+            decode = not options or NEVER_DECODE not in options
+            reply = reader.gets(decode)
+            while reply is NOT_ENOUGH_DATA:
+                if wait:
+                    async with asyncio.timeout(wait):
                         await parser.read_from_socket()
-                    reply = reader.gets()
-                if isinstance(reply, ResponseError):
-                    if demoted and isinstance(reply, ReadOnlyError):
-                        # As SentinelManagedConnection: reconnecting asks the Sentinels.
-                        raise RedisConnectionError("The previous master is now a slave")
-                    out.append(options[EMPTY_RESPONSE] if EMPTY_RESPONSE in options else reply)
-                    continue
-                if isinstance(reply, RedisConnectionError):
-                    raise reply
-                if type(reply) is list and reply and isinstance(reply[0], RedisConnectionError):
-                    raise reply[0]
-                callback = self._callbacks.get(args[0], _MISSING)
-                if callback is _MISSING:
-                    callback = self._callbacks[args[0]] = \
-                        self.client.response_callbacks.get(args[0])
-                if callback is not None:
-                    if options:
-                        options = {k: v for k, v in options.items()
-                                   if k not in _NOT_FOR_CALLBACKS}
-                    reply = callback(reply, **options)
-                    if inspect.isawaitable(reply):
-                        reply = await reply
-                out.append(reply)
-        except TimeoutError:
-            await conn.disconnect(nowait=True)
-            raise RedisTimeoutError("Timeout reading from redis") from None
-        except OSError as exc:
-            await conn.disconnect(nowait=True)
-            raise RedisConnectionError(f"Error while reading from redis: {exc.args}") from exc
-        except BaseException:
-            # Out of step with its replies (cancelled mid-reply, a bad reply): not reused.
-            await conn.disconnect(nowait=True)
-            raise
-        if conn.health_check_interval:
-            conn.next_health_check = (asyncio.get_running_loop().time()
-                                      + conn.health_check_interval)
-        return out
+                else:
+                    await parser.read_from_socket()
+                reply = reader.gets(decode)
+            if isinstance(reply, ResponseError):
+                if demoted and isinstance(reply, ReadOnlyError):
+                    # As SentinelManagedConnection: reconnecting asks the Sentinels.
+                    raise RedisConnectionError("The previous master is now a slave")
+                out.append(options[EMPTY_RESPONSE] if EMPTY_RESPONSE in options else reply)
+                continue
+            if isinstance(reply, RedisConnectionError):
+                raise reply
+            if type(reply) is list and reply and isinstance(reply[0], RedisConnectionError):
+                raise reply[0]
+            callback = callbacks.get(args[0])
+            if callback is not None:
+                if options:
+                    options = {k: v for k, v in options.items() if k not in _NOT_FOR_CALLBACKS}
+                reply = callback(reply, **options)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+            out.append(reply)
+    except TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout reading from redis") from None
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while reading from redis: {exc.args}") from exc
+    except BaseException:
+        # Out of step with its replies (cancelled mid-reply, a bad reply): not reused.
+        await conn.disconnect(nowait=True)
+        raise
+    if conn.health_check_interval:
+        conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
+    return out
+
+
+_NOT_FOR_CALLBACKS = ("keys", NEVER_DECODE, EMPTY_RESPONSE)

@@ -10,7 +10,6 @@ import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
-from proxy.batch import BatchPipeline, _pipeline
 from proxy.clock import ManualClock
 from proxy.errors import ConfigError
 from proxy.keys import Keys
@@ -90,46 +89,47 @@ async def test_commands_packed_by_hiredis_reach_redis_as_redis_py_packs_them(
         await client.aclose()
 
 
-def _stack(build: Any) -> Any:
-    """The commands ``build`` records on a group-commit pipeline, as a batch carries them."""
-    pipe = BatchPipeline(None)  # type: ignore[arg-type]  # only records here
-    build(pipe)
-    return pipe.command_stack
+def _build(p: Any) -> None:
+    p.set("s", "x", ex=60)
+    p.hset("h", mapping={"ünï": "✓", "n": 2})
+    p.hincrby("s", "n", 1)  # WRONGTYPE: an error reply, the others still run
+    p.hgetall("h")
+    p.zadd("z", {"a": 1.5, "b": 2})
+    p.zrangebyscore("z", 0, "+inf", withscores=True)
+    p.smismember("missing", ["a", "b"])
+    p.eval("return {1, 'two', {3}}", 0)
+    p.xadd("x", {"f": "v"}, maxlen=10)
+    p.xlen("x")
+    p.get("nothing")
+    p.expire("h", 60)
 
 
-def _same(a: Any, b: Any) -> Any:
-    return (type(a), str(a)) if isinstance(a, Exception) else a
+def _shown(replies: list[Any]) -> list[Any]:
+    replies[8] = b"id"  # a stream id: the time it was written
+    return [(type(r), str(r)) if isinstance(r, Exception) else r for r in replies]
 
 
 async def test_lean_pipeline_replies_as_redis_pys_pipeline(redis_url: str) -> None:
-    """Every reply shaped by redis-py's callbacks, an error reply in its place, the rest run."""
+    """Every reply shaped by redis-py's callbacks, an error reply in its place (or raised
+    as redis-py raises it), the other commands run."""
     client = connect_redis(redis_url)
     try:
-        assert LeanPipeline.fits(client)
-
-        def build(p: Any) -> None:
-            p.set("s", "x", ex=60)
-            p.hset("h", mapping={"ünï": "✓", "n": 2})
-            p.hincrby("s", "n", 1)  # WRONGTYPE: an error reply, the others still run
-            p.hgetall("h")
-            p.zadd("z", {"a": 1.5, "b": 2})
-            p.zrangebyscore("z", 0, "+inf", withscores=True)
-            p.smismember("missing", ["a", "b"])
-            p.eval("return {1, 'two', {3}}", 0)
-            p.xadd("x", {"f": "v"}, maxlen=10)
-            p.xlen("x")
-            p.get("nothing")
-            p.expire("h", 60)
-
-        lean = await LeanPipeline(client).execute(_stack(build))
-        await client.flushall()
-        plain = await _pipeline(client, _stack(build))
-        assert lean[-2] is None and isinstance(lean[2], redis.ResponseError)
-        lean[8] = plain[8] = b"id"  # stream ids differ by time
-        assert [_same(r, 0) for r in lean] == [_same(r, 0) for r in plain]
-        assert lean[3] == {"ünï".encode(): "✓".encode(), b"n": b"2"}
-        assert lean[5] == [(b"a", 1.5), (b"b", 2.0)]
-        assert lean[6] == [False, False] and lean[0] is True
+        got = []
+        for pipe in (client.pipeline(transaction=False), redis.asyncio.client.Pipeline(
+                client.connection_pool, client.response_callbacks, False, None)):
+            await client.flushall()
+            _build(pipe)
+            got.append(_shown(await pipe.execute(raise_on_error=False)))
+            _build(pipe)
+            with pytest.raises(redis.ResponseError) as info:
+                await pipe.execute()
+            got.append(str(info.value))
+        assert isinstance(client.pipeline(), LeanPipeline)
+        assert got[0] == got[2] and got[1] == got[3]
+        assert got[0][3] == {"ünï".encode(): "✓".encode(), b"n": b"2"}
+        assert got[0][5] == [(b"a", 1.5), (b"b", 2.0)]
+        assert got[0][6] == [False, False] and got[0][0] is True and got[0][-2] is None
+        assert got[0][2][0] is redis.ResponseError and "Command # 3" in got[1]
     finally:
         await client.aclose()
 
@@ -139,14 +139,14 @@ async def test_lean_pipeline_drops_a_connection_out_of_step(redis_server: Any) -
     a connection Redis dropped between batches is replaced (redis-py's one retry)."""
     client = connect_redis(redis_server.url, read_timeout=0.2)
     other = redis.asyncio.Redis.from_url(redis_server.url)
-    lean = LeanPipeline(client)
     try:
         # BLPOP with no timeout on an empty list: Redis never answers (certain, not slow).
         with pytest.raises(redis.TimeoutError):
-            await lean.execute([(("SET", "k", "1"), {}), (("BLPOP", "never", 0), {})])
-        assert await lean.execute(_stack(lambda p: p.get("k"))) == [b"1"]
+            await client.pipeline(transaction=False).set("k", "1").blpop(["never"], 0).execute()
+        assert await client.pipeline(transaction=False).get("k").execute() == [b"1"]
         await other.client_kill_filter(_type="normal", skipme=True)
-        assert await lean.execute(_stack(lambda p: (p.incr("k"), p.get("k")))) == [2, b"2"]
+        pipe = client.pipeline(transaction=False).incr("k").get("k")
+        assert await pipe.execute() == [2, b"2"]
     finally:
         await other.aclose()
         await client.aclose()
