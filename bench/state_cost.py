@@ -13,6 +13,14 @@ process's CPU ms per recipient, redis-server's, and Redis commands per recipient
 Each ``--source`` (a checkout of heed; default this one) runs in a subprocess of its
 own, ``--rounds`` times, interleaved (A B A B …), so old and new meet the same machine.
 The shipped policy's people have consent, so every decision is "deliver".
+
+Instruction counts, which other load on the machine does not move: run one child
+under callgrind at two sizes and take the difference per recipient (the redis-server
+it starts is not traced), e.g. for a checkout in SRC:
+
+    cd SRC && PYTHONPATH=$PWD valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python bench/state_cost.py --child --recipients 200
+    (the same with --recipients 2200; "Collected" of the second minus the first, / 2000)
 """
 
 from __future__ import annotations
