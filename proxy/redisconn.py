@@ -205,18 +205,37 @@ async def warm_up(client: Any) -> None:
 class LeanPipeline(aioredis.client.Pipeline):
     """redis-py's pipeline, its non-transactional replies read straight from hiredis.
 
-    Everything around the round trip stays redis-py's (the pooled connection, Retry
-    sending the whole stack again on a new connection, scripts loaded first,
-    ``raise_on_error``, MULTI); only the reading of the replies is shorter: redis-py
+    The rules around the round trip stay redis-py's (the pooled connection, Retry
+    sending the whole stack again on a new connection, ``raise_on_error``; MULTI,
+    WATCH and scripts go its own way); the reading of the replies is shorter: redis-py
     spent three Python calls, a timeout context and two case-insensitive lookups
     per reply, which with some fifteen commands per recipient was a tenth of heed's
     Redis client time. The rules of ``read_response`` are kept (``_replies``).
     """
 
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """As redis-py's, without its OpenTelemetry hooks for a plain pipeline (heed turns
+        them off; asking whether they are on cost more per batch than reading it)."""
+        if (self.is_transaction or self.explicit_transaction or self.watching or self.scripts
+                or not self.command_stack):
+            return await super().execute(raise_on_error)  # type: ignore[no-any-return]
+        stack = self.command_stack
+        conn = self.connection or await self.connection_pool.get_connection()
+        self.connection = conn  # reset() gives it back to the pool
+
+        async def dropped(error: Exception, failures: int) -> None:
+            await conn.disconnect(error=error, failure_count=failures)
+
+        try:
+            return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
+                lambda: self._execute_pipeline(conn, stack, raise_on_error), dropped,
+                with_failure_count=True)
+        finally:
+            await self.reset()
+
     async def _execute_pipeline(self, connection: Any, commands: Any,
                                 raise_on_error: bool) -> list[Any]:
         if (not isinstance(connection._parser, _AsyncHiredisParser)
-                or connection.protocol not in (2, "2", None)
                 or any(args[0] == "HIMPORT" for args, _ in commands)):
             return await super()._execute_pipeline(  # type: ignore[no-any-return]
                 connection, commands, raise_on_error)
@@ -262,6 +281,7 @@ async def _replies(conn: Any, commands: Any, callbacks: Any) -> list[Any]:
     the connection dropped, each wait bounded by the socket timeout, then the callback."""
     parser = conn._parser
     reader = parser._reader
+    push = parser._hiredis_PushNotificationType  # RESP3 (redis-py's default): out-of-band
     demoted = getattr(getattr(conn, "connection_pool", None), "is_master", False)
     wait = conn.socket_timeout
     out: list[Any] = []
@@ -269,12 +289,17 @@ async def _replies(conn: Any, commands: Any, callbacks: Any) -> list[Any]:
         for args, options in commands:
             decode = not options or NEVER_DECODE not in options
             reply = reader.gets(decode)
-            while reply is NOT_ENOUGH_DATA:
-                if wait:
-                    async with asyncio.timeout(wait):
+            while True:
+                while reply is NOT_ENOUGH_DATA:
+                    if wait:
+                        async with asyncio.timeout(wait):
+                            await parser.read_from_socket()
+                    else:
                         await parser.read_from_socket()
-                else:
-                    await parser.read_from_socket()
+                    reply = reader.gets(decode)
+                if push is None or not isinstance(reply, push):
+                    break
+                await parser.handle_push_response(reply)  # as read_response: then the reply
                 reply = reader.gets(decode)
             if isinstance(reply, ResponseError):
                 if demoted and isinstance(reply, ReadOnlyError):

@@ -10,6 +10,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
+from proxy import redisconn
 from proxy.clock import ManualClock
 from proxy.errors import ConfigError
 from proxy.keys import Keys
@@ -109,10 +110,18 @@ def _shown(replies: list[Any]) -> list[Any]:
     return [(type(r), str(r)) if isinstance(r, Exception) else r for r in replies]
 
 
-async def test_lean_pipeline_replies_as_redis_pys_pipeline(redis_url: str) -> None:
+async def test_lean_pipeline_replies_as_redis_pys_pipeline(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every reply shaped by redis-py's callbacks, an error reply in its place (or raised
     as redis-py raises it), the other commands run."""
     client = connect_redis(redis_url)
+    read, real = [], redisconn._replies
+
+    async def counted(*args: Any) -> Any:
+        read.append(args[1])
+        return await real(*args)
+
+    monkeypatch.setattr(redisconn, "_replies", counted)
     try:
         got = []
         for pipe in (client.pipeline(transaction=False), redis.asyncio.client.Pipeline(
@@ -130,6 +139,7 @@ async def test_lean_pipeline_replies_as_redis_pys_pipeline(redis_url: str) -> No
         assert got[0][5] == [(b"a", 1.5), (b"b", 2.0)]
         assert got[0][6] == [False, False] and got[0][0] is True and got[0][-2] is None
         assert got[0][2][0] is redis.ResponseError and "Command # 3" in got[1]
+        assert len(read) == 2  # the lean pipeline's two, read by hiredis straight
     finally:
         await client.aclose()
 
