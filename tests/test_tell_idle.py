@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from proxy.clock import ManualClock
 from proxy.keys import Keys
+from proxy.state import State
 from proxy.tell.jobs import Job, Jobs
 from tests.test_tell_webhooks import teller
 
@@ -59,3 +60,16 @@ async def test_a_retry_is_claimed_when_due_without_a_look(aredis: aioredis.Redis
     assert await t.run_once() == 0
     clock.advance(1)  # due; the next look for a dead worker's work is 140 s away
     assert await t.run_once() == 1
+
+
+async def test_entries_that_make_no_job_cost_no_claim(aredis: aioredis.Redis, keys: Keys,
+                                                      clock: ManualClock,
+                                                      tmp_path: Path) -> None:
+    """An import's consent.granted entries, with no webhook: read and forgotten, no more."""
+    t = teller(aredis, keys, clock, tmp_path, "https://t.test/h", webhooks=())
+    assert await t.run_once() == 0
+    await State(aredis, keys, clock).grant("ana@example.org", "news", source="form", text="v1")
+    await aredis.config_resetstat()
+    assert await t.run_once() == 0 and t.expanded == 1
+    assert set(await calls(aredis)) == {"xreadgroup", "xack", "xdel"}
+    assert await aredis.xlen(keys.tell_outbox) == 0

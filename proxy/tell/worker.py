@@ -103,6 +103,7 @@ class Teller:
             await self._sync_back(event, now)
         body = payload(event)
         for url, _secrets in self.settings.webhooks:
+            self._due = min(self._due, now)  # claimed in this round
             await self.jobs.make(Job(job_id(event.id, "webhook", url), "webhook", url, event.id,
                                      event.address, event.list, event.at, body,
                                      created=now), now)
@@ -130,6 +131,7 @@ class Teller:
             kind, target = link
             if mark(target) in told:
                 continue  # told through this link already: one request per link
+            self._due = min(self._due, now)  # claimed in this round
             await self.jobs.make(Job(job_id(event.id, kind, target), kind, target, event.id,
                                      a, lst, event.at, created=now), now)
             try:
@@ -254,7 +256,7 @@ class Teller:
         await self.outbox.done(handled)
         self.expanded += len(handled)
         now = self.clock.now()
-        if not handled and not recover and now < self._due:
+        if not recover and now < self._due:
             return 0  # no entry made a job, none is due, nothing to take over: no need to look
         jobs, first = await self.jobs.claim_due(now, BATCH, self.settings.lease, recover)
         self._due = math.inf if first is None else first
