@@ -62,9 +62,10 @@ class Scheduler:
         """Recover dead workers' claims (when it is time to look), then release every due
         copy; returns how many."""
         now = self.clock.now()
-        if now >= self._recover_at:
+        every = max(self.settings.poll_interval, self.settings.lease / 4)
+        if not now < self._recover_at <= now + every:  # due, or the clock went back
             recovered = await self.queue.recover(now)
-            self._recover_at = now + max(self.settings.poll_interval, self.settings.lease / 4)
+            self._recover_at = now + every
             if recovered:
                 log.warning("recovered %d held copies from a worker that stopped", recovered)
         items = await self.queue.claim(now, self.settings.batch, self.settings.lease)

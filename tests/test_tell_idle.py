@@ -28,6 +28,12 @@ async def test_an_idle_round_only_waits_on_the_outbox(aredis: aioredis.Redis, ke
     for _ in range(5):
         assert await t.run_once() == 0
     assert await calls(aredis) == {"xreadgroup": 5}
+    clock.set(clock.now() - 3600)  # the system clock stepped back: the next look is not
+    await aredis.config_resetstat()  # an hour away
+    assert await t.run_once() == 0
+    assert "xautoclaim" in await calls(aredis)
+    assert await t.run_once() == 0
+    assert (await calls(aredis))["xautoclaim"] == 1  # and then a quarter lease apart again
     clock.advance(15)  # a quarter lease: time to look for what a dead worker left
     await aredis.config_resetstat()
     assert await t.run_once() == 0

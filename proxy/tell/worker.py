@@ -237,9 +237,10 @@ class Teller:
         """One round: expand the outbox (waiting up to ``wait`` seconds for an entry, less
         when a job comes due sooner), then send what is due. Returns the jobs handled."""
         now = self.clock.now()
-        recover = now >= self._recover_at
+        every = max(self.settings.poll_interval, self.settings.lease / 4)
+        recover = not now < self._recover_at <= now + every  # also when the clock went back
         if recover:
-            self._recover_at = now + max(self.settings.poll_interval, self.settings.lease / 4)
+            self._recover_at = now + every
         wait = max(0.0, min(wait, self._due - now, self._recover_at - now))
         entries = await self.outbox.take(OUTBOX_BATCH, self.settings.lease, wait,
                                          stale=recover)
