@@ -55,9 +55,9 @@ def read_head(block: bytes) -> Head:
     if fields is not None:
         return Head(fields, True)
     # The uncommon shapes (a unix From line, a first line that continues nothing, a
-    # line that is no field, bare CR or LF) go the email package's own way.
-    message = _PARSER.parsebytes(block)
-    return Head(message, not message.defects and not message.get_payload())
+    # line that is no field, bare CR or LF) go the email package's own way, and so does
+    # the rest of such a message (whole=False).
+    return Head(_PARSER.parsebytes(block), False)
 
 
 def _fields(block: bytes) -> EmailMessage | None:
