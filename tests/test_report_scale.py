@@ -221,3 +221,17 @@ def test_reasons_with_a_time_in_them_keep_the_counted_combinations_few(policy: P
     assert r.entries == len(entries) and r.stopped == len(entries)
     assert r.drops == {"marketing": {"refused": len(entries)}}
     assert len(fold.decided) <= 2 and len(fold.because) <= KEPT  # two UTC days at most
+
+
+async def test_a_fold_that_fails_gives_the_trail_connection_back_at_once(
+        state: State, policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trail is read on a connection of its own (proxy/report/trail.py): a report that
+    fails part-way returns it to the pool then, not whenever the generator is collected."""
+    def fail(self: Fold, page: Any) -> None:
+        raise RuntimeError("fold failed")
+
+    monkeypatch.setattr(Fold, "page", fail)
+    with pytest.raises(RuntimeError, match="fold failed"):
+        await build_report(state, policy, since=NOW - 30 * DAY, now=NOW, lookback=DAY)
+    if isinstance(state.redis, aioredis.Redis):  # a Cluster's pages go through xrange
+        assert not state.redis.connection_pool._in_use_connections

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,8 +196,9 @@ async def build_report(state: State, policy: Policy, *, since: float, now: float
     the lifecycle figures read ``sample`` people when there are more (None: everyone)."""
     report = Report(since=since, now=now, policy_version=policy.version)
     fold = Fold(report, policy, since, now)
-    async for page in pages(state.redis, state.keys, since):
-        fold.page(page)
+    async with aclosing(pages(state.redis, state.keys, since)) as trail:
+        async for page in trail:
+            fold.page(page)
     fold.finish()
     first = await state.audit.oldest()
     report.oldest_kept = first.at if first is not None else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -51,7 +52,7 @@ def ordered(fields: Any) -> list[Any]:
     return out
 
 
-async def _pages(redis: Any, key: str, start: str, chunk: int) -> AsyncIterator[Any]:
+async def _pages(redis: Any, key: str, start: str, chunk: int) -> AsyncGenerator[Any, None]:
     """XRANGE pages on a connection of its own, the next one asked for before a page is
     given out: Redis builds it while heed folds this one (on the other core), instead of
     one waiting for the other. The command name as bytes and the connection's own read
@@ -80,7 +81,7 @@ async def _pages(redis: Any, key: str, start: str, chunk: int) -> AsyncIterator[
         await redis.connection_pool.release(conn)
 
 
-async def _paged(redis: Any, key: str, start: str, chunk: int) -> AsyncIterator[Any]:
+async def _paged(redis: Any, key: str, start: str, chunk: int) -> AsyncGenerator[Any, None]:
     """XRANGE pages through any client (a Cluster's, or one wrapping a client)."""
     while True:
         raw = await redis.xrange(key, start, "+", count=chunk)
@@ -96,12 +97,15 @@ def _str(value: Any) -> str:
 
 
 async def pages(redis: Any, keys: Keys, since: float,
-                chunk: int = CHUNK) -> AsyncIterator[list[Any]]:
+                chunk: int = CHUNK) -> AsyncGenerator[list[Any], None]:
     """Yield the trail from the window's first stream id on, ``chunk`` entries per round
     trip, as the reply's [id, fields] pairs (entries are filtered by their own ``at`` later)."""
     read = _pages if isinstance(redis, aioredis.Redis) else _paged
     try:
-        async for raw in read(redis, keys.audit, since_id(since), chunk):
-            yield raw
+        # aclosing: when the caller stops early or fails, _pages gives its connection back
+        # now, not when the abandoned generator is collected.
+        async with aclosing(read(redis, keys.audit, since_id(since), chunk)) as trail:
+            async for raw in trail:
+                yield raw
     except RedisError as exc:
         raise StateUnavailable("redis unavailable") from exc
