@@ -4,7 +4,8 @@
                          [--rounds 3] [--source DIR …]
 
 heed's session (proxy/smtp/server.py: its reader, command loop, DATA read and checks)
-answers clients in the same process over real loopback sockets. Each client session
+answers clients in the same process over real loopback sockets, in uvloop's event
+loop when it is installed (as `heed serve` runs). Each client session
 says EHLO once and then sends messages as smtp-source does (MAIL, the RCPTs and DATA,
 a reply awaited after each, then a 4 kB message), or with ``--pipelined`` as an
 RFC 2920 client does (MAIL, the RCPTs and DATA in one write). The handler answers with
@@ -117,6 +118,15 @@ async def per_message(messages: int, sessions: int, rcpts: int, pipelined: bool)
     return spent / (each * sessions) * 1e6
 
 
+def _run(main: Any) -> float:
+    """In uvloop's loop when it is installed, as `heed serve` runs (proxy/serve.py)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,7 +142,7 @@ def main() -> None:
     args = ["--messages", str(a.messages), "--sessions", str(a.sessions),
             "--rcpts", str(a.rcpts)] + (["--pipelined"] if a.pipelined else [])
     if a.one:
-        print(f"{asyncio.run(per_message(a.messages, a.sessions, a.rcpts, a.pipelined)):.1f}")
+        print(f"{_run(per_message(a.messages, a.sessions, a.rcpts, a.pipelined)):.1f}")
         return
     here = Path(__file__).resolve().parent.parent
     trees = [here, *(s.resolve() for s in a.source)]
