@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy.bulk.bodylink import has_unsubscribe_link
+from proxy.bulk.bodylink import has_unsubscribe_link, readable
 from proxy.clock import SystemClock
+from proxy.copy.head import read_head
 from proxy.dkim import DkimSigner, generate_key
 from proxy.finish import UnsubscribeAndSign
-from proxy.message import Message
+from proxy.message import Message, split
 from proxy.policy import Stream
 from proxy.policy.bulk import BulkRules
 from proxy.settings import DkimKey, UnsubscribeKey
@@ -50,6 +51,11 @@ def samples() -> list[tuple[str, bytes]]:
     generated = "<html><body>" + "<p>A newsletter paragraph.</p>\r\n" * 1500 + "</body></html>"
     out.append(("generated, no link", message(generated)))
     return out
+
+
+def detect(data: bytes) -> bool:
+    """The check as the finisher makes it: the header block read once, the text from it."""
+    return has_unsubscribe_link(readable(data, read_head(split(data)[0])))
 
 
 def ms(fn: object, n: int) -> float:
@@ -87,7 +93,7 @@ def main() -> None:
 
                 copies[mode] = ms(copy, n)
             print(f"{name:<28} {len(data):>7} {str(has_unsubscribe_link(data)):>5} "
-                  f"{ms(lambda d=data: has_unsubscribe_link(d), n):>10.2f} "
+                  f"{ms(lambda d=data: detect(d), n):>10.2f} "
                   f"{copies['check']:>16.2f} {copies['insert']:>17.2f}")
 
 

@@ -42,6 +42,7 @@ import signal
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ from bench.rig.procs import (  # noqa: E402,F401
     spawn,
 )
 from bench.rig.report import tables, versions  # noqa: E402
+from bench.rig.settle import at_rest, settle  # noqa: E402,F401
 from bench.rig.targets import PlainRelay, Sink  # noqa: E402
 
 SINK = "smtp-sink direct"
@@ -111,6 +113,8 @@ class Bench:
             if isinstance(target, Peer):
                 res.note = target.verify()
             if isinstance(target, Heed):
+                # The import's outbox and the first lifecycle pass: not the mail's work.
+                started = settle(target)
                 cmds0, reads0 = target.redis_stats()
                 target.redis_stalls()
             run_load(target.port, sink, res, a.sessions, a.size, self.tmp, watch(sink, target))
@@ -119,7 +123,7 @@ class Bench:
             if isinstance(target, Heed):
                 self.notes.append(f"{name}, {r} rcpt/msg, {target.site.name}: "
                                   f"{redis_per_rcpt(target, res, cmds0, reads0)}; Redis stalls "
-                                  f"{target.redis_stalls()}")
+                                  f"{target.redis_stalls()}; {started}")
                 if not res.ok:
                     res.note = f"heed log:\n{target.log_tail()}"
         finally:
@@ -181,12 +185,14 @@ class Bench:
         a, lat = self.a, {}
         for name in self.targets():
             if name.startswith("heed"):
-                # Hook for a Redis fault (e.g. an fsync stall) during heed's run:
-                # heed_latency(..., prepare=fn) calls fn(heed) before the timed load.
+                # heed_latency(..., prepare=fn) calls fn(heed) before the timed load: here
+                # heed's start-up work is waited out; the place for a Redis fault too
+                # (e.g. an fsync stall) that the run should meet.
+                waited: list[str] = []
                 lat[name], redis_line, log = heed_latency(self.tmp, a.rate, a.seconds,
                                                           int(name.rsplit(" ", 1)[1]),
-                                                          prepare=None)
-                self.notes.append(f"latency run, {name}: {redis_line}")
+                                                          prepare=partial(_settled, waited))
+                self.notes.append(f"latency run, {name}: {redis_line}; {''.join(waited)}")
                 if lat[name][1]:
                     self.failures.append(f"{name} latency run: {len(lat[name][1])} errors, "
                                          f"first: {lat[name][1][0]}\nheed log:\n{log}")
@@ -202,6 +208,10 @@ class Bench:
                     target.stop()
                 sink.stop()
         return lat
+
+
+def _settled(said: list[str], heed: Heed) -> None:
+    said.append(settle(heed))
 
 
 def heed_name(workers: int) -> str:

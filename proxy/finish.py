@@ -7,8 +7,9 @@ from typing import Protocol
 
 from proxy.bulk.bodylink import Readable, has_unsubscribe_link, readable, unsubscribe_urls
 from proxy.bulk.feedback import feedback_value, set_feedback_id
-from proxy.bulk.footer import insert_footer, language
+from proxy.bulk.footer import language, with_footer
 from proxy.bulk.gate import CopyFacts
+from proxy.copy.head import Head, read_head
 from proxy.copy.personal import PersonalBody
 from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
@@ -78,22 +79,32 @@ class _Marketing:
         self._feedback: dict[str, bytes | None] = {}  # stream -> its Feedback-ID value
         self._link: bool | None = None
         self._lang: str | None = None
+        self._head: Head | None = None  # the header block read once, for everything below
         self._readable: Readable | None = None  # the text parts, decoded once for both
         self._personal: PersonalBody | None = None  # the body cut once, when a copy changes it
 
     @property
     def personal(self) -> PersonalBody:
         if self._personal is None:
-            self._personal = PersonalBody(self.message, self.owner.tokens, self.owner.public_url)
+            self._personal = PersonalBody(self.message, self.owner.tokens, self.owner.public_url,
+                                          self.head)
             if self._personal.unparsed:
                 self.owner.unparsed(self._personal.unparsed)
         return self._personal
 
     @property
+    def head(self) -> Head:
+        """The header block's MIME fields, read once for the link check, the tracked links
+        and the footer."""
+        if self._head is None:
+            self._head = read_head(self.message.header_block)
+        return self._head
+
+    @property
     def readable(self) -> Readable:
         """The text parts as the link check and the footer's language read them (parsed once)."""
         if self._readable is None:
-            self._readable = readable(self.message.data)
+            self._readable = readable(self.message.data, self.head)
         return self._readable
 
     def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
@@ -146,8 +157,7 @@ class _Marketing:
                 # heed's own unsubscribe footer, after the tracked links (it is never tracked).
                 if self._lang is None:
                     self._lang = language(self.readable)
-                body = split(insert_footer(self.message.header_block + b"\r\n" + body, url,
-                                           self._lang))[1]
+                body = with_footer(self.head, body, url, self._lang)
         if body is not self.message.body and dkim is not None and self.domain is not None \
                 and self.owner.signer:
             # The body changed (links, the ask, the footer): this copy gets its own body hash.

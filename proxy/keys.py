@@ -277,3 +277,9 @@ class Keys:
     def tell_job(self, job_id: str) -> str:
         """HASH of one outbound job; kept a while after it is done, so it is made once."""
         return f"{self.prefix}:{{tell}}:job:{job_id}"
+
+    # --- the tell worker's lifecycle pass (proxy/tell/worker.py) -------------------------
+    @property
+    def tell_lifecycle_last(self) -> str:
+        """STRING: when the last complete lifecycle pass began (a restart waits out its period)."""
+        return f"{self.prefix}:{{tell}}:lifecycle:last"

@@ -27,14 +27,20 @@ end
 # KEYS: due, claimed, claims. Move up to ARGV[2] due ids (score <= ARGV[1]) to claimed,
 # scored by the lease's end (ARGV[3]), with the claim's token ARGV[4] (none when
 # empty); atomic, so two workers never claim the same id.
-_CLAIM = """
+_TAKE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZADD', KEYS[2], ARGV[3], id)
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], id, ARGV[4]) end
 end
-return ids
+"""
+_CLAIM = _TAKE + "return ids"
+# The same, and the due time of the first id left ("" when none): a worker that knows
+# it sleeps until then instead of looking every poll interval.
+_CLAIM_NEXT = _TAKE + """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {ids, first[2] or ''}
 """
 
 # KEYS: due, claimed, claims. Claims whose lease ended (their worker died or stalled)
@@ -81,6 +87,7 @@ class Leases:
     def __init__(self, redis: Any, due: str, claimed: str, claims: str) -> None:
         self.due, self.claimed, self.claims = due, claimed, claims
         self._claim = redis.register_script(_CLAIM)
+        self._claim_next = redis.register_script(_CLAIM_NEXT)
         self._recover = redis.register_script(_RECOVER)
         self._renew = redis.register_script(_RENEW)
 
@@ -92,6 +99,14 @@ class Leases:
         ids = await self._claim(keys=[self.due, self.claimed, self.claims],
                                 args=[repr(now), limit, repr(now + lease), token])
         return token, [text(i) for i in ids]
+
+    async def claim_next(self, now: float, limit: int, lease: float
+                         ) -> tuple[str, list[str], float | None]:
+        """``claim`` (fenced), and when the first id left comes due (None: none left)."""
+        token = uuid.uuid4().hex
+        ids, first = await self._claim_next(keys=[self.due, self.claimed, self.claims],
+                                            args=[repr(now), limit, repr(now + lease), token])
+        return token, [text(i) for i in ids], float(text(first)) if first else None
 
     async def recover(self, now: float) -> int:
         """Claims whose lease ended go back to due; returns how many."""

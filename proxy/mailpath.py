@@ -252,8 +252,9 @@ class MailPath:
     async def _store_links(self, prepared: PreparedMessage,
                            targets: Sequence[tuple[Stream, str]]) -> None:
         if self.links is not None and any(s.track_clicks for s, _ in targets):
-            await self.links.store(prepared.destinations({s.name: s for s, _ in targets}
-                                                         .values()))
+            destinations = prepared.destinations({s.name: s for s, _ in targets}.values())
+            if destinations:  # a body without links stores nothing
+                await self.links.store(destinations)
 
     async def _with_provider(self, policy: Policy,
                              snapshots: list[PersonState]) -> list[PersonState]:

@@ -54,13 +54,20 @@ class Scheduler:
         self.on_expire = on_expire
         self.on_permfail = on_permfail
         self._slots = asyncio.Semaphore(max(1, concurrency))
+        # A dead worker's claims come back once their lease ended: looking for them a
+        # quarter lease apart (not every round) takes them over within 1.25 leases.
+        self._recover_at = 0.0
 
     async def run_once(self) -> int:
-        """Recover dead workers' claims, then release every due copy; returns how many."""
+        """Recover dead workers' claims (when it is time to look), then release every due
+        copy; returns how many."""
         now = self.clock.now()
-        recovered = await self.queue.recover(now)
-        if recovered:
-            log.warning("recovered %d held copies from a worker that stopped", recovered)
+        every = max(self.settings.poll_interval, self.settings.lease / 4)
+        if not now < self._recover_at <= now + every:  # due, or the clock went back
+            recovered = await self.queue.recover(now)
+            self._recover_at = now + every
+            if recovered:
+                log.warning("recovered %d held copies from a worker that stopped", recovered)
         items = await self.queue.claim(now, self.settings.batch, self.settings.lease)
         if not items:
             return 0

@@ -166,3 +166,24 @@ async def test_run_survives_redis_trouble_and_stops(aredis: aioredis.Redis, keys
     fast = QueueSettings(poll_interval=0.01, batch=10, lease=300, max_hold=3600, backoff=(60,))
     await asyncio.wait_for(Scheduler(q, release, clock, fast).run(stop), 5)
     assert rounds[0] == 2 and await q.depth() == 0
+
+
+async def test_a_dead_workers_claims_are_looked_for_every_quarter_lease(
+        aredis: aioredis.Redis, keys: Keys, clock: ManualClock) -> None:
+    q = DelayQueue(aredis, keys)
+    await q.put([held(clock.now())])
+    assert len(await q.claim(clock.now(), 10, SETTINGS.lease)) == 1  # a worker that then died
+    released: list[str] = []
+
+    async def release(item: HeldMail) -> Release:
+        released.append(item.id)
+        return Release(ReleaseOutcome.DELIVERED)
+
+    s = Scheduler(q, release, clock, SETTINGS)  # lease 300 s: a look every 75 s
+    clock.advance(299)
+    assert await s.run_once() == 0  # looked: the claim still holds
+    clock.advance(1)
+    assert await s.run_once() == 0  # the lease is over, the next look is 74 s away
+    clock.advance(74)
+    assert await s.run_once() == 1 and released == ["h1"]
+    assert await q.depth() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import email
 import email.policy
 import html
@@ -9,6 +10,9 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.message import Message
+
+from proxy.copy.head import Head
+from proxy.message import split
 
 # The words an unsubscribe link is written with, in the languages heed's pages speak
 # and the ones mailing lists commonly use. Matched in the link's text, title or URL.
@@ -67,11 +71,18 @@ class Readable:
     content_language: str
 
 
-def readable(data: bytes) -> Readable:
-    """The message read once by the email package (the costly step: the link check and the
-    footer's language both read this, not the bytes again)."""
-    # compat32: the modern policy parses every header field, a third of the time here.
-    message = email.message_from_bytes(data, policy=email.policy.compat32)
+def readable(data: bytes, head: Head | None = None) -> Readable:
+    """The message read once by the email package (the link check and the footer's
+    language both read this, not the bytes again); ``head``: its header block, read already."""
+    if head is not None and head.whole and \
+            head.fields.get_content_maintype() not in ("multipart", "message"):
+        # A single part: the email package would make the rest of the message its
+        # payload as it is, so only the header block needed its parser (shared).
+        message = copy.copy(head.fields)
+        message.set_payload(split(data)[1].decode("ascii", "surrogateescape"))
+    else:
+        # compat32: the modern policy parses every header field, a third of the time here.
+        message = email.message_from_bytes(data, policy=email.policy.compat32)
     return Readable(tuple(body_parts(message)), str(message.get("Content-Language", "")))
 
 

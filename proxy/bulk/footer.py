@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import functools
 import html
 import quopri
 import re
-from typing import NamedTuple
 
 from proxy.bulk.bodylink import Readable, readable
+from proxy.copy.head import Content, Head, read_head
 from proxy.http.i18n import RTL
 from proxy.message import split
 
@@ -58,34 +56,26 @@ def insert_footer(data: bytes, url: str, lang: str) -> bytes:
     """The message with the footer in its first text/plain and first text/html part; the
     header block and every other byte stay as they were (DKIM signs the result after)."""
     head, body = split(data)
-    done: set[str] = set()
-    new_body = _part(head, body, url, lang, done)
-    return data if new_body is None else head + b"\r\n" + new_body
+    new_body = with_footer(read_head(head), body, url, lang)
+    return data if new_body is body else head + b"\r\n" + new_body
 
 
-class _Head(NamedTuple):
-    ctype: str
-    attachment: bool
-    boundary: str | None
-    cte: str
-    charset: str
+def with_footer(head: Head, body: bytes, url: str, lang: str) -> bytes:
+    """``body`` (of a message whose header block is ``head``) as insert_footer writes it;
+    ``body`` itself when no part took the footer."""
+    new_body = _part(head.content, body, url, lang, set())
+    return body if new_body is None else new_body
 
 
 # Each recipient's copy gets the footer with its own link: the same part headers are
 # read once per message, not once per copy (the email parser is the slow part here).
 @functools.lru_cache(maxsize=512)
-def _head(head: bytes) -> _Head:
-    msg = email.message_from_bytes(head + b"\r\n", policy=email.policy.compat32)
-    boundary = msg.get_param("boundary")
-    return _Head(msg.get_content_type(), msg.get_content_disposition() == "attachment",
-                 str(boundary) if boundary else None,
-                 str(msg.get("Content-Transfer-Encoding", "7bit")).strip().lower(),
-                 msg.get_content_charset() or "us-ascii")
+def _head(head: bytes) -> Content:
+    return read_head(head).content
 
 
-def _part(head: bytes, body: bytes, url: str, lang: str, done: set[str]) -> bytes | None:
+def _part(facts: Content, body: bytes, url: str, lang: str, done: set[str]) -> bytes | None:
     """The part's new body, or None when nothing in it changed."""
-    facts = _head(head)
     ctype = facts.ctype
     if facts.attachment:
         return None
@@ -114,7 +104,7 @@ def _multipart(body: bytes, boundary: str, url: str, lang: str, done: set[str]) 
         if start > end:
             continue
         phead, pbody = split(body[start:end])
-        new = _part(phead, pbody, url, lang, done)
+        new = _part(_head(phead), pbody, url, lang, done)
         if new is not None:
             out += [body[pos:start], phead, b"\r\n", new]
             pos, changed = end, True

@@ -9,15 +9,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message as EmailMessage
-from email.parser import BytesHeaderParser
 
+from proxy.copy.head import Head, read_head
 from proxy.message import split
 
 # RFC 5322 §2.1.1: a line is at most 998 characters (1000 with CRLF).
 MAX_LINE = 998
 # Nesting deeper than this is not mail a person reads: passed through untouched.
 MAX_DEPTH = 20
-_HEADERS = BytesHeaderParser()
 
 
 @dataclass
@@ -78,10 +77,11 @@ class Body:
         return b"".join(p if isinstance(p, bytes) else p.render(text_of(p)) for p in self.pieces)
 
 
-def parse_body(header_block: bytes, body: bytes) -> Body:
-    """Cut ``body`` (of a message with ``header_block``) into verbatim and text pieces."""
+def parse_body(header_block: bytes, body: bytes, head: Head | None = None) -> Body:
+    """Cut ``body`` (of a message with ``header_block``) into verbatim and text pieces;
+    ``head``: that header block, read already."""
     out = Body()
-    _walk(_HEADERS.parsebytes(header_block), body, out, 0, "")
+    _walk((head or read_head(header_block)).fields, body, out, 0, "")
     return out
 
 
@@ -133,7 +133,7 @@ def _part(raw: bytes, out: Body, depth: int, language: str) -> None:
         return
     head, content = split(raw)
     out.pieces.append(head + b"\r\n" if head else b"\r\n")
-    _walk(_HEADERS.parsebytes(head), content, out, depth + 1, language)
+    _walk(read_head(head).fields, content, out, depth + 1, language)
 
 
 def _language(headers: EmailMessage) -> str:

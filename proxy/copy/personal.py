@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from proxy.copy import ask
+from proxy.copy.head import Head
 from proxy.copy.links import Rules, Template, fill, html_template, link_id, links, text_template
 from proxy.copy.mime import Body, TextPart, parse_body
 from proxy.message import Message
@@ -46,11 +47,14 @@ class ClickTarget:
 class PersonalBody:
     """The body cut once per message; ``render`` makes one recipient's body from it."""
 
-    def __init__(self, message: Message, tokens: TokenSigner, public_url: str) -> None:
+    def __init__(self, message: Message, tokens: TokenSigner, public_url: str,
+                 head: Head | None = None) -> None:
+        """``head``: the message's header block, read already (proxy/copy/head.py)."""
         self.tokens = tokens
         self.public_url = public_url
-        self.body: Body = parse_body(message.header_block, message.body)
+        self.body: Body = parse_body(message.header_block, message.body, head)
         self._templates: dict[str, list[Template]] = {}
+        self._has_links: dict[str, bool] = {}  # stream -> a tracked link in some part
 
     @property
     def unparsed(self) -> int:
@@ -71,7 +75,17 @@ class PersonalBody:
         return {link_id(u): u for t in self.templates(stream) for u in links(t)}
 
     def changes(self, stream: Stream, ask_block: bool) -> bool:
-        return bool(self.body.parts) and (stream.track_clicks or stream.track_opens or ask_block)
+        """Whether ``render`` can differ from the body as it came: a body without a tracked
+        link, without the open image and without the ask is relayed as it is."""
+        return bool(self.body.parts) and (
+            stream.track_opens or ask_block or (stream.track_clicks and self._tracked(stream)))
+
+    def _tracked(self, stream: Stream) -> bool:
+        found = self._has_links.get(stream.name)
+        if found is None:
+            found = self._has_links[stream.name] = any(
+                not isinstance(piece, str) for t in self.templates(stream) for piece in t)
+        return found
 
     def render(self, stream: Stream, recipient: str, *, ask_block: bool = False) -> bytes:
         """The recipient's body: links through /c/, the trap, the open image, the question."""

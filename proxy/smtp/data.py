@@ -65,12 +65,14 @@ class BulkData(asyncio.StreamReader):
 def _check(out: bytearray, line_start: int, line_limit: int, size_limit: int | None, *,
            complete: bool) -> str | None:
     """The refusal the data so far earns, if any: the first limit passed, in stream order."""
+    within_size = not size_limit or len(out) - 2 <= size_limit
+    if len(out) - line_start + 2 <= line_limit and within_size:
+        return None  # no line since line_start can be too long: nothing to split
     lines = out[line_start:].split(b"\r\n")
     last = lines.pop()  # b"" after the final CRLF, else the line still arriving
     if not complete and len(last) > line_limit:
         lines.append(last)  # already past the limit, as aiosmtpd's reader finds it
-    if not any(len(line) + 2 > line_limit for line in lines) and (
-            not size_limit or len(out) - 2 <= size_limit):
+    if max(map(len, lines), default=0) + 2 <= line_limit and within_size:
         return None
     # Line by line, as aiosmtpd meets them: a line its reader cannot hold (longer than
     # the limit without its CRLF) is refused as such; any other line is counted first.

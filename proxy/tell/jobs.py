@@ -128,19 +128,26 @@ class Jobs:
 
     async def claim(self, now: float, count: int, lease: float) -> list[Job]:
         """Jobs due by ``now`` (and those whose worker died), each claimed for ``lease``."""
+        return (await self.claim_due(now, count, lease))[0]
+
+    async def claim_due(self, now: float, count: int, lease: float, recover: bool = True
+                        ) -> tuple[list[Job], float | None]:
+        """``claim``, and when the first job left comes due (None: none is waiting);
+        without ``recover``, jobs whose worker died are left for a later look."""
         k = self.keys
         try:
-            await self.leases.recover(now)
-            token, ids = await self.leases.claim(now, count, lease)
+            if recover:
+                await self.leases.recover(now)
+            token, ids, first = await self.leases.claim_next(now, count, lease)
             if not ids:
-                return []
+                return [], first
             pipe = self.redis.pipeline(transaction=False)
             for i in ids:
                 pipe.hgetall(k.tell_job(i))
             raws = await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        return [replace(Job.from_hash(r), claim=token) for r in raws if r]
+        return [replace(Job.from_hash(r), claim=token) for r in raws if r], first
 
     async def end(self, job: Job, state: str, now: float, error: str = "") -> bool:
         """``sent`` or ``dead``: the job leaves the queue (its record stays a while); False

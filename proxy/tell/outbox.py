@@ -91,16 +91,19 @@ class Outbox:
                 raise
         self._group = True
 
-    async def take(self, count: int, lease: float,
-                   block: float = 0.0) -> list[tuple[str, Event]]:
-        """Entries a dead worker held longer than ``lease`` seconds, then new ones, waiting
-        up to ``block`` seconds for one (so a refusal wakes the worker at once)."""
+    async def take(self, count: int, lease: float, block: float = 0.0,
+                   stale: bool = True) -> list[tuple[str, Event]]:
+        """Entries a dead worker held longer than ``lease`` seconds (unless not ``stale``),
+        then new ones, waiting up to ``block`` seconds for one (so a refusal wakes the
+        worker at once)."""
         try:
             await self._ensure_group()
-            got = await self.redis.xautoclaim(self.key, GROUP, self.consumer,
-                                              min_idle_time=int(lease * 1000), start_id="0-0",
-                                              count=count)
-            entries = list(got[1]) if got else []
+            entries = []
+            if stale:
+                got = await self.redis.xautoclaim(self.key, GROUP, self.consumer,
+                                                  min_idle_time=int(lease * 1000),
+                                                  start_id="0-0", count=count)
+                entries = list(got[1]) if got else []
             if len(entries) < count:
                 wait = int(block * 1000) if block > 0 and not entries else None
                 fresh = await self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"},

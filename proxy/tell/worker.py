@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -38,6 +39,9 @@ BATCH = 50  # jobs per round
 # --watch-ms, 3 Dec 2026). A busy outbox is drained round after round without a wait.
 OUTBOX_BATCH = 20
 BLOCK_MAX = 2.0  # longest outbox wait: under the Redis client's 3 s read timeout
+# The job counts for /metrics are read this often (and after a round that sent): the
+# queue's gauges are as fresh (proxy/app.py), and an idle worker need not read them a second.
+GAUGES_EVERY = 5.0
 PLAIN = "plain https link without one-click: not fetched (a GET is not an unsubscribe, RFC 8058)"
 NO_LINK = "no unsubscribe link of the tool kept for this person and list"
 OFF = "sync_back is off for this list's stream"
@@ -79,8 +83,17 @@ class Teller:
         self.oneclick = OneClick(settings.allow, settings.timeout)
         self.webhooks = WebhookSender(settings.webhooks, settings.timeout)
         self.expanded = 0  # outbox entries turned into jobs by this worker
-        self.people = State(redis, keys, clock)  # snapshots for the lifecycle pass
+        self.people = State(redis, keys, clock)  # the lifecycle pass's reads
         self._next_pass = 0.0
+        # An idle worker wakes on work, not on a timer: a new outbox entry ends its
+        # XREADGROUP BLOCK; the jobs it made, and the retries it set, come due at times
+        # it knows (``_due``, also learnt from each claim: the first job left). Only what a
+        # dead worker left (its outbox entries, its claims, jobs it made and never
+        # claimed) is looked for on a timer, every quarter lease (``_recover_at``): it is
+        # taken over within tell.lease plus a quarter of it.
+        self._due = 0.0
+        self._recover_at = 0.0
+        self._gauges_at = 0.0
 
     # --- outbox -> jobs --------------------------------------------------------------
     async def expand(self, event: Event) -> None:
@@ -90,6 +103,7 @@ class Teller:
             await self._sync_back(event, now)
         body = payload(event)
         for url, _secrets in self.settings.webhooks:
+            self._due = min(self._due, now)  # claimed in this round
             await self.jobs.make(Job(job_id(event.id, "webhook", url), "webhook", url, event.id,
                                      event.address, event.list, event.at, body,
                                      created=now), now)
@@ -117,6 +131,7 @@ class Teller:
             kind, target = link
             if mark(target) in told:
                 continue  # told through this link already: one request per link
+            self._due = min(self._due, now)  # claimed in this round
             await self.jobs.make(Job(job_id(event.id, kind, target), kind, target, event.id,
                                      a, lst, event.at, created=now), now)
             try:
@@ -206,8 +221,9 @@ class Teller:
             return
         if outcome.retry and attempt < self.settings.max_attempts:
             delays = self.settings.backoff
-            await self.jobs.retry(job, now + delays[min(attempt - 1, len(delays) - 1)],
-                                  outcome.detail)
+            due = now + delays[min(attempt - 1, len(delays) - 1)]
+            await self.jobs.retry(job, due, outcome.detail)
+            self._due = min(self._due, due)
             return
         why = f"given up after {attempt} attempt(s): {outcome.detail}"
         log.warning("tell job %s (%s to %s) %s", job.id, job.kind, _where(job), why)
@@ -218,9 +234,16 @@ class Teller:
 
     # --- the loop -----------------------------------------------------------------------
     async def run_once(self, wait: float = 0.0) -> int:
-        """One round: expand the outbox (waiting up to ``wait`` seconds for an entry), then
-        send what is due. Returns the entries and jobs handled."""
-        entries = await self.outbox.take(OUTBOX_BATCH, self.settings.lease, wait)
+        """One round: expand the outbox (waiting up to ``wait`` seconds for an entry, less
+        when a job comes due sooner), then send what is due. Returns the jobs handled."""
+        now = self.clock.now()
+        every = max(self.settings.poll_interval, self.settings.lease / 4)
+        recover = not now < self._recover_at <= now + every  # also when the clock went back
+        if recover:
+            self._recover_at = now + every
+        wait = max(0.0, min(wait, self._due - now, self._recover_at - now))
+        entries = await self.outbox.take(OUTBOX_BATCH, self.settings.lease, wait,
+                                         stale=recover)
         handled = []
         for entry_id, event in entries:
             try:
@@ -234,7 +257,10 @@ class Teller:
         await self.outbox.done(handled)
         self.expanded += len(handled)
         now = self.clock.now()
-        jobs = await self.jobs.claim(now, BATCH, self.settings.lease)
+        if not recover and now < self._due:
+            return 0  # no entry made a job, none is due, nothing to take over: no need to look
+        jobs, first = await self.jobs.claim_due(now, BATCH, self.settings.lease, recover)
+        self._due = math.inf if first is None else first
         if not jobs:
             return 0
         # return_exceptions: one job that raises must not leave the whole batch unfinished
@@ -251,22 +277,42 @@ class Teller:
         return len(jobs)
 
     async def lifecycle(self) -> int:
-        """The lifecycle pass, when due and no other worker has taken this period's."""
+        """The lifecycle pass, when due (a period after the last complete one began, or
+        never made) and no other worker is making it; returns the events it wrote."""
         every, now = self.settings.lifecycle_every, self.clock.now()
         if every <= 0 or now < self._next_pass:
             return 0
-        self._next_pass = now + every
+        k = self.keys
         try:
-            mine = await self.redis.set(self.keys.tell_lifecycle_lock, self.outbox.consumer,
+            last = await self.redis.get(k.tell_lifecycle_last)
+            due = _float(last) + every if last is not None else now
+            if now < due:  # a restart within the period: the pass waits for its time
+                self._next_pass = due
+                return 0
+            # The lock lasts a period: a pass that fails half-way is made again after it.
+            mine = await self.redis.set(k.tell_lifecycle_lock, self.outbox.consumer,
                                         nx=True, ex=max(1, int(every)))
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        return await lifecycle_pass(self.people, self.policies.current, now) if mine else 0
+        if not mine:  # another worker's pass: look again (for its end) at the next tick
+            return 0
+        self._next_pass = now + every
+        events = await lifecycle_pass(self.people, self.policies.current, now)
+        try:
+            await self.redis.set(k.tell_lifecycle_last, repr(now))
+        except RedisError as exc:
+            raise StateUnavailable("redis unavailable") from exc
+        return events
 
     async def _round(self, wait: float) -> int:
-        """run_once, plus the entries it expanded (a busy outbox is drained without a wait)."""
+        """run_once, plus the entries it expanded (a busy outbox is drained without a wait);
+        the job gauges after it, when it sent or they are GAUGES_EVERY old."""
         before = self.expanded
         done = await self.run_once(wait)
+        now = self.clock.now()
+        if done or now >= self._gauges_at:
+            self._gauges_at = now + GAUGES_EVERY
+            await self.refresh_gauges()
         return done + self.expanded - before
 
     async def refresh_gauges(self) -> None:
@@ -274,16 +320,15 @@ class Teller:
             self.metrics.set_tell(await self.jobs.stats())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Rounds until ``stop``: an idle round blocks on the outbox for up to a poll
-        interval (a new refusal wakes it), which also paces the retries that come due."""
+        """Rounds until ``stop``: an idle round blocks on the outbox (a new refusal wakes
+        it) until the next job comes due, the next look for a dead worker's work, or
+        BLOCK_MAX."""
         busy = 0
         # Beside the rounds, not in them: a pass over every person must not hold up a "no".
         passes = asyncio.create_task(self._lifecycle_loop(stop))
         while not stop.is_set():
             try:
-                busy = await self._round(0.0 if busy else
-                                         min(self.settings.poll_interval, BLOCK_MAX))
-                await self.refresh_gauges()
+                busy = await self._round(0.0 if busy else BLOCK_MAX)
             except Exception:  # noqa: BLE001 - the worker must outlive a Redis hiccup
                 log.warning("tell round failed; trying again", exc_info=True)
                 busy = 0
@@ -309,6 +354,13 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
         pass
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(_s(value))
+    except ValueError:
+        return 0.0  # unreadable: as if long ago, so the pass is due
 
 
 def _lists(event: Event, offers: dict[str, Offer], policy: Any) -> list[str]:
