@@ -368,6 +368,7 @@ def redis_kill(workdir: Path, held: int = 1000, sessions: int = 10,
     client = Client(heed.port, sender="offers@news.example.com")
     started = time.monotonic()
     kills = 0
+    restarted, replaced = threading.Event(), threading.Event()
     try:
         def killer() -> None:
             nonlocal kills
@@ -378,21 +379,29 @@ def redis_kill(workdir: Path, held: int = 1000, sessions: int = 10,
             kills += 1
             time.sleep(0.5)
             redis.start()
+            restarted.set()
+            # EmbeddedRedis asks the kernel to end redis-server when the *thread* that
+            # started it ends (PR_SET_PDEATHSIG follows the thread on Linux): stay until
+            # the main thread has put its own server in this one's place.
+            replaced.wait()
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
         asyncio.run(client.run((f"h{i}" for i in range(held)), sessions,
                                time.monotonic() + 1200))
-        thread.join(60)
+        if mid_traffic:
+            restarted.wait(60)
         held_before = len(sink.tags)  # must be 0: everything is held
         redis.kill()  # everything held now: kill again, start again from the AOF
         kills += 1
         redis.start()
+        replaced.set()
         heed.set_policy(RELEASING)
         heed.reload()
         make_due(redis.url)
         wait_for(lambda: client.acked <= set(sink.tags), 300)
     finally:
+        replaced.set()
         heed.stop()
         sink.stop()
         redis.stop()
