@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from proxy.bulk.bodylink import Readable, has_unsubscribe_link, readable, unsubscribe_urls
 from proxy.bulk.feedback import feedback_value, set_feedback_id
@@ -19,6 +19,13 @@ from proxy.tell.offer import Offer, personal, read_offer
 from proxy.tokens import TokenSigner
 
 
+class Copy(NamedTuple):
+    """One recipient's copy: its bytes, and whether it carries a signed one-click."""
+
+    data: bytes
+    signed: bool  # what signed_one_click(data) says, known without reading data when it can
+
+
 class PreparedMessage(Protocol):
     def per_recipient(self, stream: Stream) -> bool:
         """True when each recipient needs its own copy (its own token)."""
@@ -27,6 +34,10 @@ class PreparedMessage(Protocol):
     def build(self, stream: Stream, recipient: str | None, *, ask: bool = False) -> bytes:
         """The bytes to relay for one recipient (or for all, when recipient is None);
         ``ask``: this copy is the re-permission message, and asks (proxy/copy/ask.py)."""
+        ...
+
+    def build_copy(self, stream: Stream, recipient: str, *, ask: bool = False) -> Copy:
+        """``build`` for one recipient, with whether the copy's one-click is signed."""
         ...
 
     def destinations(self, streams: Iterable[Stream]) -> dict[str, str]:
@@ -135,7 +146,19 @@ class _Marketing:
                 and not self.body_link())
 
     def build(self, stream: Stream, recipient: str | None, *, ask: bool = False) -> bytes:
+        return self._build(stream, recipient, ask)[0]
+
+    def build_copy(self, stream: Stream, recipient: str, *, ask: bool = False) -> Copy:
+        data, ours = self._build(stream, recipient, ask)
+        # heed's own fields under heed's own signature (whose h= always names both, see
+        # proxy/dkim.py OVERSIGNED) are a signed one-click when the URL is https; any
+        # other copy (the tool's fields kept, no key) is read from its bytes.
+        return Copy(data, True if ours else signed_one_click(data))
+
+    def _build(self, stream: Stream, recipient: str | None, ask: bool) -> tuple[bytes, bool]:
+        """The copy, and True when it is known to carry a signed one-click of heed's own."""
         headers, body, dkim = self.message.header_block, self.message.body, self.dkim
+        ours = False  # heed wrote both unsubscribe fields, the only ones left in the copy
         personal = recipient is not None and self.per_recipient(stream)
         if personal and (stream.track_clicks or stream.track_opens or ask) \
                 and self.personal.changes(stream, ask):
@@ -148,11 +171,14 @@ class _Marketing:
             token = self.owner.tokens.make(recipient, stream.list)
             url = f"{self.owner.public_url}/u/{token}"
             if stream.unsubscribe != "off":
-                headers = add_unsubscribe(
+                rewritten = add_unsubscribe(
                     headers, https_url=url,
                     mailto=f"unsubscribe+{token}@{self.owner.mailto_domain}",
                     existing=stream.unsubscribe,
-                ).headers
+                )
+                headers = rewritten.headers
+                # RFC 8058 §3.1: the one-click URI is https.
+                ours = not rewritten.kept and url.startswith("https://")
             if self._inserts(stream):
                 # heed's own unsubscribe footer, after the tracked links (it is never tracked).
                 if self._lang is None:
@@ -172,8 +198,8 @@ class _Marketing:
         if not signature and headers is self.message.header_block and body is self.message.body:
             # Nothing to change: relay byte for byte (a message with no empty line
             # after its header block must not gain one).
-            return self.message.data
-        return signature + headers + b"\r\n" + body
+            return self.message.data, False
+        return signature + headers + b"\r\n" + body, ours and bool(signature)
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
         """``bounce+TOKEN@DOMAIN`` so a bounce names its recipient (VERP); else ``sender``.

@@ -1,12 +1,20 @@
-"""signed_one_click reads the bytes that go out: https URI, one-click POST field, DKIM h=."""
+"""signed_one_click reads the bytes that go out: https URI, one-click POST field, DKIM h=;
+the builder's own answer (build_copy) is the same."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.finish import signed_one_click
+from proxy.clock import ManualClock
+from proxy.dkim import DkimSigner
+from proxy.finish import UnsubscribeAndSign, signed_one_click
 from proxy.message import Message, split
+from proxy.policy import Stream
+from proxy.policy.bulk import BulkRules
+from proxy.settings import UnsubscribeKey
+from proxy.tokens import TokenSigner
 
 UNSUB = b"List-Unsubscribe: <https://h.test/u/T>, <mailto:u+T@h.test>\r\n"
 POST = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
@@ -66,3 +74,34 @@ def reference(data: bytes) -> bool:
 def test_same_answer_as_the_full_parse(fields: list[bytes]) -> None:
     data = message(*fields)
     assert signed_one_click(data) == reference(data)
+
+
+# The builder says whether a copy's one-click is signed without reading it back
+# (UnsubscribeAndSign's build_copy): always what reading the copy's bytes says.
+TOOL_UNSUB = b"List-Unsubscribe: <https://tool.test/u/1>\r\n"
+TOOL_SIG = SIG.replace(b"d=x.test", b"d=example.com")
+
+
+@pytest.mark.parametrize("public_url", ["https://heed.test", "http://heed.test"])
+@pytest.mark.parametrize("keyed", [True, False])
+def test_build_copy_says_what_the_bytes_say(ed_key, public_url: str,  # noqa: ANN001
+                                            keyed: bool) -> None:
+    clock = ManualClock(1_780_000_000.0)
+    tokens = TokenSigner((UnsubscribeKey("k", b"0123456789abcdef0123"),), clock, 86400.0)
+    signer = DkimSigner([ed_key[0]], clock) if keyed else None
+    owner = UnsubscribeAndSign(tokens, signer, public_url=public_url, mailto_domain="heed.test")
+    head = b"From: <news@example.com>\r\nTo: <a@example.org>\r\nSubject: hi\r\n"
+    heads = [head, head + TOOL_UNSUB, head + TOOL_UNSUB + POST, TOOL_SIG + head + TOOL_UNSUB + POST,
+             TOOL_SIG + head]
+    seen = set()
+    for fields in heads:
+        for unsubscribe in ("replace", "keep", "off"):
+            for insert in ("insert", "check"):
+                stream = Stream("m", unsubscribe=unsubscribe,
+                                bulk=BulkRules(body_unsubscribe=insert))
+                prepared = owner.prepare(Message.parse(fields + b"\r\nbody\r\n"))
+                copy = prepared.build_copy(stream, "r@example.org")
+                assert copy.data == prepared.build(stream, "r@example.org")
+                assert copy.signed == signed_one_click(copy.data), (fields, unsubscribe)
+                seen.add(copy.signed)
+    assert seen == {True, False}

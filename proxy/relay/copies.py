@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.errors import UpstreamError
-from proxy.finish import PreparedMessage, signed_one_click
+from proxy.finish import PreparedMessage
 from proxy.policy import Stream
 from proxy.providers.guard import ProviderGuard
 from proxy.recorder import Delivery
@@ -44,10 +44,10 @@ async def relay_copies(upstream: Upstream, providers: ProviderGuard | None,
     shared: dict[str, _Copy] = {}
     for stream, r in targets:
         if prepared.per_recipient(stream):
-            data = prepared.build(stream, r, ask=r in asked)
+            data, signed = prepared.build_copy(stream, r, ask=r in asked)
             token = prepared.verp_token(stream, r, sender)
             copies.append(_Copy(stream, [r], data, prepared.return_path(stream, r, sender),
-                                signed_one_click(data), token,
+                                signed, token,
                                 prepared.facts(stream).body_link,
                                 prepared.tool_offer(stream, r)))
         elif stream.name in shared:
