@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.rewrite import add_unsubscribe, header_fields, split_message
 
@@ -109,3 +112,13 @@ def test_header_fields_keeps_continuations_with_their_field() -> None:
     block = b"A: 1\r\n 2\r\nB: 3\r\n\t4\r\n 5\r\nC: 6\r\n"
     assert header_fields(block) == [b"A: 1\r\n 2\r\n", b"B: 3\r\n\t4\r\n 5\r\n", b"C: 6\r\n"]
     assert b"".join(header_fields(b" stray\r\nA: 1\r\n")) == b" stray\r\nA: 1\r\n"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from([b"A: 1", b"\r\n", b"\r", b"\n", b" ", b"\t", b"x", b":"]),
+                max_size=14))
+def test_header_fields_cuts_where_a_field_starts(pieces: list[bytes]) -> None:
+    # The cut as first written: at each line start after a CRLF that is not a continuation.
+    block = b"".join(pieces)
+    reference = [f for f in re.split(rb"(?<=\r\n)(?![ \t])", block) if f]
+    assert header_fields(block) == reference
