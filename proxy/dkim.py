@@ -44,6 +44,14 @@ _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # RFC 5322 §2.2 field name and 
 _WSP_RUN = re.compile(rb"[\t ]*\t[\t ]*| {2,}")
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+_NAMELEN = len(b"DKIM-Signature")
+# b= stands last with a 60-character placeholder (see PreparedBody._one); folded, it is
+# always on a line of its own, since the 44 characters of bh= before it leave no room.
+_PLACEHOLDER = b"0" * 60
+_B_LINE = b"\r\n b=" + _PLACEHOLDER
+# A d= and s= of these characters leave dkimpy's b= pattern (RE_BTAG) nothing to match
+# but b= itself: no space, ";" or "=" before which a "b" could begin a tag.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,11 @@ class SigningKey:
     selector: str
     algorithm: str
     key: PrivateKey
+
+    @functools.cached_property
+    def plain(self) -> bool:
+        """d= and s= of DNS name characters only (their tags then fold predictably)."""
+        return bool(_PLAIN_NAME.fullmatch(self.domain) and _PLAIN_NAME.fullmatch(self.selector))
 
 
 class DkimSigner:
@@ -162,10 +175,14 @@ class PreparedBody:
             (b"bh", self.body_hash),
             # 60 placeholder characters force b= onto its own folded line, so
             # re-folding with the real value keeps every other tag in place.
-            (b"b", b"0" * 60),
+            (b"b", _PLACEHOLDER),
         ]
-        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(b"DKIM-Signature"))
-        unsigned = (b"DKIM-Signature", b" " + dkim.RE_BTAG.sub(b"\\1", value))
+        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=_NAMELEN)
+        # dkimpy empties b= with its RE_BTAG; where b= is the only tag it can match (plain
+        # d= and s=) and sits on its own line, that is the folded text less the placeholder.
+        short = key.plain and value.endswith(_B_LINE)
+        empty = value[:-len(_PLACEHOLDER)] if short else dkim.RE_BTAG.sub(b"\\1", value)
+        unsigned = (b"DKIM-Signature", b" " + empty)
         # RFC 6376 §3.7: the selected fields, then this field with an empty b= and
         # without its final CRLF; what dkimpy's hash_headers feeds the hash, with
         # our canonicalization (RE_BTAG has already emptied b=).
@@ -179,9 +196,17 @@ class PreparedBody:
         else:
             # RFC 8463 §3: Ed25519 (PureEdDSA) over the SHA-256 hash, not the data.
             sig = key.key.sign(digest.digest())
-        fields[-1] = (b"b", base64.b64encode(sig))
+        b = base64.b64encode(sig)
+        if short:
+            # Folding is greedy and breaks only at spaces, of which the signature has none:
+            # every line before b= folds as it did around the placeholder, and b= itself
+            # is cut every 71 characters, as dkimpy's fold cuts a run without a space.
+            tail = b"b=" + b + b"\r\n"
+            return (b"DKIM-Signature: " + value[:-len(_B_LINE)] + b"\r\n "
+                    + b"\r\n ".join([tail[i:i + 71] for i in range(0, len(tail), 71)]))
+        fields[-1] = (b"b", b)
         value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
-        return b"DKIM-Signature: " + dkim.fold(value, namelen=len(b"DKIM-Signature"))
+        return b"DKIM-Signature: " + dkim.fold(value, namelen=_NAMELEN)
 
 
 def _select(headers: list[tuple[bytes, bytes]], include: tuple[bytes, ...]
@@ -304,6 +329,11 @@ def generate_key(
 ) -> tuple[Path, str]:
     """Write a new private key (mode 0600) and return it with the DNS TXT record to publish."""
     key: PrivateKey
+
+    @functools.cached_property
+    def plain(self) -> bool:
+        """d= and s= of DNS name characters only (their tags then fold predictably)."""
+        return bool(_PLAIN_NAME.fullmatch(self.domain) and _PLAIN_NAME.fullmatch(self.selector))
     if algorithm == "rsa":
         if bits < MIN_RSA_BITS:
             raise ConfigError([f"dkim keygen: {bits}-bit RSA is too small (RFC 8301: >= 1024)"])
