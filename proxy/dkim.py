@@ -329,11 +329,6 @@ def generate_key(
 ) -> tuple[Path, str]:
     """Write a new private key (mode 0600) and return it with the DNS TXT record to publish."""
     key: PrivateKey
-
-    @functools.cached_property
-    def plain(self) -> bool:
-        """d= and s= of DNS name characters only (their tags then fold predictably)."""
-        return bool(_PLAIN_NAME.fullmatch(self.domain) and _PLAIN_NAME.fullmatch(self.selector))
     if algorithm == "rsa":
         if bits < MIN_RSA_BITS:
             raise ConfigError([f"dkim keygen: {bits}-bit RSA is too small (RFC 8301: >= 1024)"])
