@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from proxy.bulk.bodylink import Readable, has_unsubscribe_link, readable, unsubscribe_urls
-from proxy.bulk.feedback import feedback_value, set_feedback_id
+from proxy.bulk.feedback import feedback_field, feedback_value, set_feedback_id
 from proxy.bulk.footer import language, with_footer
 from proxy.bulk.gate import CopyFacts
 from proxy.copy.head import Head, read_head
@@ -14,7 +14,7 @@ from proxy.copy.personal import PersonalBody
 from proxy.dkim import DkimSigner, from_domain
 from proxy.message import Message, fit_long_lines, has_long_lines, parse_fields, split
 from proxy.policy import Stream
-from proxy.rewrite import add_unsubscribe
+from proxy.rewrite import add_unsubscribe, field_name, header_fields, unsubscribe_fields, without
 from proxy.tell.offer import Offer, personal, read_offer
 from proxy.tokens import TokenSigner
 
@@ -93,6 +93,8 @@ class _Marketing:
         self._head: Head | None = None  # the header block read once, for everything below
         self._readable: Readable | None = None  # the text parts, decoded once for both
         self._personal: PersonalBody | None = None  # the body cut once, when a copy changes it
+        self._kept: dict[frozenset[bytes], bytes] = {}  # the header block less these fields
+        self._tool_unsubscribe: bool | None = None  # the tool wrote a List-Unsubscribe
 
     @property
     def personal(self) -> PersonalBody:
@@ -167,18 +169,15 @@ class _Marketing:
             body = self.personal.render(stream, recipient, ask_block=ask)
             if body == self.message.body:
                 body = self.message.body  # nothing tracked here: the same bytes, signed as such
+        if stream.name not in self._feedback:
+            self._feedback[stream.name] = feedback_value(stream, self.message)
+        feedback = self._feedback[stream.name]
         if recipient is not None and personal:
             token = self.owner.tokens.make(recipient, stream.list)
             url = f"{self.owner.public_url}/u/{token}"
             if stream.unsubscribe != "off":
-                rewritten = add_unsubscribe(
-                    headers, https_url=url,
-                    mailto=f"unsubscribe+{token}@{self.owner.mailto_domain}",
-                    existing=stream.unsubscribe,
-                )
-                headers = rewritten.headers
-                # RFC 8058 §3.1: the one-click URI is https.
-                ours = not rewritten.kept and url.startswith("https://")
+                headers, ours = self._unsubscribe(stream, url, token, feedback)
+                feedback = None  # in ``headers`` already
             if self._inserts(stream):
                 # heed's own unsubscribe footer, after the tracked links (it is never tracked).
                 if self._lang is None:
@@ -188,9 +187,6 @@ class _Marketing:
                 and self.owner.signer:
             # The body changed (links, the ask, the footer): this copy gets its own body hash.
             dkim = self.owner.signer.prepare(self.domain, body, self._canonical)
-        if stream.name not in self._feedback:
-            self._feedback[stream.name] = feedback_value(stream, self.message)
-        feedback = self._feedback[stream.name]
         if feedback is not None:
             headers = set_feedback_id(headers, feedback)
         # DKIM last, after every other change, so h= covers the unsubscribe fields.
@@ -200,6 +196,34 @@ class _Marketing:
             # after its header block must not gain one).
             return self.message.data, False
         return signature + headers + b"\r\n" + body, ours and bool(signature)
+
+    def _unsubscribe(self, stream: Stream, url: str, token: str, feedback: bytes | None
+                     ) -> tuple[bytes, bool]:
+        """The header block with both unsubscribe fields and the Feedback-ID, as add_unsubscribe
+        then set_feedback_id write it; True when the unsubscribe fields are heed's own."""
+        block = self.message.header_block
+        mailto = f"unsubscribe+{token}@{self.owner.mailto_domain}"
+        if self._tool_unsubscribe is None:
+            self._tool_unsubscribe = any(field_name(f) == b"list-unsubscribe"
+                                         for f in header_fields(block))
+        if stream.unsubscribe == "replace" or (stream.unsubscribe == "keep"
+                                               and not self._tool_unsubscribe):
+            # The fields every copy keeps are cut once per message; a copy adds its own.
+            drop = _THEIRS if feedback is None else _THEIRS_AND_FEEDBACK
+            kept = self._kept.get(drop)
+            if kept is None:
+                kept = self._kept[drop] = without(block, drop)
+            if not kept or kept.endswith(b"\r\n"):  # (a block always ends so, split cuts it)
+                own = unsubscribe_fields(url, mailto)
+                tail = b"" if feedback is None else feedback_field(feedback)
+                # RFC 8058 §3.1: the one-click URI is https.
+                return kept + own + tail, url.startswith("https://")
+        rewritten = add_unsubscribe(block, https_url=url, mailto=mailto,
+                                    existing=stream.unsubscribe)
+        headers = rewritten.headers
+        if feedback is not None:
+            headers = set_feedback_id(headers, feedback)
+        return headers, not rewritten.kept and url.startswith("https://")
 
     def return_path(self, stream: Stream, recipient: str, sender: str) -> str:
         """``bounce+TOKEN@DOMAIN`` so a bounce names its recipient (VERP); else ``sender``.
@@ -237,6 +261,11 @@ class _Marketing:
         if not isinstance(offer, Offer) or not personal(self.message, recipient):
             return None
         return offer
+
+
+# The tool's own unsubscribe fields, which heed's replace, and with them its Feedback-ID.
+_THEIRS = frozenset((b"list-unsubscribe", b"list-unsubscribe-post"))
+_THEIRS_AND_FEEDBACK = _THEIRS | {b"feedback-id"}
 
 
 class UnsubscribeAndSign:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from proxy.message import split as split_message
 
-__all__ = ["RewriteResult", "add_unsubscribe", "header_fields", "split_message"]
+__all__ = ["RewriteResult", "add_unsubscribe", "header_fields", "split_message",
+           "unsubscribe_fields", "without"]
 
 LIST_UNSUBSCRIBE = b"List-Unsubscribe"
 LIST_UNSUBSCRIBE_POST = b"List-Unsubscribe-Post"
@@ -67,16 +68,26 @@ def add_unsubscribe(
         for uri in _HTTP_URI.findall(_unfold(f))
     ]
     kept = [f for f in fields if field_name(f) not in _OURS]
-    if not mailto.lower().startswith("mailto:"):
-        mailto = "mailto:" + mailto
-    post = LIST_UNSUBSCRIBE_POST + b": " + ONE_CLICK + b"\r\n"
-    ours = _list_unsubscribe(https_url, mailto) + post
     # At the end of the block, not the top: the top holds the trace blocks
     # (Received, Return-Path: RFC 5322 §3.6.7) that MTAs keep contiguous, and
     # the List-* fields a tool writes sit with its other fields below them.
     # Position does not matter to DKIM: h= selects fields by name and only the
     # order among same-name fields counts (RFC 6376 §5.4.2); we leave one of each.
-    return RewriteResult(headers=b"".join(kept) + ours, replaced=replaced)
+    return RewriteResult(headers=b"".join(kept) + unsubscribe_fields(https_url, mailto),
+                         replaced=replaced)
+
+
+def unsubscribe_fields(https_url: str, mailto: str) -> bytes:
+    """heed's List-Unsubscribe and List-Unsubscribe-Post fields, as add_unsubscribe writes them."""
+    if not mailto.lower().startswith("mailto:"):
+        mailto = "mailto:" + mailto
+    return _list_unsubscribe(https_url, mailto) + LIST_UNSUBSCRIBE_POST + b": " + ONE_CLICK \
+        + b"\r\n"
+
+
+def without(header_block: bytes, names: frozenset[bytes]) -> bytes:
+    """The header block less every field with one of these lower-case names."""
+    return b"".join(f for f in header_fields(header_block) if field_name(f) not in names)
 
 
 def _list_unsubscribe(https_url: str, mailto: str) -> bytes:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import proxy.finish
 from proxy.clock import ManualClock
 from proxy.dkim import DkimSigner
 from proxy.finish import UnsubscribeAndSign, signed_one_click
@@ -105,3 +106,31 @@ def test_build_copy_says_what_the_bytes_say(ed_key, public_url: str,  # noqa: AN
                 assert copy.signed == signed_one_click(copy.data), (fields, unsubscribe)
                 seen.add(copy.signed)
     assert seen == {True, False}
+
+
+_FIELDS = st.sampled_from([
+    b"From: <news@example.com>\r\n", b"Subject: hi\r\n", TOOL_UNSUB, POST,
+    b"list-unsubscribe :\r\n <https://t.test/2>\r\n", b"Feedback-ID: 1:2:tool\r\n",
+    b"feedback-id: x\r\n\ty\r\n", b" stray continuation\r\n", b"no colon\r\n",
+    b"X-Campaign-Id: c7\r\n", TOOL_SIG])
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.lists(_FIELDS, max_size=8), unsubscribe=st.sampled_from(["replace", "keep"]),
+       feedback=st.sampled_from(["", "{campaign}:{stream}:heed"]))
+def test_copy_headers_are_those_of_the_long_way(fields: list[bytes], unsubscribe: str,
+                                                 feedback: str) -> None:
+    # The fields every copy keeps are cut once per message; the copy's header block is
+    # still exactly add_unsubscribe's, then set_feedback_id's.
+    clock = ManualClock(1_780_000_000.0)
+    tokens = TokenSigner((UnsubscribeKey("k", b"0123456789abcdef0123"),), clock, 86400.0)
+    owner = UnsubscribeAndSign(tokens, None, public_url="https://heed.test",
+                               mailto_domain="heed.test")
+    stream = Stream("m", unsubscribe=unsubscribe, bulk=BulkRules(feedback_id=feedback))
+    data = b"".join(fields) + b"\r\nbody\r\n"
+    copies = [owner.prepare(Message.parse(data)).build(stream, f"r{k}@example.org")
+              for k in range(2)]
+    with pytest.MonkeyPatch.context() as long_way:
+        long_way.setattr(proxy.finish, "without", lambda block, names: b"-")
+        assert copies == [owner.prepare(Message.parse(data)).build(stream, f"r{k}@example.org")
+                          for k in range(2)]

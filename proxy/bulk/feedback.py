@@ -33,4 +33,8 @@ def feedback_value(stream: Stream, message: Message) -> bytes | None:
 def set_feedback_id(header_block: bytes, value: bytes) -> bytes:
     """The header block with one Feedback-ID field, ours (a tool's own is replaced)."""
     kept = [f for f in header_fields(header_block) if field_name(f) != b"feedback-id"]
-    return b"".join(kept) + FEEDBACK_ID + b": " + value + b"\r\n"
+    return b"".join(kept) + feedback_field(value)
+
+
+def feedback_field(value: bytes) -> bytes:
+    return FEEDBACK_ID + b": " + value + b"\r\n"
