@@ -32,7 +32,6 @@ SIGNED = (
     # Gmail's feedback loop trusts a Feedback-ID only under the sender's DKIM signature.
     b"feedback-id",
 )
-_SIGNED_NAMES = frozenset(SIGNED)  # looked up once a field a copy, not scanned
 # Named once more than they occur, so no instance can be added after signing
 # without breaking the signature (RFC 6376 §5.4.2, §8.15).
 OVERSIGNED = (b"from", b"list-unsubscribe", b"list-unsubscribe-post")
@@ -147,7 +146,7 @@ class PreparedBody:
         known = self._canonical
         canonical = []
         for field in _parse(header_block):
-            if field[0].lower() in _SIGNED_NAMES:
+            if field[0].lower() in SIGNED:
                 relaxed = known.get(field)
                 if relaxed is None:
                     relaxed = known[field] = relaxed_header(*field)
