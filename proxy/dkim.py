@@ -105,13 +105,10 @@ class DkimSigner:
     def prepare(self, domain: str, body: bytes,
                 canonical: dict[tuple[bytes, bytes], tuple[bytes, bytes]] | None = None
                 ) -> PreparedBody:
-        """Hash the body once (RFC 6376 §3.7); sign each recipient's header block from it.
-        ``canonical``: a message's relaxed header fields, shared by its copies' bodies."""
-        keys = self.for_domain(domain)
-        bh = b""
-        if keys:
-            bh = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
-        return PreparedBody(keys, bh, self._clock, self._expire_after,
+        """The body, hashed once (RFC 6376 §3.7) at its first signature; sign each recipient's
+        header block from it. ``canonical``: a message's relaxed header fields, shared by its
+        copies' bodies."""
+        return PreparedBody(self.for_domain(domain), body, self._clock, self._expire_after,
                             {} if canonical is None else canonical)
 
     def sign_message(self, data: bytes) -> bytes:
@@ -126,16 +123,24 @@ class DkimSigner:
 class PreparedBody:
     """One message body, hashed; ``sign`` costs one header hash and one private-key operation."""
 
-    def __init__(self, keys: list[SigningKey], body_hash: bytes, clock: Clock,
+    def __init__(self, keys: list[SigningKey], body: bytes, clock: Clock,
                  expire_after: float | None,
                  canonical: dict[tuple[bytes, bytes], tuple[bytes, bytes]]) -> None:
         self.keys = keys
-        self.body_hash = body_hash
+        self._body = body
         self._clock = clock
         self._expire_after = expire_after
         # field -> its relaxed form: the fields every copy shares are canonicalized once
         # per message; only a copy's own (List-Unsubscribe, Feedback-ID) are new.
         self._canonical = canonical
+
+    @functools.cached_property
+    def body_hash(self) -> bytes:
+        """bh=, taken when first signed: a message whose every copy gets a body of its own
+        (a footer, tracked links) is never hashed as it came."""
+        if not self.keys:
+            return b""
+        return base64.b64encode(hashlib.sha256(relaxed_body(self._body)).digest())
 
     def sign(self, header_block: bytes) -> bytes:
         """The ``DKIM-Signature: …\\r\\n`` fields to prepend (b"" when no key signs this domain)."""

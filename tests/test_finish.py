@@ -134,3 +134,22 @@ def test_copy_headers_are_those_of_the_long_way(fields: list[bytes], unsubscribe
         long_way.setattr(proxy.finish, "without", lambda block, names: b"-")
         assert copies == [owner.prepare(Message.parse(data)).build(stream, f"r{k}@example.org")
                           for k in range(2)]
+
+
+def test_a_body_every_copy_changes_is_not_hashed_as_it_came(
+        ed_key, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import proxy.dkim
+    hashed: list[bytes] = []
+    relaxed_body = proxy.dkim.relaxed_body
+    monkeypatch.setattr(proxy.dkim, "relaxed_body", lambda b: hashed.append(b) or relaxed_body(b))
+    clock = ManualClock(1_780_000_000.0)
+    tokens = TokenSigner((UnsubscribeKey("k", b"0123456789abcdef0123"),), clock, 86400.0)
+    owner = UnsubscribeAndSign(tokens, DkimSigner([ed_key[0]], clock),
+                               public_url="https://heed.test", mailto_domain="heed.test")
+    message = Message.parse(b"From: <news@example.com>\r\nSubject: hi\r\n\r\nno link\r\n")
+    prepared = owner.prepare(message)
+    footer = Stream("m", bulk=BulkRules(body_unsubscribe="insert"))
+    copies = [prepared.build(footer, f"r{k}@example.org") for k in range(3)]
+    assert len(hashed) == 3 and message.body not in hashed  # each copy's own body, once
+    prepared.build(Stream("m", bulk=BulkRules(body_unsubscribe="check")), "r@example.org")
+    assert hashed[3:] == [message.body] and len({c[-60:] for c in copies}) == 3
