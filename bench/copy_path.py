@@ -6,12 +6,14 @@
 
 For each message like smtp-source's (4 kB, 52 lines of 80 octets): prepare it, then
 per recipient build the copy under the shipped marketing stream (tracked links, footer,
-one-click fields, Feedback-ID, RSA-2048 DKIM) with whether its one-click is signed, take its VERP
-path and facts, and form its DATA bytes. No sockets, no Redis: the CPU of those is
-bench.cpu's. Under callgrind, the "Collected" count minus a run with --messages 0 is the
+one-click fields, Feedback-ID, RSA-2048 DKIM) with whether its one-click is signed,
+take its VERP path and facts, and form its DATA bytes. No sockets, no Redis: the CPU
+of those is bench.cpu's. Under callgrind, the "Collected" count minus a run with --messages 0 is the
 path's instruction count, which other load on the machine does not change; give both
 runs the same ``--key`` (an RSA-2048 PEM, e.g. from ``heed dkim keygen``), since making
-a key costs a different number of instructions each time.
+a key costs a different number of instructions each time, and ``PYTHONHASHSEED=0``
+(string hashing moves the count by a few thousand a copy from run to run). Older code
+without ``build_copy`` is run the way relay_copies ran it then (bench/README.md).
 """
 
 from __future__ import annotations
