@@ -69,6 +69,17 @@ def test_text_links_trailing_punctuation() -> None:
     assert links(t) == ["https://shop.example/sale?a=1&b=2", "http://tool.example/track/abc"]
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from("hHtTpPsS:/ .x\n)"), max_size=40))
+def test_text_without_a_scheme_separator_has_no_link(text: str) -> None:
+    # The "://" shortcut cuts as the pattern does, with or without one.
+    found = [m.group() for m in re.finditer(r"https?://[^\s<>\"']+", text, re.I)]
+    t = text_template(text, Rules(PUBLIC))
+    assert "".join(p if isinstance(p, str) else p.url for p in t) == text
+    if not found:
+        assert t == [text]
+
+
 def corpus() -> dict[str, bytes]:
     """Messages the way tools write them: QP HTML, base64 text, nesting, 8-bit charsets."""
     out = {}

@@ -82,6 +82,10 @@ def html_template(text: str, rules: Rules) -> Template:
 
 def text_template(text: str, rules: Rules) -> Template:
     """Plain text cut at each tracked URL (trailing punctuation is not part of it)."""
+    if "://" not in text:
+        # No URL to find: the case-blind pattern would be tried at every offset for
+        # nothing (420 k instructions on smtp-source's 4 kB body, against 6 k for this).
+        return [text]
     out: Template = []
     at = 0
     for m in _TEXT_URL.finditer(text):
