@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cached_property
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,12 +33,18 @@ class Context:
     # Set by a `lifecycle` rule that let this message pass as the re-permission message:
     # if the walk ends in deliver, delivering it spends the person's one re-ask.
     repermission: Reason | None = None
+    # Worked out on first use, then kept. Not functools.cached_property: that takes a
+    # lock on every first read (Python 3.11), and a context lives for one decision.
+    _assessment: Assessment | None = field(default=None, init=False, repr=False,
+                                           compare=False)
 
-    @cached_property
+    @property
     def assessment(self) -> Assessment:
-        return self.stream.silence.assess(self.state, self.now)
+        if self._assessment is None:
+            self._assessment = self.stream.silence.assess(self.state, self.now)
+        return self._assessment
 
-    @cached_property
+    @property
     def stage(self) -> str:
         return self.assessment.stage
 
