@@ -10,16 +10,14 @@ a client in the same event loop sends smtp-source's 4 kB message with one recipi
 redis-server without persistence, both processes of their own. The figure is the
 process's CPU µs per message (heed and the client: the client is the same for every
 checkout). ``--source`` runs another checkout (e.g. ``git archive main | tar -x -C
-/tmp/old``) alternated with this one, round by round, with the same keys and site.
+/tmp/old``) alternated with this one, round by round, with the same keys and site
+(``--make-site DIR`` makes one to keep, ``--site DIR`` uses it).
 
-The instruction count, which other load does not move (valgrind's callgrind; the
-children it starts are not traced). Give both runs the same ``--site`` (made once by
-``--make-site DIR``: the DKIM keys cost a different count each time they are made):
-
-    python -m bench.mail_path --make-site /tmp/mp-site
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        python -m bench.mail_path --one --site /tmp/mp-site --messages 50
-    (the same with --messages 350; "Collected" of the second minus the first, / 300)
+``MAILPATH_CPROFILE=FILE`` writes a cProfile (CPU time) of the counted part of a
+``--one`` run. Not for callgrind: the start-up (imports, the consent import, the
+children's start) varied by ±1,000 million instructions between runs under callgrind,
+more than a few hundred messages cost; count instructions with bench.state_cost,
+bench.edge or bench.copy_path, which time their parts alone.
 """
 
 from __future__ import annotations
