@@ -162,15 +162,33 @@ def in_window(events: list[str], window: tuple[float, float], threshold_ms: floa
 
 
 def cpu_line(before: dict[str, float], after: dict[str, float], messages: int,
-             seconds: float, workers: int) -> str:
-    """heed's CPU per message during the timed run (``seconds`` of wall time), and how busy
-    each worker was."""
+             seconds: float, workers: int, rate: float, pids: list[int]) -> str:
+    """heed's CPU per message during the timed run (``seconds`` of wall time): what the
+    offered rate asks of each worker (over 100 %: saturated, whatever the machine), what
+    each worker got, and the workers' memory."""
     used = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     redis_s = sum(v for k, v in used.items() if k.startswith("redis"))
     heed_s = sum(used.values()) - redis_s
-    per = 1000 / max(1, messages)
-    return (f"heed CPU {heed_s * per:.2f} ms a message ({heed_s / seconds / workers * 100:.0f} % "
-            f"of a core per worker), redis-servers {redis_s * per:.2f} ms")
+    per = heed_s / max(1, messages)
+    return (f"heed CPU {per * 1000:.2f} ms a message: {rate:g} messages/s ask "
+            f"{per * rate / workers * 100:.0f} % of a core per worker, which got "
+            f"{heed_s / seconds / workers * 100:.0f} %; redis-servers "
+            f"{redis_s * 1000 / max(1, messages):.2f} ms; heed's RSS {rss_mb(pids):.0f} MB")
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of heed's own processes (not the redis-servers), in MB."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if "redis" in status.split("\n", 1)[0]:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith("VmRSS:")), 0)
+    return total / 1024
 
 
 def heed_run(a: argparse.Namespace, tmp: Path, design: str, fsync: str,
@@ -201,7 +219,7 @@ def heed_run(a: argparse.Namespace, tmp: Path, design: str, fsync: str,
         run = timed(latencies(heed.port, a.rate, a.seconds))
         window = (t0, time.time())
         used = cpu_line(cpu0, cpu_seconds(pids), len(run[0]) + len(run[1]),
-                        window[1] - window[0], workers)
+                        window[1] - window[0], workers, a.rate, pids)
         stalls = heed.redis_stalls()
         if durable is not None:
             events = durable.execute_command("LATENCY", "LATEST") or []
