@@ -56,6 +56,7 @@ from bench.compare import (  # noqa: E402
     settle,
     timed,
 )
+from bench.rig.heed import redis_stalls  # noqa: E402
 from bench.rig.load import cpu_seconds  # noqa: E402
 from bench.rig.settle import QUIET  # noqa: E402
 
@@ -222,9 +223,7 @@ def heed_run(a: argparse.Namespace, tmp: Path, design: str, fsync: str,
                         window[1] - window[0], workers, a.rate, pids)
         stalls = heed.redis_stalls()
         if durable is not None:
-            events = durable.execute_command("LATENCY", "LATEST") or []
-            stalls = (f"serving: {stalls}; durable: " + (", ".join(
-                f"{e[0].decode()} max {e[3]} ms" for e in events) or "none >= 5 ms"))
+            stalls = f"serving: {stalls}; durable: {redis_stalls(durable)}"
     finally:
         if durable is not None:
             durable.close()
