@@ -59,9 +59,9 @@ from bench.compare import (  # noqa: E402
 from bench.rig.heed import redis_stalls  # noqa: E402
 from bench.rig.load import cpu_seconds  # noqa: E402
 from bench.rig.settle import QUIET  # noqa: E402
+from bench.stall import apply_env, stalled_redis  # noqa: E402
 
 WATCH_AT_REST = 0.10  # of a core, per watched worker (proxy/watch/loop.py looks every 1 ms)
-from bench.stall import apply_env, stalled_redis  # noqa: E402
 
 
 def main() -> None:
