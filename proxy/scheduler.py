@@ -12,6 +12,7 @@ from proxy.clock import Clock
 from proxy.errors import StateUnavailable
 from proxy.queue import DelayQueue, HeldMail
 from proxy.settings import QueueSettings
+from proxy.stopping import stopped
 
 log = logging.getLogger("heed.scheduler")
 
@@ -157,7 +158,9 @@ class Scheduler:
             try:
                 busy = await self.run_once()
                 outage = 0.0
-            except StateUnavailable:
+            except StateUnavailable as exc:
+                if stopped(stop, "scheduler round", exc, log):
+                    break
                 outage = min(MAX_OUTAGE_BACKOFF, max(pause, outage * 2))
                 log.warning("scheduler: redis unavailable, next try in %.0f s", outage)
                 busy, pause = 0, outage
