@@ -158,6 +158,9 @@ class Heed:
             on_expire=self.bounces.hook(self.mailpath.expired, expired=True),
             on_permfail=self.bounces.hook(self.mailpath.failed_permanently, expired=False),
         )
+        # Every copy this process holds (a delay, a retry, a DSN) wakes its scheduler when
+        # it comes due, which then does not look for due copies every poll interval.
+        self.queue.on_put = self.scheduler.wake
         self.teller = Teller(
             redis=self.redis, keys=self.keys, clock=self.clock, settings=settings.tell,
             policies=self.policies, upstream=self.upstream, audit=Audit(self.redis, self.keys),
