@@ -233,7 +233,7 @@ class Heed:
 
     async def refresh_queue_gauges(self) -> None:
         """Read the queue's depth and its most overdue copy into the /metrics gauges."""
-        depth, oldest = await self.queue.depth(), await self.queue.oldest()
+        depth, oldest = await self.queue.gauges()
         age = max(0.0, self.clock.now() - oldest) if oldest is not None else 0.0
         self.metrics.set_queue(depth, age)
 

@@ -242,6 +242,15 @@ class DelayQueue:
         first = await self._run(self.redis.zrange(self.keys.queue_due, 0, 0, withscores=True))
         return float(first[0][1]) if first else None
 
+    async def gauges(self) -> tuple[int, float | None]:
+        """``depth`` and ``oldest`` in one round trip (the /metrics gauges, every few seconds)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.queue_due)
+        pipe.zcard(self.keys.queue_claimed)
+        pipe.zrange(self.keys.queue_due, 0, 0, withscores=True)
+        due, claimed, first = await self._run(pipe.execute())
+        return int(due) + int(claimed), float(first[0][1]) if first else None
+
     async def items_for(self, recipient: str) -> list[HeldMail]:
         """Copies held for one address, earliest due first; walks the whole queue (for explain)."""
         wanted = normalise_address(recipient)
