@@ -105,10 +105,13 @@ class Teller:
             await self._sync_back(event, now)
         body = payload(event)
         for url, _secrets in self.settings.webhooks:
-            self._due = min(self._due, now)  # claimed in this round
-            await self.jobs.make(Job(job_id(event.id, "webhook", url), "webhook", url, event.id,
-                                     event.address, event.list, event.at, body,
-                                     created=now), now)
+            await self._make(Job(job_id(event.id, "webhook", url), "webhook", url, event.id,
+                                 event.address, event.list, event.at, body, created=now), now)
+
+    async def _make(self, job: Job, now: float) -> None:
+        """Make ``job``, due ``now``: this round claims it."""
+        self._due = min(self._due, now)
+        await self.jobs.make(job, now)
 
     async def _sync_back(self, event: Event, now: float) -> None:
         a = event.address
@@ -133,9 +136,8 @@ class Teller:
             kind, target = link
             if mark(target) in told:
                 continue  # told through this link already: one request per link
-            self._due = min(self._due, now)  # claimed in this round
-            await self.jobs.make(Job(job_id(event.id, kind, target), kind, target, event.id,
-                                     a, lst, event.at, created=now), now)
+            await self._make(Job(job_id(event.id, kind, target), kind, target, event.id, a, lst,
+                                 event.at, created=now), now)
             try:
                 await self.redis.hset(self.keys.tool_told(a), mapping={
                     mark(target): repr(now), STATUS + lst: f"pending {now!r}"})
