@@ -16,6 +16,9 @@ Targets, each fed the same load into a fresh sink, started fresh for every run:
 2. plain relays: a minimal aiosmtpd pass-through (bench/plain_relay.py, 250 only
    after the sink accepted) and, when Postfix is installed and we are root, a
    private Postfix instance in a temp dir (relayhost = the sink, 250 once queued);
+   The floor under heed: a per-copy signing relay (bench/signing_relay.py), aiosmtpd
+   in, one RSA-2048-signed copy per recipient with its own one-click token out, and
+   nothing else heed does: no Python design of heed can beat it on this machine;
 3. the peer a sysadmin would build (bench/rig/peer.py): that Postfix with the
    OpenDKIM milter (RSA-2048, relaxed/simple) and postfwd as a per-recipient
    ``check_policy_service``; checked every run (a copy verified by dkimpy, postfwd's
@@ -75,7 +78,7 @@ from bench.rig.procs import (  # noqa: E402,F401
 )
 from bench.rig.report import tables, versions  # noqa: E402
 from bench.rig.settle import at_rest, settle  # noqa: E402,F401
-from bench.rig.targets import PlainRelay, Sink  # noqa: E402
+from bench.rig.targets import PlainRelay, SigningRelay, Sink  # noqa: E402
 
 SINK = "smtp-sink direct"
 
@@ -94,7 +97,7 @@ class Bench:
         self.seq = 0
 
     def targets(self) -> list[str]:
-        names = [SINK, PlainRelay.name]
+        names = [SINK, PlainRelay.name, SigningRelay.name]
         if not self.postfix_why:
             names += [PostfixRelay.name, Peer.name]
         return names + [heed_name(w) for w in self.a.workers]
@@ -103,8 +106,8 @@ class Bench:
         """One run of one target: a fresh sink and a fresh target, the load, checks."""
         a = self.a
         sink = Sink(self.tmp)
-        res = Result(name, a.messages, r, a.messages * r if name.startswith("heed") else
-                     a.messages)
+        copies = name.startswith("heed") or name == SigningRelay.name
+        res = Result(name, a.messages, r, a.messages * r if copies else a.messages)
         target: Any = None
         try:
             target = sink if name == SINK else self.start(name, sink.port, r, a.messages * r)
@@ -147,6 +150,8 @@ class Bench:
         self.seq += 1
         if name == PlainRelay.name:
             return PlainRelay(sink_port)
+        if name == SigningRelay.name:
+            return SigningRelay(sink_port)
         if name in (PostfixRelay.name, Peer.name):
             try:
                 if name == Peer.name:
@@ -300,6 +305,10 @@ def report(b: Bench, lat: dict[str, tuple[list[float], list[str], str]],
           "of load to last arrival); every target started fresh for each run")
     print("plain relays: aiosmtpd pass-through (bench/plain_relay.py: aiosmtplib pool of 16 "
           "to the sink, 250 only after the sink accepted; one transaction per message)")
+    print("  per-copy signing relay (bench/signing_relay.py): the same, but one copy per "
+          "recipient, each with its own HMAC one-click token and RSA-2048 DKIM signature by "
+          "heed's signer, copies of a message side by side on heed's pooled client; no "
+          "policy, Redis, audit or log: the floor under heed")
     if b.postfix_why:
         print(f"  Postfix relay and peer: not run: {b.postfix_why}")
     else:

@@ -46,15 +46,24 @@ class PlainRelay:
     """bench/plain_relay.py: aiosmtpd in, a pool of aiosmtplib connections out."""
 
     name = "plain relay (aiosmtpd)"
+    module = "bench.plain_relay"
     copies_per_recipient = False
 
     def __init__(self, upstream_port: int) -> None:
         self.port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc, self.stop = spawn([sys.executable, "-m", "bench.plain_relay", str(self.port),
+        self.proc, self.stop = spawn([sys.executable, "-m", self.module, str(self.port),
                                      str(upstream_port)], env=env, cwd=ROOT)
         wait_port(self.port)
 
     def pids(self) -> list[int]:
         return [self.proc.pid]
 
+
+
+class SigningRelay(PlainRelay):
+    """bench/signing_relay.py: the floor under heed, one DKIM-signed copy per recipient."""
+
+    name = "per-copy signing relay (aiosmtpd)"
+    module = "bench.signing_relay"
+    copies_per_recipient = True
