@@ -236,6 +236,10 @@ class Heed:
         depth, oldest = await self.queue.gauges()
         age = max(0.0, self.clock.now() - oldest) if oldest is not None else 0.0
         self.metrics.set_queue(depth, age)
+        if oldest is not None:
+            # The queue's earliest copy, whoever put it: a copy another process holds
+            # (a backlog its own scheduler drains) wakes this one within a refresh too.
+            self.scheduler.wake(oldest)
 
     async def _watch_queue(self, every: float = 5.0) -> None:
         """Keep the queue gauges fresh for /metrics."""

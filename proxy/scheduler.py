@@ -68,7 +68,7 @@ class Scheduler:
         self._alarm = asyncio.Event()
 
     def wake(self, due: float) -> None:
-        """A copy due at ``due`` was put in the queue by this process."""
+        """A copy due at ``due`` is in the queue: put by this process, or seen by the gauges."""
         self._heard = min(self._heard, due)
         if due < self._due:
             self._due = due
