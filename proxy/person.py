@@ -20,10 +20,12 @@ def text_of(value: Any) -> str:
 
 def _hash(raw: Any) -> dict[str, str]:
     """A hash as redis-py gives it (a dict) or as a script returns it (a flat list)."""
+    if not raw:  # most people have no refusal, preferences or engagement yet
+        return {}
     if isinstance(raw, list):
         it = iter(raw)
         return {text_of(k): text_of(v) for k, v in zip(it, it, strict=True)}
-    return {text_of(k): text_of(v) for k, v in (raw or {}).items()}
+    return {text_of(k): text_of(v) for k, v in raw.items()}
 
 
 def _scored(raw: Any) -> list[tuple[Any, float]]:
@@ -74,10 +76,16 @@ def _refusals(raw: Any) -> dict[str, Refusal]:
     return out
 
 
+# What a person who never visited the preference centre has (frozen: one is enough).
+_NO_PREFERENCES = Preferences()
+
+
 def _prefs(raw: Any) -> Preferences:
+    if not raw:
+        return _NO_PREFERENCES
     pr = _hash(raw)
     try:
-        off = json.loads(pr.get("off", "[]"))
+        off = json.loads(pr["off"]) if pr.get("off") else []
     except ValueError:
         off = []
     if not isinstance(off, list):

@@ -66,6 +66,8 @@ async def run(settings: Settings, redis_url: str, *, reuse_port: bool = False,
     log.info("stopping")
     if watch is not None:
         watch.stop()
+        for event in watch.events:  # read by bench.latency for the load's window alone
+            log.info("loop watch event: %s", event.line())
         log.info("loop watch: %s", watch.summary())
     await heed.stop()
 

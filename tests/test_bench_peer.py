@@ -64,6 +64,13 @@ def test_peer_signs_asks_postfwd_per_recipient_and_stops(upstream: Upstream,
     finally:
         peer.stop()
     assert peer.policy_requests() == 1 + len(rcpts)  # verify()'s and one per RCPT
-    alive = [p for p in [*pids, *descendants(pids[0])] if os.path.exists(f"/proc/{p}")
-             and "zombie" not in open(f"/proc/{p}/status").read()]
+    alive = [p for p in [*pids, *descendants(pids[0])] if _running(p)]
     assert not alive, f"still running after stop(): {alive}"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (the file closed at once: a ResourceWarning is an error here)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone meanwhile
+        return False

@@ -239,6 +239,17 @@ def test_cap_honours_the_persons_frequency(tmp_path: Path, frequency: str | None
         assert str(frequency) in d.reasons[0].detail
 
 
+def test_cap_words_name_the_window_that_holds(tmp_path: Path) -> None:
+    """The detail's words are made only for the window that holds the mail: the same text."""
+    p = policy(tmp_path, "- {if: cap, per_day: 5, per_week: 1, then: delay}\n")
+    state = person(sends={"promo": (NOW - 2 * DAY,)}, prefs=Preferences(frequency="monthly"))
+    d = decide(p, "promo", state, NOW)
+    assert d.reasons == (Reason("frequency",
+                                "1 sent in 30d, limit 1 (monthly, the person's choice)"),)
+    assert decide(p, "promo", person(prefs=Preferences(frequency="weekly")), NOW).action \
+        is Action.DELIVER  # nothing sent yet: no window holds
+
+
 # --- quiet hours -----------------------------------------------------------------------
 
 QUIET = "- {if: quiet_hours, start: '21:00', end: '08:00', zone: Europe/Berlin, " \

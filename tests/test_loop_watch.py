@@ -40,6 +40,10 @@ async def test_a_step_that_holds_the_loop_is_counted_with_where_it_was() -> None
     assert sys.getswitchinterval() == switch  # handed back as it was
     assert watch.long_steps >= 1 and watch.steps
     assert any("_hold" in s.where for s in watch.steps), watch.summary()
+    # Each step is kept with its time too, for a benchmark's window.
+    assert any(e.kind == "step" and "_hold" in e.where for e in watch.events)
+    assert any(e.kind == "gc" and e.source == "gen2" for e in watch.events)
+    assert all(e.line().count(" | ") == 2 for e in watch.events)
     assert watch.gc[2].count >= 1  # gc.collect() is a full collection, timed
     text = watch.summary()
     assert "steps over 0 ms" in text and "gen2" in text and "test_loop_watch.py" in text

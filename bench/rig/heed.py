@@ -136,10 +136,7 @@ policies: policies
 
     def redis_stalls(self) -> str:
         """Redis latency events (>= 5 ms) since the last call, e.g. AOF fsync, then reset."""
-        events = self.redis.execute_command("LATENCY", "LATEST") or []
-        self.redis.execute_command("LATENCY", "RESET")
-        return ", ".join(f"{e[0].decode() if isinstance(e[0], bytes) else e[0]} max {e[3]} ms"
-                         for e in events) or "none >= 5 ms"
+        return redis_stalls(self.redis)
 
     def redis_stats(self) -> tuple[dict[str, int], int]:
         """Calls per command, and Redis's count of read events (≈ client round trips)."""
@@ -166,6 +163,19 @@ policies: policies
         self.redis.close()
         self._stop()
 
+
+
+def redis_stalls(client: redis.Redis) -> str:
+    """A Redis's latency events (>= 5 ms) since the last call, then reset: per event, its
+    longest, and in how many seconds it happened (LATENCY HISTORY keeps one sample a
+    second, the last 160)."""
+    said = []
+    for e in client.execute_command("LATENCY", "LATEST") or []:
+        name = e[0].decode() if isinstance(e[0], bytes) else e[0]
+        seconds = len(client.execute_command("LATENCY", "HISTORY", name) or [])
+        said.append(f"{name} max {e[3]} ms in {seconds} s")
+    client.execute_command("LATENCY", "RESET")
+    return ", ".join(said) or "none >= 5 ms"
 
 
 def heed_latency(tmp: Path, rate: float, seconds: float, workers: int,

@@ -27,10 +27,10 @@ def _cpu(heed: Any) -> float:
     return sum(cpu_seconds(heed.pids()).values())
 
 
-def settle(heed: Any, timeout: float = 900.0) -> str:
+def settle(heed: Any, timeout: float = 900.0, quiet: float = QUIET) -> str:
     """Wait until heed's outbox is drained, its first lifecycle pass made (when the code
     records it: ``keys.tell_lifecycle_last``; older checkouts do not) and its processes
-    use under QUIET of a core; returns a line saying how long that took, and its CPU."""
+    use under ``quiet`` of a core; returns a line saying how long that took, and its CPU."""
     keys = Keys()
     last = getattr(keys, "tell_lifecycle_last", None)
     t0 = prev_t = time.monotonic()
@@ -41,10 +41,10 @@ def settle(heed: Any, timeout: float = 900.0) -> str:
         rate, prev, prev_t = (cpu - prev) / (now - prev_t), cpu, now
         outbox = int(heed.redis.xlen(keys.tell_outbox))
         passed = last is None or bool(heed.redis.exists(last))
-        if outbox == 0 and passed and rate < QUIET:
+        if outbox == 0 and passed and rate < quiet:
             return (f"heed settled in {now - t0:.1f} s, {cpu - c0:.2f} s CPU (outbox "
                     f"drained, {'lifecycle pass made, ' if last else ''}heed under "
-                    f"{QUIET:.0%} of a core)")
+                    f"{quiet:.0%} of a core)")
         if now - t0 > timeout:
             raise RuntimeError(f"heed still busy after {timeout:.0f} s: outbox {outbox}, "
                                f"lifecycle pass made: {passed}, {rate:.0%} of a core")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cached_property
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,12 +33,18 @@ class Context:
     # Set by a `lifecycle` rule that let this message pass as the re-permission message:
     # if the walk ends in deliver, delivering it spends the person's one re-ask.
     repermission: Reason | None = None
+    # Worked out on first use, then kept. Not functools.cached_property: that takes a
+    # lock on every first read (Python 3.11), and a context lives for one decision.
+    _assessment: Assessment | None = field(default=None, init=False, repr=False,
+                                           compare=False)
 
-    @cached_property
+    @property
     def assessment(self) -> Assessment:
-        return self.stream.silence.assess(self.state, self.now)
+        if self._assessment is None:
+            self._assessment = self.stream.silence.assess(self.state, self.now)
+        return self._assessment
 
-    @cached_property
+    @property
     def stage(self) -> str:
         return self.assessment.stage
 
@@ -198,21 +203,25 @@ class Cap(Condition):
     def check(self, ctx: Context) -> Match | None:
         names = self.streams or (ctx.stream.name,)
         sends = sorted(t for n in names for t in ctx.state.sends.get(n, ()))
+        if not sends:  # every limit is at least 1: nothing sent, nothing to hold
+            return None
         limits = ((self.per_day, 1.0, "day"), (self.per_week, 7.0, "week"),
                   (self.per_month, 30.0, "month"))
-        windows = [(n, d, "cap", f"per {w}") for n, d, w in limits if n is not None]
+        windows = [(n, d, "cap", w) for n, d, w in limits if n is not None]
         if ctx.state.prefs.frequency in FREQUENCIES:
             limit, days = FREQUENCIES[ctx.state.prefs.frequency]
-            windows.append((limit, days, "frequency", f"({ctx.state.prefs.frequency}, the "
-                                                      "person's choice)"))
+            windows.append((limit, days, "frequency", ""))
         worst: Match | None = None
-        for limit, days, code, label in windows:
+        for limit, days, code, per in windows:
             recent = [t for t in sends if t > ctx.now - days * DAY]
             if len(recent) < limit:
                 continue
             # Free again once enough of the window's oldest sends have left it.
             release = recent[len(recent) - limit] + days * DAY
             if worst is None or worst.until is None or release > worst.until:
+                # Words only for a window that holds the mail (most calls hold none).
+                label = (f"per {per}" if per else
+                         f"({ctx.state.prefs.frequency}, the person's choice)")
                 detail = f"{len(recent)} sent in {days:g}d, limit {limit} {label}"
                 worst = Match(Reason(code, detail), release)
         return worst

@@ -10,6 +10,9 @@ whatever holds the loop. Three views, each against the threshold:
   (the main thread's CPU
   clock) tells heed's own work from waiting for a core on a busy machine;
 - GC pauses: ``gc.callbacks`` time every collection, per generation.
+Each late timer, long step and long GC pause is also kept with its time (``events``, the
+first ``KEEP_EVENTS``), so a benchmark can read what held the loop while its load ran,
+apart from start-up (bench.latency --watch-ms).
 While it watches, the interpreter hands the GIL over every ``LOOK`` (not every 5 ms),
 so that the thread sees a step of pure Python to within about that.
 """
@@ -29,6 +32,7 @@ from typing import Any
 BEAT = 0.002  # seconds between timer beats
 LOOK = 0.001  # seconds between two looks at the main thread's stack
 KEEP = 8  # longest steps kept, with where
+KEEP_EVENTS = 20_000  # timed events kept (late timers, long steps, long GC pauses)
 # Frames of the loop's own machinery, below every step (asyncio.run, uvloop.run, serve).
 _LOOP_FILES = ("/asyncio/runners.py", "/asyncio/base_events.py", "/uvloop/__init__.py",
                "/proxy/serve.py", "/proxy/__main__.py", "/proxy/cli/", "/runpy.py",
@@ -40,6 +44,22 @@ class Step:
     seconds: float
     cpu: float = field(compare=False)
     where: str = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that held the loop, at ``at`` (time.time(), when it ended)."""
+
+    at: float
+    kind: str  # "late" (a timer beat), "step" or "gc"
+    seconds: float
+    cpu: float  # the main thread's CPU time in it (0 for a late timer: not measured)
+    source: str  # the task or callback ("late": "", "gc": "gen0" … "gen2")
+    where: str = ""
+
+    def line(self) -> str:
+        return (f"{self.at:.3f} {self.kind} {self.seconds * 1000:.2f} ms cpu "
+                f"{self.cpu * 1000:.2f} ms | {self.source} | {self.where}")
 
 
 @dataclass
@@ -65,6 +85,7 @@ class LoopWatch:
         # wall time, in CPU time, and the longest CPU time of one step.
         self.sources: dict[str, list[float]] = {}
         self.gc = [GcPauses() for _ in range(3)]
+        self.events: list[Event] = []  # with their time, the first KEEP_EVENTS
         self._due = 0.0
         self._beats = 0  # timer beats so far: one between two looks ends the step
         self.looks = 0  # looks at the main thread's stack so far
@@ -105,6 +126,7 @@ class LoopWatch:
         if late > self.threshold:
             self.late += 1
             self.latest = max(self.latest, late)
+            self._keep(Event(time.time(), "late", late, 0.0, ""))
         if self._running:
             self._next()
 
@@ -137,6 +159,13 @@ class LoopWatch:
         s = Step(seconds, cpu, at)
         if len(self.steps) < KEEP or s > self.steps[-1]:
             self.steps = sorted([*self.steps, s], reverse=True)[:KEEP]
+        self._keep(Event(time.time(), "step", seconds, cpu, src, at))
+
+    def _keep(self, event: Event) -> None:
+        # list.append is atomic under the GIL: the loop (timers, GC) and the looking
+        # thread (steps) both add here.
+        if len(self.events) < KEEP_EVENTS:
+            self.events.append(event)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -150,6 +179,8 @@ class LoopWatch:
         g.over += took > self.threshold
         g.cpu_longest = max(g.cpu_longest, cpu)
         g.cpu_over += cpu > self.threshold
+        if took > self.threshold:
+            self._keep(Event(time.time(), "gc", took, cpu, f"gen{info.get('generation', 0)}"))
 
     def summary(self) -> str:
         ms = self.threshold * 1000
