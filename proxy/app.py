@@ -158,6 +158,9 @@ class Heed:
             on_expire=self.bounces.hook(self.mailpath.expired, expired=True),
             on_permfail=self.bounces.hook(self.mailpath.failed_permanently, expired=False),
         )
+        # Every copy this process holds (a delay, a retry, a DSN) wakes its scheduler when
+        # it comes due, which then does not look for due copies every poll interval.
+        self.queue.on_put = self.scheduler.wake
         self.teller = Teller(
             redis=self.redis, keys=self.keys, clock=self.clock, settings=settings.tell,
             policies=self.policies, upstream=self.upstream, audit=Audit(self.redis, self.keys),
@@ -230,9 +233,13 @@ class Heed:
 
     async def refresh_queue_gauges(self) -> None:
         """Read the queue's depth and its most overdue copy into the /metrics gauges."""
-        depth, oldest = await self.queue.depth(), await self.queue.oldest()
+        depth, oldest = await self.queue.gauges()
         age = max(0.0, self.clock.now() - oldest) if oldest is not None else 0.0
         self.metrics.set_queue(depth, age)
+        if oldest is not None:
+            # The queue's earliest copy, whoever put it: a copy another process holds
+            # (a backlog its own scheduler drains) wakes this one within a refresh too.
+            self.scheduler.wake(oldest)
 
     async def _watch_queue(self, every: float = 5.0) -> None:
         """Keep the queue gauges fresh for /metrics."""

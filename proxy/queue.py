@@ -8,7 +8,7 @@ another worker after a lost lease is not completed twice."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -120,6 +120,9 @@ class DelayQueue:
         self._put = redis.register_script(_PUT)
         self._done = redis.register_script(_DONE)
         self._replace = redis.register_script(_REPLACE)
+        # Told the due time of each copy put here (the scheduler of this process listens:
+        # it wakes for its own copies instead of looking every poll interval).
+        self.on_put: Callable[[float], None] | None = None
 
     async def _run(self, coro: Any) -> Any:
         try:
@@ -137,6 +140,8 @@ class DelayQueue:
             args += [x for pair in item.to_hash().items() for x in pair]
         await self._run(self._put(
             keys=[self.keys.queue_due, *(self.keys.queue_item(i.id) for i in items)], args=args))
+        if self.on_put is not None:
+            self.on_put(min(i.due for i in items))
 
     async def claim(self, now: float, limit: int, lease: float) -> list[HeldMail]:
         """Take up to ``limit`` due copies for this worker until ``now + lease``; each
@@ -144,6 +149,15 @@ class DelayQueue:
         if limit <= 0:
             return []
         token, ids = await self._run(self.leases.claim(now, limit, lease))
+        return await self._read_claimed(token, ids)
+
+    async def claim_next(self, now: float, limit: int, lease: float
+                         ) -> tuple[list[HeldMail], float | None]:
+        """``claim``, and when the first copy left comes due (None: none waits)."""
+        token, ids, first = await self._run(self.leases.claim_next(now, max(1, limit), lease))
+        return await self._read_claimed(token, ids), first
+
+    async def _read_claimed(self, token: str, ids: list[str]) -> list[HeldMail]:
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -184,10 +198,13 @@ class DelayQueue:
         fields: list[Any] = []
         for name, value in new.to_hash().items():
             fields += [name, value]
-        return bool(await self._run(self._replace(
+        replaced = bool(await self._run(self._replace(
             keys=[self.keys.queue_due, self.keys.queue_claimed, self.keys.queue_item(item_id),
                   self.keys.queue_item(new.id), self.keys.queue_claims],
             args=[new.id, repr(new.due), item_id, *fields])))
+        if replaced and self.on_put is not None:
+            self.on_put(new.due)
+        return replaced
 
     async def retry(self, item: HeldMail, due: float, attempts: int, last_error: str) -> bool:
         """Back to due after a failed attempt; False if its claim no longer holds it."""
@@ -224,6 +241,15 @@ class DelayQueue:
         """Due time of the earliest waiting copy (how overdue the queue is)."""
         first = await self._run(self.redis.zrange(self.keys.queue_due, 0, 0, withscores=True))
         return float(first[0][1]) if first else None
+
+    async def gauges(self) -> tuple[int, float | None]:
+        """``depth`` and ``oldest`` in one round trip (the /metrics gauges, every few seconds)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.queue_due)
+        pipe.zcard(self.keys.queue_claimed)
+        pipe.zrange(self.keys.queue_due, 0, 0, withscores=True)
+        due, claimed, first = await self._run(pipe.execute())
+        return int(due) + int(claimed), float(first[0][1]) if first else None
 
     async def items_for(self, recipient: str) -> list[HeldMail]:
         """Copies held for one address, earliest due first; walks the whole queue (for explain)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from proxy.clock import Clock
 from proxy.errors import StateUnavailable
 from proxy.queue import DelayQueue, HeldMail
 from proxy.settings import QueueSettings
+from proxy.stopping import stopped
 
 log = logging.getLogger("heed.scheduler")
 
@@ -57,18 +59,38 @@ class Scheduler:
         # A dead worker's claims come back once their lease ended: looking for them a
         # quarter lease apart (not every round) takes them over within 1.25 leases.
         self._recover_at = 0.0
+        # An idle scheduler wakes on work, not on a timer: it sleeps until the first copy
+        # left comes due (``_due``, learnt from each claim, from the copies it retries or
+        # delays, and from every copy this process puts: ``wake``), or until the next look
+        # for a dead worker's claims, whichever is first.
+        self._due = 0.0
+        self._heard = math.inf  # the earliest copy put while a claim was under way
+        self._alarm = asyncio.Event()
+
+    def wake(self, due: float) -> None:
+        """A copy due at ``due`` is in the queue: put by this process, or seen by the gauges."""
+        self._heard = min(self._heard, due)
+        if due < self._due:
+            self._due = due
+            self._alarm.set()
+
+    def _every(self) -> float:
+        return max(self.settings.poll_interval, self.settings.lease / 4)
 
     async def run_once(self) -> int:
         """Recover dead workers' claims (when it is time to look), then release every due
         copy; returns how many."""
         now = self.clock.now()
-        every = max(self.settings.poll_interval, self.settings.lease / 4)
+        every = self._every()
         if not now < self._recover_at <= now + every:  # due, or the clock went back
             recovered = await self.queue.recover(now)
             self._recover_at = now + every
             if recovered:
                 log.warning("recovered %d held copies from a worker that stopped", recovered)
-        items = await self.queue.claim(now, self.settings.batch, self.settings.lease)
+        self._heard = math.inf
+        items, first = await self.queue.claim_next(now, self.settings.batch,
+                                                   self.settings.lease)
+        self._due = min(math.inf if first is None else first, self._heard)
         if not items:
             return 0
         working = {item.id: item for item in items}
@@ -128,7 +150,9 @@ class Scheduler:
                 now + self.settings.backoff[0])
             if due - item.first_queued > self.settings.max_hold:
                 await self._give_up(item, self.on_expire, "held longer than queue.max_hold")
-            elif not await self.queue.reschedule(item, due):
+            elif await self.queue.reschedule(item, due):
+                self._due = min(self._due, due)
+            else:
                 log.warning("held copy %s was reclaimed before it was rescheduled", item.id)
         elif outcome is ReleaseOutcome.PERMFAIL:
             await self._give_up(item, self.on_permfail, result.error)
@@ -137,8 +161,9 @@ class Scheduler:
             if now - item.first_queued + backoff > self.settings.max_hold:
                 await self._give_up(item, self.on_expire,
                                     f"held longer than queue.max_hold; last error: {result.error}")
-            elif not await self.queue.retry(item, now + backoff, item.attempts + 1,
-                                            result.error):
+            elif await self.queue.retry(item, now + backoff, item.attempts + 1, result.error):
+                self._due = min(self._due, now + backoff)
+            else:
                 log.warning("held copy %s was reclaimed before its retry was set", item.id)
 
     async def _give_up(self, item: HeldMail, hook: Hook | None, why: str) -> None:
@@ -152,21 +177,48 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; Redis trouble is logged and waited out."""
         outage = 0.0
-        while not stop.is_set():
-            pause = self.settings.poll_interval
-            try:
-                busy = await self.run_once()
-                outage = 0.0
-            except StateUnavailable:
-                outage = min(MAX_OUTAGE_BACKOFF, max(pause, outage * 2))
-                log.warning("scheduler: redis unavailable, next try in %.0f s", outage)
-                busy, pause = 0, outage
-            except Exception:  # noqa: BLE001 - the loop must survive
-                log.exception("scheduler round failed")
-                busy = 0
-            if busy >= self.settings.batch:
-                continue  # a full batch: more may be due already
-            try:
-                await asyncio.wait_for(stop.wait(), pause)
-            except TimeoutError:
-                pass
+        relay = asyncio.ensure_future(_relay(stop, self._alarm))
+        try:
+            while not stop.is_set():
+                self._alarm.clear()  # a copy put from here on ends the wait below
+                busy, pause = 0, self._pause()
+                if pause <= 0:  # a copy is due, or it is time to look for a dead worker's
+                    try:
+                        busy = await self.run_once()
+                        outage, pause = 0.0, self._pause()
+                    except StateUnavailable as exc:
+                        if stopped(stop, "scheduler round", exc, log):
+                            break
+                        outage = min(MAX_OUTAGE_BACKOFF,
+                                     max(self.settings.poll_interval, outage * 2))
+                        log.warning("scheduler: redis unavailable, next try in %.0f s", outage)
+                        self._due, pause = 0.0, outage  # a round again after the pause
+                    except Exception:  # noqa: BLE001 - the loop must survive
+                        log.exception("scheduler round failed")
+                        self._due, pause = 0.0, self.settings.poll_interval
+                if busy >= self.settings.batch:
+                    continue  # a full batch: more may be due already
+                try:
+                    await asyncio.wait_for(self._alarm.wait(), pause)
+                except TimeoutError:
+                    pass
+        finally:
+            relay.cancel()
+
+    def _pause(self) -> float:
+        """Until the first copy this process knows of comes due, or the next look for a
+        dead worker's claims; never longer than a look's interval (a quarter lease): a
+        copy another process put, earlier than any this one knows, and did not claim
+        itself (it died, or runs no scheduler) waits no longer than a dead worker's
+        claims are looked for."""
+        now, every = self.clock.now(), self._every()
+        look = self._recover_at - now
+        if look > every:
+            look = 0.0  # the clock went back: look now (run_once does), not a step later
+        return max(0.0, min(self._due - now, look, every))
+
+
+async def _relay(stop: asyncio.Event, alarm: asyncio.Event) -> None:
+    """``stop`` also ends the scheduler's sleep: it waits on one event."""
+    await stop.wait()
+    alarm.set()

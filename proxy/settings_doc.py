@@ -38,7 +38,8 @@ NOTES = {
     "redis.prefix": "the first part of every key (all built in proxy/keys.py)",
     "redis.write_behind": "how long a delivery's record (sends, audit, VERP mapping) may wait "
                           "to share a later round trip; 0: written before the 250",
-    "queue.poll_interval": "how often the scheduler looks for due held copies",
+    "queue.poll_interval": "pause after a failed round; least gap between looks for a dead "
+                           "worker's claims",
     "queue.batch": "held copies claimed per round",
     "queue.backoff": "retry delays when the upstream fails",
     "http.listen": "the HTTP side (one-click, pages, health, metrics); empty: off",

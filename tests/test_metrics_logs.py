@@ -123,7 +123,13 @@ def test_queue_gauges_show_held_mail_and_how_overdue(heed: HeedThread,
     assert heed.heed is not None and isinstance(heed.clock, ManualClock)
     heed.clock.set(NOON + 10 * 3600)  # 22:00 UTC: inside the policy's quiet hours
     assert send(heed, "offers@news.example.com", ["alice@example.org"])[1].startswith("250")
+    heed.call(heed.heed.refresh_queue_gauges())  # (its connection is open from here on)
+    stats = redis_sync.Redis.from_url(str(heed.settings.redis.url))
+    reads = stats.info("stats")["total_reads_processed"]
     heed.call(heed.heed.refresh_queue_gauges())
+    # One round trip for the gauges (and one for this INFO): they are read every 5 s.
+    assert stats.info("stats")["total_reads_processed"] - reads == 2
+    stats.close()
     m = scrape(heed)
     assert (m["heed_queue_depth"], m["heed_queue_oldest_seconds"]) == (1, 0)  # not due yet
     heed.clock.set(NOON + 20 * 3600 + 90)  # 08:01:30, not released yet: 90 s overdue

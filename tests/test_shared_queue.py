@@ -48,7 +48,10 @@ streams:
       - {if: refused, then: drop}
       - {if: no_consent, then: drop}
 """
-HELD = 40
+# Each process learns of copies another one put (this test's) at its next look, every
+# quarter lease (0.75 s here): 20 batches of copies the upstream takes 0.05 s each keep
+# the first looker busy longer than that, so the other one takes a share.
+HELD = 100
 BATCH = 5  # claims per round: the most copies one process has in flight
 
 

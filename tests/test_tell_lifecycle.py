@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,19 @@ async def test_a_pass_that_fails_is_not_counted_as_made(aredis: aioredis.Redis, 
     with pytest.raises(StateUnavailable):  # WRONGTYPE: the worker's loop logs it, goes on
         await t.lifecycle()
     assert await aredis.get(keys.tell_lifecycle_last) is None  # made again, after the lock
+
+
+async def test_a_pass_ends_between_pages_when_heed_stops(aredis: aioredis.Redis, keys: Keys,
+                                                         clock: ManualClock,
+                                                         tmp_path: Path) -> None:
+    """heed stopping ends the pass at the next page, before its Redis may close; the pass
+    is not counted as made (made again once its lock ends)."""
+    t = lifecycle_teller(aredis, keys, clock, tmp_path, SILENCE_POLICY, "silence")
+    people = [f"p{n}@example.org" for n in range(300)]  # a hashtable set: SSCAN pages
+    await aredis.sadd(keys.people, *people)
+    t._stop = asyncio.Event()
+    t._stop.set()
+    assert await t.lifecycle() == 0
+    seen = [await stage(aredis, keys, a) for a in people]
+    assert 0 < sum(s is not None for s in seen) < len(people)
+    assert await aredis.get(keys.tell_lifecycle_last) is None

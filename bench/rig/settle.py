@@ -52,12 +52,14 @@ def settle(heed: Any, timeout: float = 900.0, quiet: float = QUIET) -> str:
 
 @dataclass
 class Rest:
-    """heed at rest over ``seconds``: CPU share of a core and Redis commands a minute."""
+    """heed at rest over ``seconds``: CPU share of a core, Redis commands and round trips
+    a minute."""
 
     seconds: float
     cpu_share: float
     commands: dict[str, float]  # command -> calls a minute (EVAL's inner calls included)
     by_process: dict[str, float]  # command name (python, redis-server) -> share of a core
+    reads: float = 0.0  # Redis read events a minute (~ round trips), both servers
 
     def line(self) -> str:
         total = sum(self.commands.values())
@@ -65,30 +67,34 @@ class Rest:
                                                          key=lambda kv: -kv[1]) if v >= 0.5)
         procs = ", ".join(f"{k} {v * 100:.2f} %" for k, v in sorted(self.by_process.items()))
         return (f"heed at rest ({self.seconds:.0f} s): {self.cpu_share * 100:.2f} % of a core "
-                f"({procs}), {total:.0f} Redis commands a minute ({top or 'none'})")
+                f"({procs}), {total:.0f} Redis commands a minute ({top or 'none'}); "
+                f"{self.reads:.0f} read events (round trips) a minute")
 
 
-def calls(heed: Any) -> dict[str, int]:
-    """Calls per command on the serving Redis and (``durable:``) the durable one, if split."""
-    out = dict(heed.redis_stats()[0])
+def calls(heed: Any) -> tuple[dict[str, int], int]:
+    """Calls per command on the serving Redis and (``durable:``) the durable one, if split;
+    and the read events of both (each count includes the INFO that reads it)."""
+    out, reads = heed.redis_stats()
+    out = dict(out)
     sock = Path(heed.site) / "var" / "redis" / "durable" / "redis.sock"
     if sock.exists():
         durable = redis.Redis(unix_socket_path=str(sock))
         try:
             out.update({"durable:" + k.removeprefix("cmdstat_"): v["calls"]
                         for k, v in durable.info("commandstats").items()})
+            reads += int(durable.info("stats").get("total_reads_processed", 0))
         finally:
             durable.close()
-    return out
+    return out, reads
 
 
 def at_rest(heed: Any, seconds: float) -> Rest:
     """Measure heed doing nothing (call after ``settle``)."""
-    cmds0, c0 = calls(heed), cpu_seconds(heed.pids())
+    (cmds0, reads0), c0 = calls(heed), cpu_seconds(heed.pids())
     time.sleep(seconds)
-    c1, cmds1 = cpu_seconds(heed.pids()), calls(heed)
+    c1, (cmds1, reads1) = cpu_seconds(heed.pids()), calls(heed)
     per_min = {k: (v - cmds0.get(k, 0)) * 60 / seconds for k, v in cmds1.items()
                if not k.removeprefix("durable:").startswith(("info", "latency", "config"))
                and v > cmds0.get(k, 0)}
     by = {k: (v - c0.get(k, 0.0)) / seconds for k, v in c1.items()}
-    return Rest(seconds, sum(by.values()), per_min, by)
+    return Rest(seconds, sum(by.values()), per_min, by, (reads1 - reads0) * 60 / seconds)

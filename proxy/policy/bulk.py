@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from yaml import Node
 
-    from proxy.policy.loader import _File
+    from proxy.policy.nodes import PolicyFile
 
 BULK_KEYS = ("unsigned", "feedback_id", "body_unsubscribe", "from_domains")
 UNSIGNED = ("hold", "reject", "allow")
@@ -70,7 +70,7 @@ def _domains(value: Any) -> tuple[str, ...]:
     return out
 
 
-def read_bulk(f: _File, items: dict[str, tuple[Node, Node]], marketing: bool,
+def read_bulk(f: PolicyFile, items: dict[str, tuple[Node, Node]], marketing: bool,
               bad: object) -> BulkRules:
     """The stream's bulk keys; on a transactional stream only feedback_id and from_domains."""
     got: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from proxy.policy import values
 from proxy.policy.bulk import BULK_KEYS, read_bulk
 from proxy.policy.conditions import CONDITIONS
 from proxy.policy.model import Classifier, Policy, Rule, Silence, Stream, Threshold
+from proxy.policy.nodes import BAD, PolicyFile
 from proxy.policy.words import missing_languages, words
 from proxy.types import Action, DropMode
 
@@ -31,88 +32,6 @@ THEN = {"deliver": (Action.DELIVER, None), "drop": (Action.DROP, None),
         "delay": (Action.DELAY, None)}
 # Stream and list names end up in Redis keys, URLs and metrics labels: keep them plain.
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
-_BAD = object()  # a value that failed validation (already reported)
-Items = dict[str, tuple[Node, Node]]  # key -> (key node, value node)
-
-
-class _File:
-    """One policy file's nodes, and a place to report what is wrong with them."""
-
-    def __init__(self, path: Path, errors: list[str], warnings: list[str] | None = None) -> None:
-        self.path = path
-        self.errors = errors
-        self.warnings = [] if warnings is None else warnings
-        self._loader = yaml.SafeLoader("")
-
-    def at(self, node: Node) -> str:
-        return f"{self.path}:{node.start_mark.line + 1}"
-
-    def err(self, node: Node, message: str) -> None:
-        self.errors.append(f"{self.at(node)}: {message}")
-
-    def mapping(self, node: Node, what: str, allowed: tuple[str, ...] | None = None) -> Items:
-        """The mapping's entries; wrong type, non-text, duplicate and unknown keys are reported."""
-        if not isinstance(node, yaml.MappingNode):
-            self.err(node, f"{what} must be a mapping")
-            return {}
-        items: Items = {}
-        for knode, vnode in node.value:
-            key = knode.value if isinstance(knode, yaml.ScalarNode) else None
-            if not isinstance(key, str):
-                self.err(knode, f"{what}: keys must be text")
-            elif key in items:
-                self.err(knode, f"{what}: {key!r} given twice (first at line "
-                                f"{items[key][0].start_mark.line + 1})")
-            elif allowed is not None and key not in allowed:
-                self.err(knode, f"{what}: unknown key {key!r} (expected one of "
-                                f"{', '.join(allowed)})")
-            else:
-                items[key] = (knode, vnode)
-        return items
-
-    def sequence(self, node: Node, what: str) -> list[Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            self.err(node, f"{what} must be a list")
-            return []
-        return list(node.value)
-
-    def value(self, node: Node) -> Any:
-        if isinstance(node, yaml.ScalarNode) and ":" in node.value and node.tag.endswith(
-                (":int", ":float")):
-            return node.value  # YAML 1.1 reads 21:00 as the sexagesimal 1260; keep what was written
-        return self._loader.construct_object(node, deep=True)
-
-    def text(self, node: Node, what: str, pattern: re.Pattern[str] | None = None) -> Any:
-        """A scalar exactly as written (so `yes` stays "yes"), optionally checked by ``pattern``."""
-        if not isinstance(node, yaml.ScalarNode):
-            self.err(node, f"{what} must be text")
-            return _BAD
-        if pattern is not None and not pattern.match(node.value):
-            self.err(node, f"{what} {node.value!r} must be lower-case letters, digits, '_.-'")
-            return _BAD
-        return node.value
-
-    def texts(self, node: Node, what: str) -> Any:
-        """One text or a list of them."""
-        nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
-        out = tuple(self.text(n, what) for n in nodes)
-        if not out:
-            self.err(node, f"{what} must not be an empty list")
-        return _BAD if _BAD in out or not out else out
-
-    def convert(self, node: Node, fn: Callable[[Any], Any], what: str) -> Any:
-        try:
-            return fn(self.value(node))
-        except (ValueError, TypeError) as exc:
-            self.err(node, f"{what}: {exc}")
-            return _BAD
-
-    def choice(self, node: Node, what: str, options: tuple[str, ...]) -> Any:
-        value = self.text(node, what)
-        if value is not _BAD and value not in options:
-            self.err(node, f"{what} must be one of {', '.join(options)}, not {value!r}")
-            return _BAD
-        return value
 
 
 def load_policies(directory: Path) -> Policy:
@@ -135,7 +54,7 @@ def load_policies(directory: Path) -> Policy:
             merged.unreadable = True
             continue
         digest.update(path.name.encode() + b"\0" + data + b"\0")
-        f = _File(path, errors, warnings)
+        f = PolicyFile(path, errors, warnings)
         try:
             root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
         except UnicodeDecodeError:
@@ -172,14 +91,14 @@ class _Merged:
         self.classify: list[tuple[Classifier, str]] = []  # with where its `stream:` is
         self.unreadable = False  # a file we could not parse may hold what seems missing
 
-    def add(self, f: _File, root: Node) -> None:
+    def add(self, f: PolicyFile, root: Node) -> None:
         top = f.mapping(root, "the file", TOP_KEYS)
         if "version" in top:
             label = f.text(top["version"][1], "version")
-            if self.label is not None and label is not _BAD and label != self.label[0]:
+            if self.label is not None and label is not BAD and label != self.label[0]:
                 f.err(top["version"][1], f"version {label!r} differs from {self.label[0]!r} "
                                          f"at {self.label[1]}")
-            elif label is not _BAD:
+            elif label is not BAD:
                 self.label = (label, f.at(top["version"][1]))
         if "default_stream" in top:
             node = top["default_stream"][1]
@@ -187,7 +106,7 @@ class _Merged:
                 f.err(node, f"default_stream given twice (also at {self.default[1]})")
             else:
                 name = f.text(node, "default_stream", NAME)
-                if name is not _BAD:
+                if name is not BAD:
                     self.default = (name, f.at(node))
         if "streams" in top:
             for name, (knode, vnode) in f.mapping(top["streams"][1], "streams").items():
@@ -230,7 +149,7 @@ class _Merged:
                       classification=tuple(r for r, _ in self.classify), files=tuple(files))
 
 
-def _stream(f: _File, name: str, node: Node) -> Stream:
+def _stream(f: PolicyFile, name: str, node: Node) -> Stream:
     """The stream as far as it is valid (errors are reported; the policy will not load)."""
     empty = isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
     items = {} if empty else f.mapping(node, f"stream {name!r}", STREAM_KEYS)
@@ -239,12 +158,12 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
     def take(key: str, read: Callable[[Node], Any]) -> None:
         if key in items:
             value = read(items[key][1])
-            if value is not _BAD:
+            if value is not BAD:
                 got[key] = value
 
     take("kind", lambda n: f.choice(n, "kind", ("marketing", "transactional")))
-    take("label", lambda n: words(f, n, "label", _BAD))
-    take("description", lambda n: words(f, n, "description", _BAD))
+    take("label", lambda n: words(f, n, "label", BAD))
+    take("description", lambda n: words(f, n, "description", BAD))
     take("list", lambda n: f.text(n, "list", NAME))
     take("consent", lambda n: f.choice(n, "consent", ("required", "not_required")))
     take("drop", lambda n: f.choice(n, "drop", ("reject", "discard")))
@@ -283,10 +202,10 @@ def _stream(f: _File, name: str, node: Node) -> Stream:
         consent_required=got.get("consent", "required" if marketing else "not_required")
         == "required",
         rules=tuple(rules), silence=silence, labels=got.get("label", {}),
-        descriptions=got.get("description", {}), bulk=read_bulk(f, items, marketing, _BAD))
+        descriptions=got.get("description", {}), bulk=read_bulk(f, items, marketing, BAD))
 
 
-def _silence(f: _File, node: Node) -> Any:
+def _silence(f: PolicyFile, node: Node) -> Any:
     items = f.mapping(node, "silence", ("lapsing", "inactive", "loyal_days", "engagement"))
     out: dict[str, Any] = {}
     for stage in ("lapsing", "inactive"):
@@ -296,24 +215,24 @@ def _silence(f: _File, node: Node) -> Any:
         out["loyal_days"] = f.convert(items["loyal_days"][1], values.days, "silence.loyal_days")
     if "engagement" in items:
         out["engagement"] = f.convert(items["engagement"][1], values.kinds, "silence.engagement")
-    return _BAD if _BAD in out.values() or not isinstance(node, yaml.MappingNode) else Silence(
+    return BAD if BAD in out.values() or not isinstance(node, yaml.MappingNode) else Silence(
         **out)
 
 
-def _threshold(f: _File, node: Node, what: str) -> Any:
+def _threshold(f: PolicyFile, node: Node, what: str) -> Any:
     items = f.mapping(node, what, ("sends", "or_days", "min_sends"))
     conv = {"sends": lambda v: values.count(v, 1), "or_days": values.days,
             "min_sends": values.count}
     out = {k: f.convert(v, conv[k], f"{what}.{k}") for k, (_, v) in items.items()}
-    if not isinstance(node, yaml.MappingNode) or _BAD in out.values():
-        return _BAD
+    if not isinstance(node, yaml.MappingNode) or BAD in out.values():
+        return BAD
     if "sends" not in out and "or_days" not in out:
         f.err(node, f"{what} needs sends or or_days")
-        return _BAD
+        return BAD
     return Threshold(**out)
 
 
-def _rule(f: _File, node: Node, silence: Silence) -> Rule | None:
+def _rule(f: PolicyFile, node: Node, silence: Silence) -> Rule | None:
     items = f.mapping(node, "rule")
     if not isinstance(node, yaml.MappingNode):
         return None
@@ -321,9 +240,9 @@ def _rule(f: _File, node: Node, silence: Silence) -> Rule | None:
         f.err(node, "a rule needs `if:` (a condition) and `then:` (an action)")
         return None
     cname = f.text(items["if"][1], "if")
-    cls = CONDITIONS.get(cname) if cname is not _BAD else None
+    cls = CONDITIONS.get(cname) if cname is not BAD else None
     if cls is None:
-        if cname is not _BAD:
+        if cname is not BAD:
             f.err(items["if"][1], f"unknown condition {cname!r} (known: {', '.join(CONDITIONS)})")
         return None
     params: dict[str, Any] = {}
@@ -340,7 +259,7 @@ def _rule(f: _File, node: Node, silence: Silence) -> Rule | None:
             ok = False
     if "stage" in items:  # the filter, or lifecycle's own parameter: the same stage names
         wanted = params.get("stage", stages)
-        for name in sorted(wanted) if wanted is not _BAD else ():
+        for name in sorted(wanted) if wanted is not BAD else ():
             if not silence.can_reach(name):
                 f.err(items["stage"][1], f"stage {name!r} needs `silence: {{{name}: ...}}` "
                                          "on the stream")
@@ -349,7 +268,7 @@ def _rule(f: _File, node: Node, silence: Silence) -> Rule | None:
         f.err(node, f"condition {cname!r} needs {missing!r}")
         ok = False
     then = _then(f, items["then"][1])
-    if not ok or then is None or stages is _BAD or _BAD in params.values():
+    if not ok or then is None or stages is BAD or BAD in params.values():
         return None
     action, mode, delay = then
     if action is Action.DELAY and delay is None and not cls.releases:
@@ -364,19 +283,19 @@ def _stage_filter(value: Any) -> frozenset[str]:
     return CONDITIONS["lifecycle"].params["stage"](value)  # the same names as `lifecycle`
 
 
-def _then(f: _File, node: Node) -> tuple[Action, DropMode | None, float | None] | None:
+def _then(f: PolicyFile, node: Node) -> tuple[Action, DropMode | None, float | None] | None:
     if isinstance(node, yaml.MappingNode):
         items = f.mapping(node, "then", ("delay",))
         if "delay" not in items:
             f.err(node, "then: a mapping must be {delay: DURATION}")
             return None
         seconds = f.convert(items["delay"][1], values.positive_duration, "then.delay")
-        return None if seconds is _BAD else (Action.DELAY, None, seconds)
+        return None if seconds is BAD else (Action.DELAY, None, seconds)
     word = f.choice(node, "then", tuple(THEN))
-    return None if word is _BAD else (*THEN[word], None)
+    return None if word is BAD else (*THEN[word], None)
 
 
-def _classifier(f: _File, node: Node) -> tuple[Classifier, str] | None:
+def _classifier(f: PolicyFile, node: Node) -> tuple[Classifier, str] | None:
     items = f.mapping(node, "classify rule", CLASSIFY_KEYS)
     if not isinstance(node, yaml.MappingNode):
         return None
@@ -397,8 +316,8 @@ def _classifier(f: _File, node: Node) -> tuple[Classifier, str] | None:
     if "headers" in items:
         globs = [(name, f.text(v, f"headers.{name}"))
                  for name, (_, v) in f.mapping(items["headers"][1], "headers").items()]
-        kw["headers"] = _BAD if any(g is _BAD for _, g in globs) else tuple(globs)
-    if _BAD in kw.values():
+        kw["headers"] = BAD if any(g is BAD for _, g in globs) else tuple(globs)
+    if BAD in kw.values():
         return None
     if "stream" in kw and not (kw.get("senders") or kw.get("domains") or kw.get("headers")):
         f.err(node, "this rule matches every message; name the stream in default_stream instead")

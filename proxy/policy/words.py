@@ -11,7 +11,7 @@ from proxy.types import LANGUAGES
 
 
 class Reporter(Protocol):
-    """What the loader's file object offers (proxy/policy/loader.py _File)."""
+    """What the loader's file object offers (proxy/policy/nodes.py PolicyFile)."""
 
     warnings: list[str]
 

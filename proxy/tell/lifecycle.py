@@ -39,8 +39,10 @@ def _s(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-async def lifecycle_pass(state: Any, policy: Policy, now: float) -> int:
-    """One pass over ``keys.people``; returns the lifecycle.changed events written."""
+async def lifecycle_pass(state: Any, policy: Policy, now: float,
+                         stop: asyncio.Event | None = None) -> int:
+    """One pass over ``keys.people``; returns the lifecycle.changed events written. It
+    ends between two pages once ``stop`` is set (heed stopping: not before Redis does)."""
     streams = [s for s in policy.streams.values() if s.marketing and s.silence.inactive]
     if not streams:
         return 0
@@ -77,6 +79,6 @@ async def lifecycle_pass(state: Any, policy: Policy, now: float) -> int:
                     await pipe.execute()
         except RedisError as exc:
             raise StateUnavailable("redis unavailable") from exc
-        if int(cursor) == 0:
+        if int(cursor) == 0 or (stop is not None and stop.is_set()):
             return events
         await asyncio.sleep(PAUSE)

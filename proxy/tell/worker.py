@@ -22,6 +22,7 @@ from proxy.keys import Keys
 from proxy.policy_store import PolicyStore
 from proxy.settings import TellSettings
 from proxy.state import State
+from proxy.stopping import sleep, stopped, unless_stopped
 from proxy.tell.jobs import Job, Jobs, job_id
 from proxy.tell.lifecycle import lifecycle_pass
 from proxy.tell.mailto import BadMailto, unsubscribe_mail
@@ -94,6 +95,7 @@ class Teller:
         self._due = 0.0
         self._recover_at = 0.0
         self._gauges_at = 0.0
+        self._stop: asyncio.Event | None = None  # run()'s: it ends an idle wait at once
 
     # --- outbox -> jobs --------------------------------------------------------------
     async def expand(self, event: Event) -> None:
@@ -103,10 +105,13 @@ class Teller:
             await self._sync_back(event, now)
         body = payload(event)
         for url, _secrets in self.settings.webhooks:
-            self._due = min(self._due, now)  # claimed in this round
-            await self.jobs.make(Job(job_id(event.id, "webhook", url), "webhook", url, event.id,
-                                     event.address, event.list, event.at, body,
-                                     created=now), now)
+            await self._make(Job(job_id(event.id, "webhook", url), "webhook", url, event.id,
+                                 event.address, event.list, event.at, body, created=now), now)
+
+    async def _make(self, job: Job, now: float) -> None:
+        """Make ``job``, due ``now``: this round claims it."""
+        self._due = min(self._due, now)
+        await self.jobs.make(job, now)
 
     async def _sync_back(self, event: Event, now: float) -> None:
         a = event.address
@@ -131,9 +136,8 @@ class Teller:
             kind, target = link
             if mark(target) in told:
                 continue  # told through this link already: one request per link
-            self._due = min(self._due, now)  # claimed in this round
-            await self.jobs.make(Job(job_id(event.id, kind, target), kind, target, event.id,
-                                     a, lst, event.at, created=now), now)
+            await self._make(Job(job_id(event.id, kind, target), kind, target, event.id, a, lst,
+                                 event.at, created=now), now)
             try:
                 await self.redis.hset(self.keys.tool_told(a), mapping={
                     mark(target): repr(now), STATUS + lst: f"pending {now!r}"})
@@ -242,8 +246,9 @@ class Teller:
         if recover:
             self._recover_at = now + every
         wait = max(0.0, min(wait, self._due - now, self._recover_at - now))
-        entries = await self.outbox.take(OUTBOX_BATCH, self.settings.lease, wait,
-                                         stale=recover)
+        taking = self.outbox.take(OUTBOX_BATCH, self.settings.lease, wait, stale=recover)
+        # An entry the cancelled read took stays pending: taken over after the lease.
+        entries = await (unless_stopped(self._stop, taking, []) if wait else taking)
         handled = []
         for entry_id, event in entries:
             try:
@@ -297,7 +302,9 @@ class Teller:
         if not mine:  # another worker's pass: look again (for its end) at the next tick
             return 0
         self._next_pass = now + every
-        events = await lifecycle_pass(self.people, self.policies.current, now)
+        events = await lifecycle_pass(self.people, self.policies.current, now, self._stop)
+        if self._stop is not None and self._stop.is_set():
+            return events  # cut short: not made, made again once the lock ends
         try:
             await self.redis.set(k.tell_lifecycle_last, repr(now))
         except RedisError as exc:
@@ -324,36 +331,32 @@ class Teller:
         it) until the next job comes due, the next look for a dead worker's work, or
         BLOCK_MAX."""
         busy = 0
+        self._stop = stop
         # Beside the rounds, not in them: a pass over every person must not hold up a "no".
         passes = asyncio.create_task(self._lifecycle_loop(stop))
         while not stop.is_set():
             try:
                 busy = await self._round(0.0 if busy else BLOCK_MAX)
-            except Exception:  # noqa: BLE001 - the worker must outlive a Redis hiccup
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive a Redis hiccup
+                if stopped(stop, "tell round", exc, log):
+                    break
                 log.warning("tell round failed; trying again", exc_info=True)
                 busy = 0
-                await _sleep(stop, self.settings.poll_interval)
+                await sleep(stop, self.settings.poll_interval)
         await passes
 
     async def _lifecycle_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.lifecycle()
-            except Exception:  # noqa: BLE001 - the next period tries again
-                log.warning("lifecycle pass failed", exc_info=True)
-            await _sleep(stop, max(1.0, min(60.0, self.settings.lifecycle_every or 60.0)))
+            except Exception as exc:  # noqa: BLE001 - the next period tries again
+                if not stopped(stop, "lifecycle pass", exc, log):
+                    log.warning("lifecycle pass failed", exc_info=True)
+            await sleep(stop, max(1.0, min(60.0, self.settings.lifecycle_every or 60.0)))
 
     async def close(self) -> None:
         await self.oneclick.close()
         await self.webhooks.close()
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    """Wait ``seconds``, or less when ``stop`` is set."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 def _float(value: Any) -> float:
