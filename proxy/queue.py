@@ -148,8 +148,7 @@ class DelayQueue:
         comes back with this claim's fencing token in ``claim``."""
         if limit <= 0:
             return []
-        token, ids = await self._run(self.leases.claim(now, limit, lease))
-        return await self._read_claimed(token, ids)
+        return (await self.claim_next(now, limit, lease))[0]
 
     async def claim_next(self, now: float, limit: int, lease: float
                          ) -> tuple[list[HeldMail], float | None]:
@@ -231,16 +230,11 @@ class DelayQueue:
 
     async def depth(self) -> int:
         """Copies held, waiting or claimed."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(self.keys.queue_due)
-        pipe.zcard(self.keys.queue_claimed)
-        due, claimed = await self._run(pipe.execute())
-        return int(due) + int(claimed)
+        return (await self.gauges())[0]
 
     async def oldest(self) -> float | None:
         """Due time of the earliest waiting copy (how overdue the queue is)."""
-        first = await self._run(self.redis.zrange(self.keys.queue_due, 0, 0, withscores=True))
-        return float(first[0][1]) if first else None
+        return (await self.gauges())[1]
 
     async def gauges(self) -> tuple[int, float | None]:
         """``depth`` and ``oldest`` in one round trip (the /metrics gauges, every few seconds)."""
