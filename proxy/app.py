@@ -8,6 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from proxy import stopping
 from proxy.audit import Audit
 from proxy.batch import GroupCommit
 from proxy.clock import Clock, SystemClock
@@ -248,10 +249,7 @@ class Heed:
                 await self.refresh_queue_gauges()
             except Exception:  # noqa: BLE001 - a gauge must never stop heed
                 log.debug("queue gauges not updated", exc_info=True)
-            try:
-                await asyncio.wait_for(self._stop.wait(), every)
-            except TimeoutError:
-                pass
+            await stopping.sleep(self._stop, every)
 
     async def stop(self) -> None:
         self._stop.set()
